@@ -1,0 +1,85 @@
+# apiguard: `make run` starts the demo, `make test` runs every test layer. Both set themselves up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ROOT        := $(abspath .)
+VENV        := $(ROOT)/.venv
+PY          := $(VENV)/bin/python
+ENVOY       := $(VENV)/bin/envoy
+TOOLS       := $(ROOT)/.tools
+WASM_TARGET := wasm32-wasip1
+WASM        := $(ROOT)/target/$(WASM_TARGET)/release/apiguard.wasm
+NOOP_WASM   := $(ROOT)/target/$(WASM_TARGET)/release/apiguard_noop.wasm
+# wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
+WBG_VERSION  = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
+WBG_RUNNER  := $(TOOLS)/bin/wasm-bindgen-test-runner
+
+export PATH := $(TOOLS)/bin:$(PATH)
+
+.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk build run test test-unit test-wasm test-e2e lint bench keygen clean
+
+help:
+	@echo "make run     build the plugin and start the demo (Envoy + apiguard + echo upstream)"
+	@echo "make test    run every test layer: lint, native unit, wasm unit (Node), end-to-end in Envoy"
+	@echo "make bench   measure the filter's cost (writes BENCHMARKS.md)"
+	@echo "make keygen  print a new API key and its configuration entry"
+
+setup: setup-rust setup-venv
+
+setup-rust:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+
+# The venv is rebuilt whenever the pinned requirements change.
+$(VENV)/.stamp: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+setup-venv: $(VENV)/.stamp
+
+$(WBG_RUNNER): Cargo.lock
+	@test -n "$(WBG_VERSION)" || { echo "wasm-bindgen not found in Cargo.lock"; exit 1; }
+	@if ! $(WBG_RUNNER) --version 2>/dev/null | grep -q " $(WBG_VERSION)$$"; then \
+	  echo "installing wasm-bindgen-cli $(WBG_VERSION) into .tools"; \
+	  cargo install --quiet wasm-bindgen-cli --version $(WBG_VERSION) --root $(TOOLS); \
+	fi
+	@touch $@
+
+setup-wasm-bindgen: setup-rust $(WBG_RUNNER)
+
+setup-wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
+build: setup-rust
+	cargo build --release --target $(WASM_TARGET) --lib
+	@printf 'apiguard.wasm: %s bytes (%s)\n' "$$(stat -c %s $(WASM))" "$(WASM)"
+
+run: setup build
+	$(PY) envoy/demo.py --envoy $(ENVOY) --wasm $(WASM)
+
+lint: setup-rust
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
+
+test-unit:
+	cargo test
+
+test-wasm: setup-wasm-bindgen
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WBG_RUNNER) cargo test --target wasm32-unknown-unknown --lib
+
+test-e2e: setup build
+	APIGUARD_WASM=$(WASM) ENVOY_BIN=$(ENVOY) $(PY) -m pytest -q tests
+
+test: setup lint test-unit test-wasm test-e2e
+
+bench: setup setup-wrk build
+	$(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM)
+
+keygen:
+	@cargo run --quiet --bin apiguard-keygen -- $(ARGS)
+
+clean:
+	cargo clean
+	rm -rf $(VENV) $(TOOLS)

@@ -1,0 +1,230 @@
+//! Configuration: the JSON that Envoy (`plugin_config.configuration`) or Istio (`pluginConfig`)
+//! hands the plugin. Parsed with serde into DTOs that reject unknown fields, then compiled into a
+//! validated [`Policy`](crate::policy::Policy). Every error names the field path it is about.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// A configuration problem: where (`api_keys.keys[0].sha256`) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "at the top level: {}", self.message)
+        } else {
+            write!(f, "at {}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which credentials a request must present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialPolicy {
+    /// An API key.
+    ApiKey,
+    /// A JWT access token.
+    Jwt,
+    /// At least one of the two; every credential presented must be valid.
+    Either,
+    /// Both, optionally bound to each other by a JWT claim.
+    Both,
+}
+
+impl CredentialPolicy {
+    pub fn accepts_api_key(self) -> bool {
+        !matches!(self, Self::Jwt)
+    }
+    pub fn accepts_jwt(self) -> bool {
+        !matches!(self, Self::ApiKey)
+    }
+}
+
+fn default_credentials() -> CredentialPolicy {
+    CredentialPolicy::ApiKey
+}
+fn default_true() -> bool {
+    true
+}
+fn default_realm() -> String {
+    "apiguard".to_owned()
+}
+fn default_query_params() -> Vec<String> {
+    ["api_key", "apikey", "key", "access_token", "token"].iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The whole plugin configuration as written by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    #[serde(default = "default_credentials")]
+    pub credentials: CredentialPolicy,
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysConfig>,
+    #[serde(default)]
+    pub jwt: Option<crate::jwt::JwtConfig>,
+    #[serde(default)]
+    pub https: HttpsConfig,
+    #[serde(default)]
+    pub exempt_paths: Vec<String>,
+    #[serde(default = "default_query_params")]
+    pub query_credential_params: Vec<String>,
+    #[serde(default = "default_true")]
+    pub allow_cors_preflight: bool,
+    #[serde(default)]
+    pub report_only: bool,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_key_header() -> String {
+    "x-api-key".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    #[serde(default = "default_key_header")]
+    pub header: String,
+    #[serde(default)]
+    pub allow_authorization_header: bool,
+    #[serde(default = "default_true")]
+    pub strip_credential: bool,
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntryConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntryConfig {
+    pub sha256: String,
+    pub consumer: String,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+fn default_hsts_max_age() -> u64 {
+    31_536_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    #[serde(default = "default_true")]
+    pub required: bool,
+    #[serde(default)]
+    pub redirect: bool,
+    #[serde(default)]
+    pub trust_x_forwarded_proto: bool,
+    #[serde(default = "default_hsts_max_age")]
+    pub hsts_max_age_seconds: u64,
+    #[serde(default = "default_true")]
+    pub hsts_include_subdomains: bool,
+    #[serde(default)]
+    pub hsts_preload: bool,
+}
+
+impl Default for HttpsConfig {
+    fn default() -> Self {
+        Self {
+            required: true,
+            redirect: false,
+            trust_x_forwarded_proto: false,
+            hsts_max_age_seconds: default_hsts_max_age(),
+            hsts_include_subdomains: true,
+            hsts_preload: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: String,
+    pub credentials: CredentialPolicy,
+    #[serde(default)]
+    pub bind_claim: Option<String>,
+}
+
+/// Parses the configuration text; a syntax or shape error names the path where it happened.
+pub fn parse(text: &[u8]) -> Result<PluginConfig, ConfigError> {
+    // serde would also read a struct from a JSON array; configuration is always an object.
+    if text.iter().find(|c| !c.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ConfigError::new("", "expected a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let parsed: PluginConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ConfigError::new(path, e.into_inner().to_string())
+    })?;
+    de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn minimal_config_takes_documented_defaults() {
+        let cfg = parse(br#"{"api_keys": {"keys": []}}"#).unwrap();
+        assert_eq!(cfg.credentials, CredentialPolicy::ApiKey);
+        assert!(cfg.https.required);
+        assert_eq!(cfg.https.hsts_max_age_seconds, 31_536_000);
+        assert_eq!(cfg.query_credential_params.len(), 5);
+        assert!(cfg.allow_cors_preflight);
+        assert!(!cfg.report_only);
+        let keys = cfg.api_keys.unwrap();
+        assert_eq!(keys.header, "x-api-key");
+        assert!(keys.strip_credential);
+    }
+
+    #[test]
+    fn unknown_nested_field_names_its_path() {
+        let err = parse(br#"{"api_keys": {"keys": [{"sah256": "00", "consumer": "a"}]}}"#).unwrap_err();
+        assert_eq!(err.path, "api_keys.keys[0].sah256");
+        assert!(err.message.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_its_path() {
+        let err = parse(br#"{"https": {"required": "yes"}}"#).unwrap_err();
+        assert_eq!(err.path, "https.required");
+    }
+
+    #[test]
+    fn unknown_credentials_value_is_refused() {
+        let err = parse(br#"{"credentials": "password"}"#).unwrap_err();
+        assert_eq!(err.path, "credentials");
+        assert!(err.message.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn invalid_json_and_trailing_garbage_are_refused() {
+        assert!(parse(b"{").is_err());
+        assert!(parse(b"{} {}").is_err());
+        assert!(parse(b"[]").is_err());
+    }
+}

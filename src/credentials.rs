@@ -1,0 +1,168 @@
+//! Finding credentials in a request: where they may be (headers), where they must never be
+//! (the query string), and refusing ambiguity.
+
+use crate::request::RequestFacts;
+use crate::secret::Secret;
+
+/// The first configured query parameter present in `query`, if any. Names are percent-decoded
+/// and compared case-insensitively, so `%61pi_key` and `API_KEY` are caught like `api_key`.
+pub fn credential_in_query<'a>(query: &str, forbidden: &'a [String]) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| percent_decode(pair.split_once('=').map_or(pair, |(name, _)| name)))
+        .find_map(|name| forbidden.iter().find(|f| f.eq_ignore_ascii_case(&name)).map(String::as_str))
+}
+
+/// `application/x-www-form-urlencoded` decoding of a name: `%XX` and `+`. Invalid escapes stay.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&c) = bytes.get(i) {
+        let hex = |at: usize| bytes.get(at).and_then(|h| char::from(*h).to_digit(16));
+        match (c, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a request presented, before anything is verified.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Presented<'a> {
+    pub api_key: Option<Secret<'a>>,
+    pub bearer: Option<Secret<'a>>,
+}
+
+/// The request carried a credential in a way we refuse to interpret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ambiguous {
+    pub header: String,
+}
+
+/// Where credentials are looked for.
+#[derive(Debug, Clone)]
+pub struct CredentialSources {
+    pub api_key_header: Option<String>,
+    pub api_key_in_authorization: bool,
+    pub bearer_header: Option<String>,
+}
+
+/// Splits `Scheme value` (scheme case-insensitive, RFC 9110 §11.4).
+fn with_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.trim().split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then(|| rest.trim()).filter(|v| !v.is_empty())
+}
+
+/// The single value of a header, or an error when it was sent more than once.
+fn single<'a>(req: &'a RequestFacts, name: &'a str) -> Result<Option<&'a str>, Ambiguous> {
+    let mut values = req.header_values(name);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Ambiguous { header: name.to_owned() });
+    }
+    Ok(first.map(str::trim).filter(|v| !v.is_empty()))
+}
+
+impl CredentialSources {
+    pub fn extract<'a>(&'a self, req: &'a RequestFacts) -> Result<Presented<'a>, Ambiguous> {
+        let mut presented = Presented::default();
+        if let Some(header) = &self.api_key_header {
+            presented.api_key = single(req, header)?.map(Secret::new);
+        }
+        let authorization = if self.api_key_in_authorization || self.bearer_header.as_deref() == Some("authorization") {
+            single(req, "authorization")?
+        } else {
+            None
+        };
+        if self.api_key_in_authorization {
+            if let Some(key) = authorization.and_then(|v| with_scheme(v, "ApiKey")) {
+                if presented.api_key.is_some_and(|k| k.expose() != key) {
+                    return Err(Ambiguous { header: "authorization".to_owned() });
+                }
+                presented.api_key = Some(Secret::new(key));
+            }
+        }
+        match self.bearer_header.as_deref() {
+            Some("authorization") => presented.bearer = authorization.and_then(|v| with_scheme(v, "Bearer")).map(Secret::new),
+            Some(other) => {
+                presented.bearer = single(req, other)?.map(|v| with_scheme(v, "Bearer").unwrap_or(v)).map(Secret::new)
+            }
+            None => {}
+        }
+        Ok(presented)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn forbidden() -> Vec<String> {
+        ["api_key", "token"].iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn req(pairs: &[(&str, &str)]) -> RequestFacts {
+        RequestFacts::new(pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect())
+    }
+
+    #[test]
+    fn query_credentials_are_found_however_spelled() {
+        let f = forbidden();
+        assert_eq!(credential_in_query("api_key=abc", &f), Some("api_key"));
+        assert_eq!(credential_in_query("a=1&TOKEN=x", &f), Some("token"));
+        assert_eq!(credential_in_query("%61pi_key=abc", &f), Some("api_key"));
+        assert_eq!(credential_in_query("a=1&token", &f), Some("token"));
+        assert_eq!(credential_in_query("tokens=1&my_api_key=2&a=token", &f), None);
+        assert_eq!(credential_in_query("", &f), None);
+        assert_eq!(credential_in_query("%zz=1&%", &f), None);
+    }
+
+    #[test]
+    fn api_key_from_header_or_authorization_scheme() {
+        let sources = CredentialSources {
+            api_key_header: Some("x-api-key".into()),
+            api_key_in_authorization: true,
+            bearer_header: None,
+        };
+        let header = req(&[("x-api-key", " k1 ")]);
+        assert_eq!(sources.extract(&header).unwrap().api_key, Some(Secret::new("k1")));
+        let auth = req(&[("authorization", "apikey k2")]);
+        assert_eq!(sources.extract(&auth).unwrap().api_key, Some(Secret::new("k2")));
+        let both_same = req(&[("x-api-key", "k3"), ("authorization", "ApiKey k3")]);
+        assert_eq!(sources.extract(&both_same).unwrap().api_key, Some(Secret::new("k3")));
+        let both_differ = req(&[("x-api-key", "k3"), ("authorization", "ApiKey k4")]);
+        assert!(sources.extract(&both_differ).is_err());
+        let twice = req(&[("x-api-key", "k1"), ("x-api-key", "k2")]);
+        assert_eq!(sources.extract(&twice).unwrap_err().header, "x-api-key");
+        assert_eq!(sources.extract(&req(&[("x-api-key", "  ")])).unwrap(), Presented::default());
+    }
+
+    #[test]
+    fn bearer_tokens_need_the_scheme_in_authorization() {
+        let sources = CredentialSources {
+            api_key_header: None,
+            api_key_in_authorization: false,
+            bearer_header: Some("authorization".into()),
+        };
+        assert_eq!(sources.extract(&req(&[("authorization", "Bearer t")])).unwrap().bearer, Some(Secret::new("t")));
+        assert_eq!(sources.extract(&req(&[("authorization", "bearer  t ")])).unwrap().bearer, Some(Secret::new("t")));
+        assert_eq!(sources.extract(&req(&[("authorization", "Basic dXNlcg==")])).unwrap().bearer, None);
+        assert_eq!(sources.extract(&req(&[("authorization", "Bearer")])).unwrap().bearer, None);
+    }
+}

@@ -1,0 +1,200 @@
+//! Why a request is refused, and how the refusal looks on the wire: an RFC 9457
+//! `application/problem+json` body with a stable `code`, plus RFC 6750-style challenges.
+
+use crate::api_key::KeyRejection;
+
+/// A refusal. Nothing in here ever holds credential material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    CredentialInQuery { param: String },
+    MultipleCredentials { header: String },
+    MissingCredential,
+    ApiKey(KeyRejection),
+    HttpsRequired,
+    /// A JWT was refused; `code` and `description` come from the JWT verifier.
+    Jwt { code: &'static str, description: String },
+    /// Both credentials were valid but the token's claim does not name the key's consumer.
+    BindingMismatch { claim: String },
+}
+
+impl Denial {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::CredentialInQuery { .. } | Self::MultipleCredentials { .. } => 400,
+            Self::HttpsRequired => 403,
+            Self::MissingCredential | Self::ApiKey(_) | Self::Jwt { .. } | Self::BindingMismatch { .. } => 401,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::CredentialInQuery { .. } => "credential_in_query",
+            Self::MultipleCredentials { .. } => "multiple_credentials",
+            Self::MissingCredential => "missing_credential",
+            Self::ApiKey(KeyRejection::Malformed) => "malformed_api_key",
+            Self::ApiKey(KeyRejection::Unknown) => "unknown_api_key",
+            Self::ApiKey(KeyRejection::Revoked) => "revoked_api_key",
+            Self::ApiKey(KeyRejection::Expired) => "expired_api_key",
+            Self::HttpsRequired => "https_required",
+            Self::Jwt { code, .. } => code,
+            Self::BindingMismatch { .. } => "credential_binding_mismatch",
+        }
+    }
+
+    pub fn title(&self) -> &'static str {
+        match self {
+            Self::CredentialInQuery { .. } => "Credential in query string",
+            Self::MultipleCredentials { .. } => "Ambiguous credentials",
+            Self::MissingCredential => "Credential required",
+            Self::ApiKey(KeyRejection::Malformed) => "Malformed API key",
+            Self::ApiKey(KeyRejection::Unknown) => "Unknown API key",
+            Self::ApiKey(KeyRejection::Revoked) => "Revoked API key",
+            Self::ApiKey(KeyRejection::Expired) => "Expired API key",
+            Self::HttpsRequired => "HTTPS required",
+            Self::Jwt { .. } => "Invalid access token",
+            Self::BindingMismatch { .. } => "Credentials do not belong together",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            Self::CredentialInQuery { param } => format!(
+                "credentials must not be sent in the query string (parameter '{param}'); send them in a header and rotate the exposed credential"
+            ),
+            Self::MultipleCredentials { header } => format!("the '{header}' header was sent more than once or disagrees with another credential"),
+            Self::MissingCredential => "this API requires a credential".to_owned(),
+            Self::ApiKey(KeyRejection::Malformed) => "the API key is not a well-formed apiguard key".to_owned(),
+            Self::ApiKey(KeyRejection::Unknown) => "the API key is not known".to_owned(),
+            Self::ApiKey(KeyRejection::Revoked) => "the API key has been revoked".to_owned(),
+            Self::ApiKey(KeyRejection::Expired) => "the API key has expired".to_owned(),
+            Self::HttpsRequired => "this API is served over HTTPS only".to_owned(),
+            Self::Jwt { description, .. } => description.clone(),
+            Self::BindingMismatch { claim } => format!("the token's '{claim}' claim does not match the API key's consumer"),
+        }
+    }
+
+    /// The RFC 6750 `error_description` for bearer challenges, when this is a token problem.
+    fn bearer_error(&self) -> Option<String> {
+        match self {
+            Self::Jwt { description, .. } => Some(description.clone()),
+            Self::BindingMismatch { .. } => Some(self.detail()),
+            _ => None,
+        }
+    }
+}
+
+/// Which schemes a 401 challenges for (those the route's policy accepts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Challenges {
+    pub api_key: bool,
+    pub bearer: bool,
+}
+
+/// An answer the filter sends instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The denial's code, for the log and metrics (None for redirects).
+    pub code: Option<&'static str>,
+}
+
+/// Characters allowed inside a quoted auth-param value that we write (no quotes, no escapes).
+fn quotable(text: &str) -> String {
+    text.chars().filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '"' && *c != '\\').collect()
+}
+
+impl LocalReply {
+    pub fn denial(denial: &Denial, challenges: Challenges, realm: &str, request_id: Option<&str>) -> Self {
+        let status = denial.status();
+        let code = denial.code();
+        let mut body = serde_json::json!({
+            "type": format!("urn:apiguard:problem:{code}"),
+            "title": denial.title(),
+            "status": status,
+            "code": code,
+            "detail": denial.detail(),
+        });
+        if let (Some(id), Some(map)) = (request_id, body.as_object_mut()) {
+            map.insert("request_id".to_owned(), serde_json::Value::String(id.to_owned()));
+        }
+        let mut headers = vec![
+            ("content-type".to_owned(), "application/problem+json".to_owned()),
+            ("cache-control".to_owned(), "no-store".to_owned()),
+        ];
+        if status == 401 {
+            if challenges.api_key {
+                headers.push(("www-authenticate".to_owned(), format!("ApiKey realm=\"{realm}\"")));
+            }
+            if challenges.bearer {
+                let value = match denial.bearer_error() {
+                    Some(description) => format!(
+                        "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
+                        quotable(&description)
+                    ),
+                    None => format!("Bearer realm=\"{realm}\""),
+                };
+                headers.push(("www-authenticate".to_owned(), value));
+            }
+        }
+        Self { status, headers, body: body.to_string().into_bytes(), code: Some(code) }
+    }
+
+    pub fn redirect(location: String) -> Self {
+        Self { status: 308, headers: vec![("location".to_owned(), location)], body: Vec::new(), code: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn header<'a>(reply: &'a LocalReply, name: &str) -> Vec<&'a str> {
+        reply.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    #[test]
+    fn problem_body_follows_rfc_9457() {
+        let reply = LocalReply::denial(
+            &Denial::ApiKey(KeyRejection::Unknown),
+            Challenges { api_key: true, bearer: false },
+            "apiguard",
+            Some("req-1"),
+        );
+        assert_eq!(reply.status, 401);
+        assert_eq!(header(&reply, "content-type"), ["application/problem+json"]);
+        assert_eq!(header(&reply, "www-authenticate"), ["ApiKey realm=\"apiguard\""]);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["type"], "urn:apiguard:problem:unknown_api_key");
+        assert_eq!(body["status"], 401);
+        assert_eq!(body["code"], "unknown_api_key");
+        assert_eq!(body["title"], "Unknown API key");
+        assert_eq!(body["request_id"], "req-1");
+    }
+
+    #[test]
+    fn bearer_challenge_carries_rfc_6750_error_only_for_token_problems() {
+        let both = Challenges { api_key: true, bearer: true };
+        let missing = LocalReply::denial(&Denial::MissingCredential, both, "r", None);
+        assert_eq!(header(&missing, "www-authenticate"), ["ApiKey realm=\"r\"", "Bearer realm=\"r\""]);
+        let bad = Denial::Jwt { code: "token_expired", description: "the token \"expired\"\n".into() };
+        let reply = LocalReply::denial(&bad, Challenges { api_key: false, bearer: true }, "r", None);
+        assert_eq!(
+            header(&reply, "www-authenticate"),
+            ["Bearer realm=\"r\", error=\"invalid_token\", error_description=\"the token expired\""]
+        );
+    }
+
+    #[test]
+    fn non_401_denials_carry_no_challenge() {
+        let both = Challenges { api_key: true, bearer: true };
+        for denial in [Denial::HttpsRequired, Denial::CredentialInQuery { param: "token".into() }] {
+            let reply = LocalReply::denial(&denial, both, "r", None);
+            assert!(header(&reply, "www-authenticate").is_empty(), "{denial:?}");
+        }
+    }
+}

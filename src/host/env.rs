@@ -1,0 +1,44 @@
+//! Host calls wrapped so that a failing call becomes a value, never a panic (the SDK's trait
+//! defaults unwrap, and a panic would kill the VM for every request on the worker).
+
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
+
+use crate::time::Clock;
+
+pub fn log(level: LogLevel, message: &str) {
+    // Nowhere to report a failure to log.
+    let _ = hostcalls::log(level, message);
+}
+
+/// Envoy's wall clock.
+pub struct HostClock;
+
+impl Clock for HostClock {
+    fn unix_seconds(&self) -> i64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// All pairs of a header map. Values that are not UTF-8 are decoded lossily: such a value can
+/// never be a valid credential, and nothing is forwarded from this copy.
+pub fn header_map(map: MapType) -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(map)
+        .map(|pairs| pairs.into_iter().map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned())).collect())
+        .unwrap_or_default()
+}
+
+pub fn set_header(map: MapType, name: &str, value: Option<&str>) {
+    if hostcalls::set_map_value(map, name, value).is_err() {
+        log(LogLevel::Error, &format!("could not set header {name}"));
+    }
+}
+
+pub fn buffer(kind: BufferType, size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(kind, 0, size).ok().flatten()
+}

@@ -1,0 +1,21 @@
+//! apiguard: API security enforced at the proxy.
+//!
+//! The pure core (everything but `host`) knows nothing of proxy-wasm: time comes in as an
+//! argument or through [`time::Clock`], randomness through [`api_key::RandomSource`], so the same
+//! code runs in native unit tests, in wasm under Node, and inside Envoy.
+
+pub mod api_key;
+pub mod config;
+pub mod credentials;
+pub mod denial;
+pub mod jwt;
+pub mod paths;
+pub mod pipeline;
+pub mod policy;
+pub mod request;
+pub mod secret;
+pub mod time;
+pub mod transport;
+
+#[cfg(target_os = "wasi")]
+mod host;

@@ -1,0 +1,404 @@
+//! The decision for one request, cheapest checks first: exemptions → query credentials → HTTPS →
+//! credential extraction (missing → 401 at once) → API key → JWT → binding → forward.
+//! Pure: the host hands in the request's headers and the time, and applies the [`Decision`].
+
+use std::rc::Rc;
+
+use crate::config::CredentialPolicy;
+use crate::credentials::{credential_in_query, Presented};
+use crate::denial::{Challenges, Denial, LocalReply};
+use crate::jwt::{JwtVerifier, VerifiedJwt};
+use crate::policy::{Policy, CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER};
+use crate::request::RequestFacts;
+use crate::transport::PlainHttp;
+
+/// Who the caller was verified to be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The API key's consumer, or the token's subject when only a token was required.
+    pub consumer: Option<Rc<str>>,
+    /// The verified JWT `sub`.
+    pub subject: Option<String>,
+    /// The issuer of the verified JWT.
+    pub issuer: Option<String>,
+}
+
+/// Header edits for a request that goes on to the upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forward {
+    pub remove_headers: Vec<String>,
+    pub set_headers: Vec<(String, String)>,
+    pub caller: Caller,
+    /// The request came over HTTPS: its response gets HSTS.
+    pub add_hsts: bool,
+    /// In report-only mode, the denial that was not enforced.
+    pub unenforced: Option<Denial>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Forward(Forward),
+    Reply(LocalReply),
+}
+
+/// A refusal with the challenges its route calls for.
+struct Refusal {
+    denial: Denial,
+    challenges: Challenges,
+}
+
+impl From<Denial> for Refusal {
+    fn from(denial: Denial) -> Self {
+        Self { denial, challenges: Challenges { api_key: false, bearer: false } }
+    }
+}
+
+/// Per-worker state: the shared policy and the JWT verifier's caches.
+pub struct Guard {
+    policy: Rc<Policy>,
+    jwt: Option<JwtVerifier>,
+}
+
+impl Guard {
+    pub fn new(policy: Rc<Policy>) -> Self {
+        let jwt = policy.jwt.clone().map(JwtVerifier::new);
+        Self { policy, jwt }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn jwt_verifier(&mut self) -> Option<&mut JwtVerifier> {
+        self.jwt.as_mut()
+    }
+
+    pub fn decide(&mut self, req: &RequestFacts, now: i64) -> Decision {
+        let policy = Rc::clone(&self.policy);
+        let is_https = policy.https.is_https(req);
+        let mut forward = Forward {
+            remove_headers: spoofable_headers(req, &policy),
+            add_hsts: is_https && policy.https.hsts.is_some(),
+            ..Forward::default()
+        };
+        if self.passes_unchecked(req) {
+            return Decision::Forward(forward);
+        }
+        match self.check(req, now, &mut forward) {
+            Ok(caller) => {
+                if let Some(consumer) = &caller.consumer {
+                    forward.set_headers.push((CONSUMER_HEADER.to_owned(), consumer.to_string()));
+                }
+                if let Some(subject) = &caller.subject {
+                    forward.set_headers.push((SUBJECT_HEADER.to_owned(), subject.clone()));
+                }
+                forward.caller = caller;
+                Decision::Forward(forward)
+            }
+            Err(Err(location)) if !policy.report_only => {
+                Decision::Reply(LocalReply::redirect(location))
+            }
+            Err(Err(_)) => {
+                forward.set_headers.push((WOULD_DENY_HEADER.to_owned(), Denial::HttpsRequired.code().to_owned()));
+                forward.unenforced = Some(Denial::HttpsRequired);
+                Decision::Forward(forward)
+            }
+            Err(Ok(refusal)) if policy.report_only => {
+                forward.set_headers.push((WOULD_DENY_HEADER.to_owned(), refusal.denial.code().to_owned()));
+                forward.set_headers.retain(|(name, _)| name == WOULD_DENY_HEADER);
+                forward.unenforced = Some(refusal.denial);
+                Decision::Forward(forward)
+            }
+            Err(Ok(refusal)) => {
+                let mut reply = LocalReply::denial(&refusal.denial, refusal.challenges, &policy.realm, req.request_id());
+                if let (true, Some(hsts)) = (is_https, &policy.https.hsts) {
+                    reply.headers.push(("strict-transport-security".to_owned(), hsts.clone()));
+                }
+                Decision::Reply(reply)
+            }
+        }
+    }
+
+    /// Exempt paths and CORS preflights go through without credentials.
+    fn passes_unchecked(&self, req: &RequestFacts) -> bool {
+        let policy = &self.policy;
+        let path = req.path();
+        if policy.exempt.iter().any(|p| p.matches(path)) {
+            return true;
+        }
+        policy.allow_cors_preflight
+            && req.method() == "OPTIONS"
+            && req.header("access-control-request-method").is_some()
+            && req.header("origin").is_some()
+    }
+
+    /// The checks proper. `Err(Err(url))` is a redirect to HTTPS; `Err(Ok(_))` a refusal.
+    /// Credential headers to strip are added to `forward` as soon as they are seen, so that they
+    /// are stripped in report-only mode too.
+    fn check(&mut self, req: &RequestFacts, now: i64, forward: &mut Forward) -> Result<Caller, Result<Refusal, String>> {
+        let policy = Rc::clone(&self.policy);
+        if let Some(param) = req.query().and_then(|q| credential_in_query(q, &policy.query_params)) {
+            return Err(Ok(Denial::CredentialInQuery { param: param.to_owned() }.into()));
+        }
+        match policy.https.check(req) {
+            None => {}
+            Some(PlainHttp::Refuse) => return Err(Ok(Denial::HttpsRequired.into())),
+            Some(PlainHttp::Redirect(location)) => return Err(Err(location)),
+        }
+        let route = policy.route_for(req.path());
+        let rule = route.map_or(policy.credentials, |r| r.credentials);
+        let challenges = Challenges { api_key: rule.accepts_api_key(), bearer: rule.accepts_jwt() };
+        let refuse = |denial: Denial| Err(Ok(Refusal { denial, challenges }));
+
+        let presented = match policy.sources.extract(req) {
+            Ok(p) => p,
+            Err(ambiguous) => return refuse(Denial::MultipleCredentials { header: ambiguous.header }),
+        };
+        self.mark_for_stripping(req, &presented, forward);
+        let api_key = presented.api_key.filter(|_| rule.accepts_api_key());
+        let bearer = presented.bearer.filter(|_| rule.accepts_jwt());
+        let missing = match rule {
+            CredentialPolicy::ApiKey => api_key.is_none(),
+            CredentialPolicy::Jwt => bearer.is_none(),
+            CredentialPolicy::Either => api_key.is_none() && bearer.is_none(),
+            CredentialPolicy::Both => api_key.is_none() || bearer.is_none(),
+        };
+        if missing {
+            return refuse(Denial::MissingCredential);
+        }
+
+        let mut caller = Caller::default();
+        if let (Some(key), Some(keys)) = (api_key, &policy.api_keys) {
+            match keys.store.verify(key, now) {
+                Ok(record) => caller.consumer = Some(Rc::clone(&record.consumer)),
+                Err(rejection) => return refuse(Denial::ApiKey(rejection)),
+            }
+        }
+        let mut token: Option<VerifiedJwt> = None;
+        if let (Some(bearer), Some(verifier)) = (bearer, self.jwt.as_mut()) {
+            match verifier.verify(bearer.expose(), now) {
+                Ok(verified) => {
+                    forward.set_headers.extend(verified.forward_headers.iter().cloned());
+                    caller.subject = Some(verified.subject.clone());
+                    caller.issuer = Some(verified.issuer.clone());
+                    token = Some(verified);
+                }
+                Err(e) => return refuse(Denial::Jwt { code: e.code(), description: e.description() }),
+            }
+        }
+        if let (Some(claim), Some(token)) = (route.and_then(|r| r.bind_claim.as_deref()), &token) {
+            let bound = caller.consumer.as_deref().is_some_and(|c| token.claim_str(claim).as_deref() == Some(c));
+            if !bound {
+                return refuse(Denial::BindingMismatch { claim: claim.to_owned() });
+            }
+        }
+        if caller.consumer.is_none() {
+            caller.consumer = caller.subject.as_deref().map(Rc::from);
+        }
+        Ok(caller)
+    }
+
+    fn mark_for_stripping(&self, req: &RequestFacts, presented: &Presented<'_>, forward: &mut Forward) {
+        let policy = &self.policy;
+        if let Some(keys) = policy.api_keys.as_ref().filter(|k| k.strip) {
+            if presented.api_key.is_some() {
+                forward.remove_headers.push(keys.header.clone());
+                let in_authorization = req
+                    .header("authorization")
+                    .is_some_and(|v| v.trim_start().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("apikey ")));
+                if keys.in_authorization && in_authorization {
+                    forward.remove_headers.push("authorization".to_owned());
+                }
+            }
+        }
+        if let Some(jwt) = policy.jwt.as_ref().filter(|j| j.strip_token()) {
+            if presented.bearer.is_some() {
+                forward.remove_headers.push(jwt.header().to_owned());
+            }
+        }
+        forward.remove_headers.dedup();
+    }
+}
+
+/// Client-sent headers that only the plugin may set: every `x-apiguard-*` header and the targets
+/// of forwarded claims.
+fn spoofable_headers(req: &RequestFacts, policy: &Policy) -> Vec<String> {
+    let mut names: Vec<String> = req
+        .header_names()
+        .filter(|n| n.starts_with(IDENTITY_HEADER_PREFIX))
+        .map(str::to_owned)
+        .collect();
+    if let Some(jwt) = &policy.jwt {
+        names.extend(jwt.forwarded_header_names().into_iter().filter(|n| req.header(n).is_some()).map(str::to_owned));
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::api_key::{self, RandomError, RandomSource};
+    use crate::secret::to_hex;
+
+    const NOW: i64 = 1_800_000_000;
+
+    struct SeqRng(u8);
+    impl RandomSource for SeqRng {
+        fn fill(&mut self, buf: &mut [u8]) -> Result<(), RandomError> {
+            buf.fill(self.0);
+            Ok(())
+        }
+    }
+
+    fn key(seed: u8) -> String {
+        api_key::generate(&mut SeqRng(seed)).unwrap()
+    }
+
+    fn entry(key: &str, consumer: &str, extra: &str) -> String {
+        format!(r#"{{"sha256": "{}", "consumer": "{consumer}"{extra}}}"#, to_hex(&api_key::digest(key)))
+    }
+
+    /// A guard for keys 1 (alice), 2 (revoked), 3 (expired), with `extra` top-level fields.
+    fn guard(extra: &str) -> Guard {
+        let json = format!(
+            r#"{{"api_keys": {{"keys": [{}, {}, {}]}}, "exempt_paths": ["/healthz"]{extra}}}"#,
+            entry(&key(1), "alice", ""),
+            entry(&key(2), "bob", r#", "revoked": true"#),
+            entry(&key(3), "carol", r#", "expires_at": "2020-01-01T00:00:00Z""#),
+        );
+        Guard::new(Rc::new(Policy::from_json(json.as_bytes()).unwrap()))
+    }
+
+    fn req(path: &str, extra: &[(&str, &str)]) -> RequestFacts {
+        let mut headers = vec![
+            (":method".to_owned(), "GET".to_owned()),
+            (":scheme".to_owned(), "https".to_owned()),
+            (":authority".to_owned(), "api.test".to_owned()),
+            (":path".to_owned(), path.to_owned()),
+            ("x-request-id".to_owned(), "rid-1".to_owned()),
+        ];
+        for (n, v) in extra {
+            headers.retain(|(name, _)| name != n || n.starts_with("x-api-key"));
+            headers.push(((*n).to_owned(), (*v).to_owned()));
+        }
+        RequestFacts::new(headers)
+    }
+
+    fn denial_code(decision: &Decision) -> Option<&'static str> {
+        match decision {
+            Decision::Reply(reply) => reply.code,
+            Decision::Forward(_) => None,
+        }
+    }
+
+    fn forwarded(decision: Decision) -> Forward {
+        match decision {
+            Decision::Forward(f) => f,
+            Decision::Reply(r) => panic!("expected forward, got {} {:?}", r.status, r.code),
+        }
+    }
+
+    #[test]
+    fn valid_key_forwards_with_identity_and_without_the_key() {
+        let mut g = guard("");
+        let f = forwarded(g.decide(&req("/v1", &[("x-api-key", &key(1)), ("x-apiguard-consumer", "admin")]), NOW));
+        assert_eq!(f.set_headers, [(CONSUMER_HEADER.to_owned(), "alice".to_owned())]);
+        assert!(f.remove_headers.contains(&"x-api-key".to_owned()));
+        assert!(f.remove_headers.contains(&"x-apiguard-consumer".to_owned()));
+        assert!(f.add_hsts);
+        assert_eq!(f.caller.consumer.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn each_key_problem_has_its_own_code() {
+        let mut g = guard("");
+        let mut typo = key(1);
+        typo.pop();
+        typo.push('!');
+        let cases = [
+            (req("/v1", &[]), "missing_credential"),
+            (req("/v1", &[("x-api-key", &typo)]), "malformed_api_key"),
+            (req("/v1", &[("x-api-key", &key(9))]), "unknown_api_key"),
+            (req("/v1", &[("x-api-key", &key(2))]), "revoked_api_key"),
+            (req("/v1", &[("x-api-key", &key(3))]), "expired_api_key"),
+            (req("/v1?access_token=x", &[("x-api-key", &key(1))]), "credential_in_query"),
+            (req("/v1", &[("x-api-key", &key(1)), ("x-api-key", &key(9))]), "multiple_credentials"),
+            (req("/v1", &[(":scheme", "http"), ("x-api-key", &key(1))]), "https_required"),
+        ];
+        for (request, code) in cases {
+            assert_eq!(denial_code(&g.decide(&request, NOW)), Some(code), "{request:?}");
+        }
+    }
+
+    #[test]
+    fn denials_never_echo_the_key() {
+        let mut g = guard("");
+        for k in [key(9), key(2), format!("{}x", key(1))] {
+            let Decision::Reply(reply) = g.decide(&req(&format!("/v1?token={k}"), &[("x-api-key", &k)]), NOW) else {
+                panic!("expected a denial")
+            };
+            let all = format!("{:?}{}", reply.headers, String::from_utf8_lossy(&reply.body));
+            assert!(!all.contains(&k));
+            let Decision::Reply(reply) = g.decide(&req("/v1", &[("x-api-key", &k)]), NOW) else { panic!() };
+            assert!(!String::from_utf8_lossy(&reply.body).contains(&k));
+        }
+    }
+
+    #[test]
+    fn exempt_paths_and_preflights_skip_credentials_but_not_spoof_removal() {
+        let mut g = guard("");
+        let f = forwarded(g.decide(&req("/healthz/live", &[("x-apiguard-consumer", "admin")]), NOW));
+        assert_eq!(f.remove_headers, ["x-apiguard-consumer"]);
+        assert!(f.set_headers.is_empty());
+        assert_eq!(denial_code(&g.decide(&req("/healthzz", &[]), NOW)), Some("missing_credential"));
+        assert_eq!(denial_code(&g.decide(&req("/healthz/../admin", &[]), NOW)), Some("missing_credential"));
+        let preflight = [(":method", "OPTIONS"), ("origin", "https://app.test"), ("access-control-request-method", "POST")];
+        forwarded(g.decide(&req("/v1", &preflight), NOW));
+        assert_eq!(denial_code(&g.decide(&req("/v1", &[(":method", "OPTIONS")]), NOW)), Some("missing_credential"));
+        let mut strict = guard(r#", "allow_cors_preflight": false"#);
+        assert_eq!(denial_code(&strict.decide(&req("/v1", &preflight), NOW)), Some("missing_credential"));
+    }
+
+    #[test]
+    fn report_only_forwards_and_names_what_it_would_deny() {
+        let mut g = guard(r#", "report_only": true"#);
+        let f = forwarded(g.decide(&req("/v1", &[("x-api-key", &key(2))]), NOW));
+        assert_eq!(f.set_headers, [(WOULD_DENY_HEADER.to_owned(), "revoked_api_key".to_owned())]);
+        assert!(f.remove_headers.contains(&"x-api-key".to_owned()));
+        assert_eq!(f.unenforced, Some(Denial::ApiKey(crate::api_key::KeyRejection::Revoked)));
+        let f = forwarded(g.decide(&req("/v1", &[(":scheme", "http")]), NOW));
+        assert_eq!(f.unenforced, Some(Denial::HttpsRequired));
+    }
+
+    #[test]
+    fn plain_http_gets_redirected_when_configured() {
+        let mut g = guard(r#", "https": {"redirect": true}"#);
+        let Decision::Reply(reply) = g.decide(&req("/v1?a=1", &[(":scheme", "http")]), NOW) else { panic!() };
+        assert_eq!(reply.status, 308);
+        assert_eq!(reply.headers, [("location".to_owned(), "https://api.test/v1?a=1".to_owned())]);
+    }
+
+    #[test]
+    fn hsts_only_for_https_requests() {
+        let mut g = guard(r#", "https": {"required": false}"#);
+        assert!(!forwarded(g.decide(&req("/v1", &[(":scheme", "http"), ("x-api-key", &key(1))]), NOW)).add_hsts);
+        let Decision::Reply(reply) = g.decide(&req("/v1", &[]), NOW) else { panic!() };
+        assert!(reply.headers.iter().any(|(n, _)| n == "strict-transport-security"));
+    }
+
+    #[test]
+    fn authorization_apikey_scheme_only_when_enabled() {
+        let json = format!(r#"{{"api_keys": {{"allow_authorization_header": true, "keys": [{}]}}}}"#, entry(&key(1), "alice", ""));
+        let mut g = Guard::new(Rc::new(Policy::from_json(json.as_bytes()).unwrap()));
+        let value = format!("ApiKey {}", key(1));
+        let f = forwarded(g.decide(&req("/v1", &[("authorization", &value)]), NOW));
+        assert!(f.remove_headers.contains(&"authorization".to_owned()));
+        let mut off = guard("");
+        assert_eq!(denial_code(&off.decide(&req("/v1", &[("authorization", &value)]), NOW)), Some("missing_credential"));
+    }
+}

@@ -1,0 +1,56 @@
+//! What the core knows about a request: its headers (pseudo-headers included), as Envoy hands
+//! them over. Names are lower-case (Envoy normalises them); values are kept as sent.
+
+/// A request's header list. Built once per request from one host call.
+#[derive(Debug, Default, Clone)]
+pub struct RequestFacts {
+    headers: Vec<(String, String)>,
+}
+
+impl RequestFacts {
+    pub fn new(headers: Vec<(String, String)>) -> Self {
+        Self { headers }
+    }
+
+    /// The first value of a header, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header, in order (a header may be sent several times).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.headers.iter().map(|(n, _)| n.as_str())
+    }
+
+    pub fn method(&self) -> &str {
+        self.header(":method").unwrap_or("")
+    }
+
+    /// `:path` with its query string.
+    pub fn path_and_query(&self) -> &str {
+        self.header(":path").unwrap_or("")
+    }
+
+    /// `:path` without the query string.
+    pub fn path(&self) -> &str {
+        let full = self.path_and_query();
+        full.split_once('?').map_or(full, |(path, _)| path)
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.path_and_query().split_once('?').map(|(_, q)| q)
+    }
+
+    pub fn authority(&self) -> &str {
+        self.header(":authority").unwrap_or("")
+    }
+
+    /// Envoy's request id, echoed in problem bodies so a caller can quote it.
+    pub fn request_id(&self) -> Option<&str> {
+        self.header("x-request-id")
+    }
+}

@@ -1,0 +1,123 @@
+//! HTTPS only: deciding whether a request arrived over HTTPS, refusing or redirecting it when
+//! not, and the `Strict-Transport-Security` value for responses.
+
+use crate::request::RequestFacts;
+
+#[derive(Debug, Clone)]
+pub struct HttpsPolicy {
+    pub required: bool,
+    pub redirect: bool,
+    pub trust_x_forwarded_proto: bool,
+    /// The full HSTS header value, or None when HSTS is off.
+    pub hsts: Option<String>,
+}
+
+/// What to do with a request that is not HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// 403 `https_required`.
+    Refuse,
+    /// 308 to this `https://` URL.
+    Redirect(String),
+}
+
+impl HttpsPolicy {
+    pub fn hsts_value(max_age: u64, include_subdomains: bool, preload: bool) -> Option<String> {
+        if max_age == 0 {
+            return None;
+        }
+        let mut value = format!("max-age={max_age}");
+        if include_subdomains {
+            value.push_str("; includeSubDomains");
+        }
+        if preload {
+            value.push_str("; preload");
+        }
+        Some(value)
+    }
+
+    /// The scheme as configured: `:scheme`, or the last `x-forwarded-proto` value (the one the
+    /// nearest, trusted hop wrote) when that hop is trusted.
+    pub fn is_https(&self, req: &RequestFacts) -> bool {
+        let scheme = if self.trust_x_forwarded_proto {
+            req.header_values("x-forwarded-proto")
+                .flat_map(|v| v.split(','))
+                .last()
+                .map(str::trim)
+        } else {
+            req.header(":scheme")
+        };
+        scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"))
+    }
+
+    /// None when the request may go on; otherwise how to answer it.
+    pub fn check(&self, req: &RequestFacts) -> Option<PlainHttp> {
+        if !self.required || self.is_https(req) {
+            return None;
+        }
+        // Only safe methods are redirected: a client would replay a POST body over the new URL.
+        let method = req.method();
+        if self.redirect && (method == "GET" || method == "HEAD") && is_plain_authority(req.authority()) {
+            return Some(PlainHttp::Redirect(format!("https://{}{}", req.authority(), req.path_and_query())));
+        }
+        Some(PlainHttp::Refuse)
+    }
+}
+
+/// An authority we are willing to put into a Location header: host[:port] characters only.
+fn is_plain_authority(authority: &str) -> bool {
+    !authority.is_empty()
+        && authority.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn req(pairs: &[(&str, &str)]) -> RequestFacts {
+        RequestFacts::new(pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect())
+    }
+
+    fn policy(trust: bool, redirect: bool) -> HttpsPolicy {
+        HttpsPolicy { required: true, redirect, trust_x_forwarded_proto: trust, hsts: None }
+    }
+
+    #[test]
+    fn scheme_decides_unless_the_forwarded_proto_is_trusted() {
+        let spoofed = req(&[(":scheme", "http"), ("x-forwarded-proto", "https")]);
+        assert!(!policy(false, false).is_https(&spoofed));
+        assert!(policy(true, false).is_https(&spoofed));
+        assert!(policy(false, false).is_https(&req(&[(":scheme", "https")])));
+        // The nearest hop's value (the last) counts, not what the client put first.
+        let appended = req(&[(":scheme", "http"), ("x-forwarded-proto", "https, http")]);
+        assert!(!policy(true, false).is_https(&appended));
+        let two_headers = req(&[("x-forwarded-proto", "https"), ("x-forwarded-proto", "http")]);
+        assert!(!policy(true, false).is_https(&two_headers));
+    }
+
+    #[test]
+    fn plain_http_is_refused_or_redirected_for_safe_methods_only() {
+        let get = req(&[(":scheme", "http"), (":method", "GET"), (":authority", "api.example.com"), (":path", "/v1?a=1")]);
+        assert_eq!(policy(false, false).check(&get), Some(PlainHttp::Refuse));
+        assert_eq!(policy(false, true).check(&get), Some(PlainHttp::Redirect("https://api.example.com/v1?a=1".into())));
+        let post = req(&[(":scheme", "http"), (":method", "POST"), (":authority", "api.example.com"), (":path", "/v1")]);
+        assert_eq!(policy(false, true).check(&post), Some(PlainHttp::Refuse));
+        let odd_host = req(&[(":scheme", "http"), (":method", "GET"), (":authority", "a\r\nb"), (":path", "/")]);
+        assert_eq!(policy(false, true).check(&odd_host), Some(PlainHttp::Refuse));
+        let not_required = HttpsPolicy { required: false, ..policy(false, false) };
+        assert_eq!(not_required.check(&get), None);
+    }
+
+    #[test]
+    fn hsts_value_follows_the_settings() {
+        assert_eq!(HttpsPolicy::hsts_value(0, true, false), None);
+        assert_eq!(HttpsPolicy::hsts_value(60, false, false).as_deref(), Some("max-age=60"));
+        assert_eq!(
+            HttpsPolicy::hsts_value(31_536_000, true, true).as_deref(),
+            Some("max-age=31536000; includeSubDomains; preload")
+        );
+    }
+}

