@@ -22,6 +22,8 @@ impl Denial {
         match self {
             Self::CredentialInQuery { .. } | Self::MultipleCredentials { .. } => 400,
             Self::HttpsRequired => 403,
+            // The issuer's keys have not been fetched yet: the token may well be good, retry.
+            Self::Jwt { code: "no_verification_key", .. } => 503,
             Self::MissingCredential | Self::ApiKey(_) | Self::Jwt { .. } | Self::BindingMismatch { .. } => 401,
         }
     }
@@ -123,6 +125,9 @@ impl LocalReply {
             ("content-type".to_owned(), "application/problem+json".to_owned()),
             ("cache-control".to_owned(), "no-store".to_owned()),
         ];
+        if status == 503 {
+            headers.push(("retry-after".to_owned(), "5".to_owned()));
+        }
         if status == 401 {
             if challenges.api_key {
                 headers.push(("www-authenticate".to_owned(), format!("ApiKey realm=\"{realm}\"")));

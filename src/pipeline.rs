@@ -391,6 +391,95 @@ mod tests {
         assert!(reply.headers.iter().any(|(n, _)| n == "strict-transport-security"));
     }
 
+    mod tokens {
+        use super::*;
+        use crate::jwt::test_keys::{ec_public_jwk, mint};
+        use crate::jwt::Alg;
+
+        const ISS: &str = "https://idp.test";
+
+        /// Key 1 belongs to consumer "alice"; `/bound` needs both, bound by `azp`.
+        fn jwt_guard(credentials: &str) -> Guard {
+            let mut jwk = ec_public_jwk();
+            jwk["kid"] = serde_json::json!("ec");
+            let json = serde_json::json!({
+                "credentials": credentials,
+                "api_keys": {"keys": [serde_json::from_str::<serde_json::Value>(&entry(&key(1), "alice", "")).unwrap()]},
+                "jwt": {"providers": [{"issuer": ISS, "audiences": ["api"], "jwks": {"keys": [jwk]}}]},
+                "routes": [{"prefix": "/bound", "credentials": "both", "bind_claim": "azp"},
+                           {"prefix": "/keys-only", "credentials": "api_key"}],
+            });
+            Guard::new(Rc::new(Policy::from_json(json.to_string().as_bytes()).unwrap()))
+        }
+
+        fn token(sub: &str, azp: &str) -> String {
+            let claims = serde_json::json!({"iss": ISS, "aud": "api", "sub": sub, "azp": azp, "iat": NOW, "exp": NOW + 300});
+            format!("Bearer {}", mint(Alg::Es256, Some("ec"), &claims))
+        }
+
+        #[test]
+        fn jwt_only_makes_the_subject_the_consumer_and_strips_the_token() {
+            let mut g = jwt_guard("jwt");
+            let f = forwarded(g.decide(&req("/v1", &[("authorization", &token("user-7", "x")), ("x-apiguard-subject", "root")]), NOW));
+            assert!(f.set_headers.contains(&(SUBJECT_HEADER.to_owned(), "user-7".to_owned())));
+            assert!(f.set_headers.contains(&(CONSUMER_HEADER.to_owned(), "user-7".to_owned())));
+            assert!(f.remove_headers.contains(&"authorization".to_owned()));
+            assert!(f.remove_headers.contains(&"x-apiguard-subject".to_owned()));
+            // An API key alone does not satisfy a JWT-only policy.
+            assert_eq!(denial_code(&g.decide(&req("/v1", &[("x-api-key", &key(1))]), NOW)), Some("missing_credential"));
+        }
+
+        #[test]
+        fn bad_tokens_get_a_bearer_challenge_with_the_reason() {
+            let mut g = jwt_guard("jwt");
+            let Decision::Reply(reply) = g.decide(&req("/v1", &[("authorization", "Bearer not.a.token")]), NOW) else { panic!() };
+            assert_eq!(reply.code, Some("malformed_token"));
+            let challenge = reply.headers.iter().find(|(n, _)| n == "www-authenticate").map(|(_, v)| v.as_str());
+            assert!(challenge.is_some_and(|c| c.starts_with("Bearer realm=\"apiguard\", error=\"invalid_token\"")), "{challenge:?}");
+            let expired = token("u", "x");
+            assert_eq!(denial_code(&g.decide(&req("/v1", &[("authorization", &expired)]), NOW + 3600)), Some("token_expired"));
+        }
+
+        #[test]
+        fn either_accepts_one_but_refuses_any_bad_one_presented() {
+            let mut g = jwt_guard("either");
+            forwarded(g.decide(&req("/v1", &[("x-api-key", &key(1))]), NOW));
+            forwarded(g.decide(&req("/v1", &[("authorization", &token("u", "x"))]), NOW));
+            let bad_key_good_token = [("x-api-key", key(9)), ("authorization", token("u", "x"))];
+            let pairs: Vec<(&str, &str)> = bad_key_good_token.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            assert_eq!(denial_code(&g.decide(&req("/v1", &pairs), NOW)), Some("unknown_api_key"));
+            let Decision::Reply(missing) = g.decide(&req("/v1", &[]), NOW) else { panic!() };
+            assert_eq!(missing.headers.iter().filter(|(n, _)| n == "www-authenticate").count(), 2);
+        }
+
+        #[test]
+        fn both_requires_both_and_binding_ties_them() {
+            let mut g = jwt_guard("both");
+            let (k, t_alice, t_bob) = (key(1), token("u", "alice"), token("u", "bob"));
+            assert_eq!(denial_code(&g.decide(&req("/v1", &[("x-api-key", &k)]), NOW)), Some("missing_credential"));
+            let f = forwarded(g.decide(&req("/v1", &[("x-api-key", &k), ("authorization", &t_bob)]), NOW));
+            assert_eq!(f.caller.consumer.as_deref(), Some("alice"));
+            assert_eq!(f.caller.subject.as_deref(), Some("u"));
+            forwarded(g.decide(&req("/bound/x", &[("x-api-key", &k), ("authorization", &t_alice)]), NOW));
+            assert_eq!(
+                denial_code(&g.decide(&req("/bound/x", &[("x-api-key", &k), ("authorization", &t_bob)]), NOW)),
+                Some("credential_binding_mismatch")
+            );
+            // Routes override the default policy.
+            forwarded(g.decide(&req("/keys-only", &[("x-api-key", &k)]), NOW));
+        }
+
+        #[test]
+        fn keys_not_yet_fetched_is_a_retryable_503() {
+            let json = serde_json::json!({"credentials": "jwt",
+                "jwt": {"providers": [{"issuer": ISS, "remote_jwks": {"cluster": "idp"}}]}});
+            let mut g = Guard::new(Rc::new(Policy::from_json(json.to_string().as_bytes()).unwrap()));
+            let Decision::Reply(reply) = g.decide(&req("/v1", &[("authorization", &token("u", "x"))]), NOW) else { panic!() };
+            assert_eq!((reply.status, reply.code), (503, Some("no_verification_key")));
+            assert!(reply.headers.contains(&("retry-after".to_owned(), "5".to_owned())));
+        }
+    }
+
     #[test]
     fn authorization_apikey_scheme_only_when_enabled() {
         let json = format!(r#"{{"api_keys": {{"allow_authorization_header": true, "keys": [{}]}}}}"#, entry(&key(1), "alice", ""));

@@ -1,0 +1,597 @@
+//! The `jwt` configuration object: serde DTOs (unknown fields rejected) and their compiled,
+//! validated form. Every error names the field path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::alg::{is_none_alg, Alg};
+use super::jwks::{key_array, parse_jwk, KeySource, VerifyKey, MAX_KEYS_PER_SET};
+use crate::config::ConfigError;
+
+fn default_header() -> String {
+    "authorization".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+fn default_cache_max_entries() -> usize {
+    4096
+}
+fn default_clock_skew() -> u64 {
+    60
+}
+fn default_max_lifetime() -> u64 {
+    3600
+}
+fn default_jwks_path() -> String {
+    "/.well-known/jwks.json".to_owned()
+}
+fn default_refresh_interval() -> u64 {
+    300
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_min_refetch() -> u64 {
+    30
+}
+fn default_refresh_claims() -> Vec<RefreshClaimConfig> {
+    vec![
+        RefreshClaimConfig { claim: "token_use".to_owned(), values: vec!["refresh".to_owned()] },
+        RefreshClaimConfig {
+            claim: "typ".to_owned(),
+            values: vec!["refresh".to_owned(), "refresh_token".to_owned()],
+        },
+    ]
+}
+fn default_refresh_header_types() -> Vec<String> {
+    vec!["refresh+jwt".to_owned(), "refresh".to_owned()]
+}
+
+/// The `jwt` object.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    #[serde(default = "default_header")]
+    pub header: String,
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default = "default_true")]
+    pub strip_token: bool,
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    #[serde(default = "default_cache_max_entries")]
+    pub cache_max_entries: usize,
+}
+
+/// One entry of `jwt.providers`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub issuer: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// A JWKS object, or a string holding the JWKS JSON text.
+    #[serde(default)]
+    pub jwks: Option<Value>,
+    #[serde(default)]
+    pub remote_jwks: Option<RemoteJwksConfig>,
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_seconds: u64,
+    #[serde(default = "default_true")]
+    pub require_expiration: bool,
+    #[serde(default = "default_refresh_claims")]
+    pub refresh_token_claims: Vec<RefreshClaimConfig>,
+    #[serde(default = "default_refresh_header_types")]
+    pub refresh_token_header_types: Vec<String>,
+    /// claim name → upstream header name.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+}
+
+/// `remote_jwks`: where the host fetches the provider's JWKS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteJwksConfig {
+    pub cluster: String,
+    #[serde(default = "default_jwks_path")]
+    pub path: String,
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default = "default_refresh_interval")]
+    pub refresh_interval_seconds: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_min_refetch")]
+    pub min_refetch_interval_seconds: u64,
+}
+
+/// One `refresh_token_claims` rule: the token is a refresh token when `claim` is (or, for an
+/// array, contains) one of `values`, compared case-insensitively.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshClaimConfig {
+    pub claim: String,
+    pub values: Vec<String>,
+}
+
+// Inline JWKS may hold HMAC secrets: never print them.
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("jwks", &self.jwks.as_ref().map(|_| "<redacted>"))
+            .field("remote_jwks", &self.remote_jwks)
+            .field("algorithms", &self.algorithms)
+            .field("clock_skew_seconds", &self.clock_skew_seconds)
+            .field("max_lifetime_seconds", &self.max_lifetime_seconds)
+            .field("require_expiration", &self.require_expiration)
+            .field("refresh_token_claims", &self.refresh_token_claims)
+            .field("refresh_token_header_types", &self.refresh_token_header_types)
+            .field("forward_claims", &self.forward_claims)
+            .finish()
+    }
+}
+
+impl fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("header", &self.header)
+            .field("providers", &self.providers)
+            .field("strip_token", &self.strip_token)
+            .field("max_token_bytes", &self.max_token_bytes)
+            .field("cache_max_entries", &self.cache_max_entries)
+            .finish()
+    }
+}
+
+/// Compiled remote JWKS settings.
+#[derive(Debug, Clone)]
+pub struct RemoteJwks {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub refresh_interval: i64,
+    pub timeout_ms: u64,
+    pub min_refetch_interval: i64,
+}
+
+/// Compiled settings of one provider.
+#[derive(Debug)]
+pub struct Provider {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    /// Explicit allow-list; `None` means "whatever the provider's keys support".
+    pub algorithms: Option<Vec<Alg>>,
+    pub inline_keys: Vec<VerifyKey>,
+    pub remote: Option<RemoteJwks>,
+    pub clock_skew: i64,
+    pub max_lifetime: u64,
+    pub require_expiration: bool,
+    /// (claim, lower-cased values)
+    pub refresh_claims: Vec<(String, Vec<String>)>,
+    /// lower-cased header `typ` values, without any `application/` prefix.
+    pub refresh_header_types: Vec<String>,
+    /// (claim, header)
+    pub forward_claims: Vec<(String, String)>,
+}
+
+/// Compiled, validated, immutable JWT settings shared by all requests of a VM.
+#[derive(Debug)]
+pub struct JwtSettings {
+    pub(crate) header: String,
+    pub(crate) providers: Vec<Provider>,
+    pub(crate) strip_token: bool,
+    pub(crate) max_token_bytes: usize,
+    pub(crate) cache_max_entries: usize,
+}
+
+/// Header names that apiguard itself sets upstream.
+const RESERVED_HEADERS: [&str; 3] = ["x-apiguard-subject", "x-apiguard-consumer", "x-apiguard-would-deny"];
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name.bytes().all(is_tchar)
+}
+
+fn printable(text: &str) -> bool {
+    text.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+fn nonempty_printable(text: &str, max: usize) -> bool {
+    !text.is_empty() && text.len() <= max && printable(text)
+}
+
+impl JwtSettings {
+    /// Validates the DTO. `path` is where the `jwt` object sits (normally `"jwt"`).
+    pub fn compile(dto: JwtConfig, path: &str) -> Result<JwtSettings, ConfigError> {
+        let header = dto.header.to_ascii_lowercase();
+        if !valid_header_name(&header) {
+            return Err(ConfigError::new(format!("{path}.header"), "must be an HTTP header name"));
+        }
+        if !(256..=65_536).contains(&dto.max_token_bytes) {
+            return Err(ConfigError::new(format!("{path}.max_token_bytes"), "must be between 256 and 65536"));
+        }
+        if dto.cache_max_entries > 1_000_000 {
+            return Err(ConfigError::new(format!("{path}.cache_max_entries"), "must be at most 1000000 (0 disables the cache)"));
+        }
+        if dto.providers.is_empty() {
+            return Err(ConfigError::new(format!("{path}.providers"), "at least one provider is required"));
+        }
+        let mut providers: Vec<Provider> = Vec::with_capacity(dto.providers.len());
+        for (index, provider) in dto.providers.into_iter().enumerate() {
+            let at = format!("{path}.providers[{index}]");
+            let compiled = compile_provider(provider, &at)?;
+            if providers.iter().any(|p| p.issuer == compiled.issuer) {
+                return Err(ConfigError::new(format!("{at}.issuer"), "another provider has the same issuer"));
+            }
+            providers.push(compiled);
+        }
+        Ok(JwtSettings {
+            header,
+            providers,
+            strip_token: dto.strip_token,
+            max_token_bytes: dto.max_token_bytes,
+            cache_max_entries: dto.cache_max_entries,
+        })
+    }
+
+    /// The (lower-case) request header that carries the bearer token.
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+
+    /// Whether the token header is removed before the request goes upstream.
+    pub fn strip_token(&self) -> bool {
+        self.strip_token
+    }
+
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
+    pub fn cache_max_entries(&self) -> usize {
+        self.cache_max_entries
+    }
+
+    pub fn provider_count(&self) -> usize {
+        self.providers.len()
+    }
+
+    /// Every header name that `forward_claims` may set. The host must remove these from the
+    /// client's request (like `x-apiguard-*`), or a client could send them itself.
+    pub fn forwarded_header_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> =
+            self.providers.iter().flat_map(|p| p.forward_claims.iter().map(|(_, h)| h.as_str())).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigError> {
+    let err = |field: &str, message: &str| ConfigError::new(format!("{at}.{field}"), message);
+    if !nonempty_printable(&dto.issuer, 1024) {
+        return Err(err("issuer", "must be 1 to 1024 printable ASCII characters"));
+    }
+    for (i, aud) in dto.audiences.iter().enumerate() {
+        if aud.is_empty() {
+            return Err(err(&format!("audiences[{i}]"), "must not be empty"));
+        }
+    }
+    if dto.clock_skew_seconds > 600 {
+        return Err(err("clock_skew_seconds", "must be at most 600"));
+    }
+    if !(1..=31_536_000).contains(&dto.max_lifetime_seconds) {
+        return Err(err("max_lifetime_seconds", "must be between 1 and 31536000"));
+    }
+
+    let algorithms = match dto.algorithms {
+        None => None,
+        Some(names) => {
+            if names.is_empty() {
+                return Err(err("algorithms", "must list at least one algorithm (omit it to allow what the keys support)"));
+            }
+            let mut algs = Vec::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                let alg = if is_none_alg(name) {
+                    return Err(err(&format!("algorithms[{i}]"), "none is never allowed: tokens must be signed"));
+                } else {
+                    Alg::from_name(name).ok_or_else(|| {
+                        err(&format!("algorithms[{i}]"), "unknown algorithm: use HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 or EdDSA")
+                    })?
+                };
+                if !algs.contains(&alg) {
+                    algs.push(alg);
+                }
+            }
+            Some(algs)
+        }
+    };
+
+    let inline_keys = match &dto.jwks {
+        None => Vec::new(),
+        Some(jwks) => compile_inline_jwks(jwks, &format!("{at}.jwks"))?,
+    };
+    if let Some(algs) = &algorithms {
+        for (i, key) in inline_keys.iter().enumerate() {
+            if !key.algorithms().any(|a| algs.contains(&a)) {
+                return Err(err(&format!("jwks.keys[{i}]"), "this key cannot verify any of the provider's algorithms"));
+            }
+        }
+    }
+
+    let remote = match dto.remote_jwks {
+        None => None,
+        Some(r) => Some(compile_remote(r, &format!("{at}.remote_jwks"))?),
+    };
+    if inline_keys.is_empty() && remote.is_none() {
+        return Err(err("jwks", "a provider needs keys: set jwks (with at least one key) or remote_jwks"));
+    }
+
+    let mut refresh_claims = Vec::with_capacity(dto.refresh_token_claims.len());
+    for (i, rule) in dto.refresh_token_claims.into_iter().enumerate() {
+        if rule.claim.is_empty() || rule.values.is_empty() || rule.values.iter().any(String::is_empty) {
+            return Err(err(&format!("refresh_token_claims[{i}]"), "needs a claim name and at least one non-empty value"));
+        }
+        refresh_claims.push((rule.claim, rule.values.iter().map(|v| v.to_lowercase()).collect()));
+    }
+    let refresh_header_types = dto.refresh_token_header_types.iter().map(|t| normalize_typ(t)).collect();
+
+    let mut forward_claims: Vec<(String, String)> = Vec::with_capacity(dto.forward_claims.len());
+    for (claim, header) in dto.forward_claims {
+        let field = format!("forward_claims.{claim}");
+        if !nonempty_printable(&claim, 128) {
+            return Err(err("forward_claims", "claim names must be 1 to 128 printable ASCII characters"));
+        }
+        let header = header.to_ascii_lowercase();
+        if !header.starts_with("x-") || !valid_header_name(&header) {
+            return Err(err(&field, "must be a header name starting with x-"));
+        }
+        if RESERVED_HEADERS.contains(&header.as_str()) {
+            return Err(err(&field, "is set by apiguard itself"));
+        }
+        if forward_claims.iter().any(|(_, h)| *h == header) {
+            return Err(err(&field, "another claim is already forwarded in this header"));
+        }
+        forward_claims.push((claim, header));
+    }
+
+    Ok(Provider {
+        issuer: dto.issuer,
+        audiences: dto.audiences,
+        algorithms,
+        inline_keys,
+        remote,
+        clock_skew: i64::try_from(dto.clock_skew_seconds).unwrap_or(600),
+        max_lifetime: dto.max_lifetime_seconds,
+        require_expiration: dto.require_expiration,
+        refresh_claims,
+        refresh_header_types,
+        forward_claims,
+    })
+}
+
+/// Lower-cases a `typ` and drops the optional `application/` prefix (RFC 7515 §4.1.9).
+pub fn normalize_typ(typ: &str) -> String {
+    let lower = typ.trim().to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
+}
+
+fn compile_inline_jwks(jwks: &Value, at: &str) -> Result<Vec<VerifyKey>, ConfigError> {
+    let parsed;
+    let doc = match jwks {
+        Value::String(text) => {
+            // serde_json's message could quote the text (and so a secret): report the position only.
+            parsed = serde_json::from_str::<Value>(text).map_err(|e| {
+                ConfigError::new(at, format!("the JWKS text is not valid JSON (line {} column {})", e.line(), e.column()))
+            })?;
+            &parsed
+        }
+        other => other,
+    };
+    let keys = key_array(doc).ok_or_else(|| ConfigError::new(at, "must be a JWKS: an object with a keys array (or its JSON text)"))?;
+    if keys.is_empty() {
+        return Err(ConfigError::new(format!("{at}.keys"), "must hold at least one key"));
+    }
+    if keys.len() > MAX_KEYS_PER_SET {
+        return Err(ConfigError::new(format!("{at}.keys"), format!("at most {MAX_KEYS_PER_SET} keys are supported")));
+    }
+    let mut out: Vec<VerifyKey> = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let key_at = format!("{at}.keys[{i}]");
+        let object = key.as_object().ok_or_else(|| ConfigError::new(&key_at, "must be a JWK object"))?;
+        let key = parse_jwk(object, KeySource::Inline).map_err(|p| {
+            let path = if p.field.is_empty() { key_at.clone() } else { format!("{key_at}.{}", p.field) };
+            ConfigError::new(path, p.message)
+        })?;
+        if key.kid.is_some() && out.iter().any(|k| k.kid == key.kid) {
+            return Err(ConfigError::new(format!("{key_at}.kid"), "another key has the same kid"));
+        }
+        out.push(key);
+    }
+    Ok(out)
+}
+
+fn compile_remote(dto: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigError> {
+    let err = |field: &str, message: &str| ConfigError::new(format!("{at}.{field}"), message);
+    let no_space = |s: &str| nonempty_printable(s, 1024) && !s.contains(' ');
+    if !no_space(&dto.cluster) {
+        return Err(err("cluster", "must be an Envoy cluster name"));
+    }
+    if !dto.path.starts_with('/') || !no_space(&dto.path) {
+        return Err(err("path", "must be a request path starting with /"));
+    }
+    let authority = dto.authority.unwrap_or_else(|| dto.cluster.clone());
+    if !no_space(&authority) {
+        return Err(err("authority", "must be a host name (and optional port)"));
+    }
+    if !(10..=86_400).contains(&dto.refresh_interval_seconds) {
+        return Err(err("refresh_interval_seconds", "must be between 10 and 86400"));
+    }
+    if !(100..=60_000).contains(&dto.timeout_ms) {
+        return Err(err("timeout_ms", "must be between 100 and 60000"));
+    }
+    if !(1..=3600).contains(&dto.min_refetch_interval_seconds) {
+        return Err(err("min_refetch_interval_seconds", "must be between 1 and 3600"));
+    }
+    Ok(RemoteJwks {
+        cluster: dto.cluster,
+        path: dto.path,
+        authority,
+        refresh_interval: i64::try_from(dto.refresh_interval_seconds).unwrap_or(86_400),
+        timeout_ms: dto.timeout_ms,
+        min_refetch_interval: i64::try_from(dto.min_refetch_interval_seconds).unwrap_or(3600),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::jwt::test_keys;
+    use serde_json::json;
+
+    fn compile(v: Value) -> Result<JwtSettings, ConfigError> {
+        let dto: JwtConfig = serde_json::from_value(v).map_err(|e| ConfigError::new("jwt", e.to_string()))?;
+        JwtSettings::compile(dto, "jwt")
+    }
+
+    fn err_path(v: Value) -> String {
+        compile(v).err().map(|e| e.path).unwrap_or_default()
+    }
+
+    fn provider(extra: Value) -> Value {
+        let mut p = json!({"issuer": "https://issuer.example", "jwks": {"keys": [test_keys::ec_public_jwk()]}});
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                p.insert(k.clone(), v.clone());
+            }
+        }
+        json!({"providers": [p]})
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let s = compile(provider(json!({}))).unwrap();
+        assert_eq!(s.header(), "authorization");
+        assert!(s.strip_token());
+        assert_eq!(s.max_token_bytes(), 8192);
+        assert_eq!(s.cache_max_entries(), 4096);
+        let p = &s.providers[0];
+        assert_eq!((p.clock_skew, p.max_lifetime, p.require_expiration), (60, 3600, true));
+        assert!(p.algorithms.is_none());
+        assert_eq!(p.refresh_header_types, vec!["refresh+jwt", "refresh"]);
+        assert_eq!(p.refresh_claims.len(), 2);
+    }
+
+    #[test]
+    fn fixed_field_names_parse() {
+        let s = compile(json!({"header": "X-Token", "providers": [{
+            "issuer": "a", "audiences": ["api"], "jwks": test_keys::ec_public_jwk_set_text(),
+            "clock_skew_seconds": 5, "max_lifetime_seconds": 600, "require_expiration": false,
+            "algorithms": ["ES256"], "forward_claims": {"tenant": "X-Tenant"},
+            "remote_jwks": {"cluster": "idp", "path": "/keys", "refresh_interval_seconds": 60,
+                            "timeout_ms": 500, "min_refetch_interval_seconds": 10}
+        }], "strip_token": false, "max_token_bytes": 4096, "cache_max_entries": 0}))
+        .unwrap();
+        assert_eq!(s.header(), "x-token");
+        assert_eq!(s.forwarded_header_names(), vec!["x-tenant"]);
+        let r = s.providers[0].remote.as_ref().unwrap();
+        assert_eq!((r.authority.as_str(), r.path.as_str(), r.refresh_interval), ("idp", "/keys", 60));
+        assert_eq!(s.providers[0].inline_keys.len(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_everywhere() {
+        assert!(compile(json!({"providers": [], "extra": 1})).is_err());
+        assert!(compile(provider(json!({"issuer_url": "x"}))).is_err());
+        assert!(compile(provider(json!({"remote_jwks": {"cluster": "c", "url": "x"}}))).is_err());
+        assert!(compile(provider(json!({"refresh_token_claims": [{"claim": "a", "values": ["b"], "x": 1}]}))).is_err());
+    }
+
+    #[test]
+    fn invalid_values_name_their_path() {
+        let cases = [
+            (provider(json!({"algorithms": ["none"]})), "jwt.providers[0].algorithms[0]"),
+            (provider(json!({"algorithms": ["RS256", "HS1"]})), "jwt.providers[0].algorithms[1]"),
+            (provider(json!({"algorithms": []})), "jwt.providers[0].algorithms"),
+            (provider(json!({"algorithms": ["RS256"]})), "jwt.providers[0].jwks.keys[0]"),
+            (provider(json!({"issuer": ""})), "jwt.providers[0].issuer"),
+            (provider(json!({"audiences": ["a", ""]})), "jwt.providers[0].audiences[1]"),
+            (provider(json!({"clock_skew_seconds": 601})), "jwt.providers[0].clock_skew_seconds"),
+            (provider(json!({"max_lifetime_seconds": 0})), "jwt.providers[0].max_lifetime_seconds"),
+            (provider(json!({"jwks": {"keys": []}})), "jwt.providers[0].jwks.keys"),
+            (provider(json!({"jwks": {"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}})), "jwt.providers[0].jwks.keys[0].n"),
+            (provider(json!({"jwks": {"keys": [test_keys::hmac_jwk(), {"kty": "oct", "k": "!"}]}})), "jwt.providers[0].jwks.keys[1].k"),
+            (provider(json!({"jwks": "{\"keys\": ["})), "jwt.providers[0].jwks"),
+            (provider(json!({"jwks": [1]})), "jwt.providers[0].jwks"),
+            (provider(json!({"jwks": null})), "jwt.providers[0].jwks"),
+            (provider(json!({"forward_claims": {"tenant": "tenant"}})), "jwt.providers[0].forward_claims.tenant"),
+            (provider(json!({"forward_claims": {"sub": "x-apiguard-subject"}})), "jwt.providers[0].forward_claims.sub"),
+            (provider(json!({"forward_claims": {"a": "x-a", "b": "X-A"}})), "jwt.providers[0].forward_claims.b"),
+            (provider(json!({"forward_claims": {"a": "x-a b"}})), "jwt.providers[0].forward_claims.a"),
+            (provider(json!({"refresh_token_claims": [{"claim": "x", "values": []}]})), "jwt.providers[0].refresh_token_claims[0]"),
+            (provider(json!({"remote_jwks": {"cluster": ""}})), "jwt.providers[0].remote_jwks.cluster"),
+            (provider(json!({"remote_jwks": {"cluster": "c", "path": "keys"}})), "jwt.providers[0].remote_jwks.path"),
+            (provider(json!({"remote_jwks": {"cluster": "c", "timeout_ms": 0}})), "jwt.providers[0].remote_jwks.timeout_ms"),
+            (provider(json!({"remote_jwks": {"cluster": "c", "refresh_interval_seconds": 1}})), "jwt.providers[0].remote_jwks.refresh_interval_seconds"),
+            (provider(json!({"remote_jwks": {"cluster": "c", "min_refetch_interval_seconds": 0}})), "jwt.providers[0].remote_jwks.min_refetch_interval_seconds"),
+            (json!({"providers": []}), "jwt.providers"),
+            (json!({"header": "bad header", "providers": []}), "jwt.header"),
+            (json!({"max_token_bytes": 10, "providers": []}), "jwt.max_token_bytes"),
+        ];
+        for (config, path) in cases {
+            assert_eq!(err_path(config.clone()), path, "{config}");
+        }
+    }
+
+    #[test]
+    fn duplicate_issuers_and_kids_are_refused() {
+        let p = json!({"issuer": "a", "jwks": {"keys": [test_keys::ec_public_jwk()]}});
+        assert_eq!(err_path(json!({"providers": [p.clone(), p]})), "jwt.providers[1].issuer");
+        let mut k = test_keys::ec_public_jwk();
+        k["kid"] = json!("one");
+        assert_eq!(err_path(provider(json!({"jwks": {"keys": [k.clone(), k]}}))), "jwt.providers[0].jwks.keys[1].kid");
+    }
+
+    #[test]
+    fn remote_only_provider_is_valid_and_authority_defaults_to_cluster() {
+        let s = compile(json!({"providers": [{"issuer": "a", "remote_jwks": {"cluster": "idp"}}]})).unwrap();
+        let r = s.providers[0].remote.as_ref().unwrap();
+        assert_eq!((r.authority.as_str(), r.path.as_str(), r.timeout_ms, r.min_refetch_interval), ("idp", "/.well-known/jwks.json", 2000, 30));
+        assert!(s.providers[0].inline_keys.is_empty());
+    }
+
+    #[test]
+    fn config_errors_and_debug_never_contain_secrets() {
+        let bad = json!({"providers": [{"issuer": "a", "jwks": format!("{{\"keys\":[{{\"kty\":\"oct\",\"k\":\"{}+\"}}]}}", test_keys::HMAC_K)}]});
+        let e = compile(bad).err().unwrap();
+        assert!(!e.message.contains("AyM1"), "{e}");
+        let broken = json!({"providers": [{"issuer": "a", "jwks": format!("{{\"keys\":[{{\"k\":\"{}\" ", test_keys::HMAC_K)}]});
+        assert!(!compile(broken).err().unwrap().message.contains("AyM1"));
+
+        let dto: JwtConfig = serde_json::from_value(json!({"providers": [{"issuer": "a", "jwks": {"keys": [test_keys::hmac_jwk()]}}]})).unwrap();
+        assert!(!format!("{dto:?}").contains("AyM1"));
+        let settings = JwtSettings::compile(dto, "jwt").unwrap();
+        assert!(!format!("{settings:?}").contains("AyM1"));
+    }
+}

@@ -1,0 +1,378 @@
+//! JSON Web Keys (RFC 7517) → verification keys. We read the JWK members ourselves (instead of
+//! deserializing jwt-compact's `JsonWebKey` straight from JSON) so that no error message can echo
+//! a member's value: a bad `k` must never end up in a log line.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use jwt_compact::alg::{Ed25519, Es256, Hs256Key, RsaPublicKey};
+use jwt_compact::jwk::JsonWebKey;
+use jwt_compact::Algorithm;
+use serde_json::{Map, Value};
+
+use super::alg::{Alg, KeyFamily};
+
+type Es256PublicKey = <Es256 as Algorithm>::VerifyingKey;
+type Ed25519PublicKey = <Ed25519 as Algorithm>::VerifyingKey;
+
+/// Most keys one JWKS may hold; more is a misconfiguration or an attack on CPU (tokens without
+/// `kid` are tried against every matching key).
+pub const MAX_KEYS_PER_SET: usize = 64;
+/// RSA moduli below this are refused (NIST SP 800-131A; RFC 7518 §3.3 requires ≥ 2048).
+const MIN_RSA_BITS: usize = 2048;
+/// Longest `kid` we keep.
+const MAX_KID_BYTES: usize = 256;
+
+/// Where a JWK comes from: inline keys are the operator's and any problem is a configuration
+/// error; remote keys are skipped one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Inline,
+    Remote,
+}
+
+/// The public (or, for HMAC, secret) material of one key.
+pub(crate) enum KeyMaterial {
+    /// Kept in jwt-compact's key type: it zeroizes on drop and redacts itself in `Debug`.
+    Hmac(Hs256Key),
+    Rsa(RsaPublicKey),
+    Es256(Es256PublicKey),
+    Ed25519(Ed25519PublicKey),
+}
+
+/// One usable verification key.
+pub struct VerifyKey {
+    pub(crate) kid: Option<String>,
+    /// JWK `alg`: when set, the key verifies that algorithm only (RFC 7517 §4.4).
+    pub(crate) alg: Option<Alg>,
+    pub(crate) material: KeyMaterial,
+    /// Length of an HMAC secret / bits of an RSA modulus, for the strength rules.
+    pub(crate) size: usize,
+}
+
+impl fmt::Debug for VerifyKey {
+    // Key material is never printed: HMAC keys are secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("family", &self.family())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyKey {
+    pub fn family(&self) -> KeyFamily {
+        match self.material {
+            KeyMaterial::Hmac(_) => KeyFamily::Hmac,
+            KeyMaterial::Rsa(_) => KeyFamily::Rsa,
+            KeyMaterial::Es256(_) => KeyFamily::EcP256,
+            KeyMaterial::Ed25519(_) => KeyFamily::Ed25519,
+        }
+    }
+
+    /// Whether this key may verify `alg`: same family, the JWK `alg` (if any) agrees, and an HMAC
+    /// secret is long enough for the hash (RFC 7518 §3.2).
+    pub fn supports(&self, alg: Alg) -> bool {
+        if alg.family() != self.family() || self.alg.is_some_and(|a| a != alg) {
+            return false;
+        }
+        self.family() != KeyFamily::Hmac || self.size >= alg.min_hmac_key_bytes()
+    }
+
+    /// The algorithms this key can verify.
+    pub fn algorithms(&self) -> impl Iterator<Item = Alg> + '_ {
+        Alg::ALL.into_iter().filter(|alg| self.supports(*alg))
+    }
+}
+
+/// What is wrong with one JWK: the member it is about and a message without any value in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwkProblem {
+    /// The JWK member (`kty`, `n`, ...) or empty for the whole key.
+    pub field: &'static str,
+    pub message: Cow<'static, str>,
+}
+
+fn problem(field: &'static str, message: impl Into<Cow<'static, str>>) -> JwkProblem {
+    JwkProblem { field, message: message.into() }
+}
+
+fn opt_str<'a>(jwk: &'a Map<String, Value>, field: &'static str) -> Result<Option<&'a str>, JwkProblem> {
+    match jwk.get(field) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(problem(field, "must be a string")),
+    }
+}
+
+fn req_str<'a>(jwk: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, JwkProblem> {
+    opt_str(jwk, field)?.ok_or_else(|| problem(field, "is required"))
+}
+
+fn req_bytes(jwk: &Map<String, Value>, field: &'static str) -> Result<Vec<u8>, JwkProblem> {
+    let text = req_str(jwk, field)?;
+    let bytes = b64url_decode(text).ok_or_else(|| problem(field, "is not unpadded base64url"))?;
+    if bytes.is_empty() {
+        return Err(problem(field, "is empty"));
+    }
+    Ok(bytes)
+}
+
+/// Private members of RSA/EC/OKP keys (RFC 7518 §6.2.2, §6.3.2, RFC 8037 §2).
+const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
+
+/// Parses one JWK object. Unknown members are ignored, as RFC 7517 §4 requires.
+pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKey, JwkProblem> {
+    let kty = req_str(jwk, "kty")?;
+    let kid = opt_str(jwk, "kid")?;
+    if kid.is_some_and(|k| k.is_empty() || k.len() > MAX_KID_BYTES) {
+        return Err(problem("kid", "must be 1 to 256 bytes"));
+    }
+    if let Some(usage) = opt_str(jwk, "use")? {
+        if usage != "sig" {
+            return Err(problem("use", "is not sig: the key is not for signatures"));
+        }
+    }
+    if let Some(ops) = jwk.get("key_ops") {
+        let verify = ops.as_array().is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
+        if !verify {
+            return Err(problem("key_ops", "does not include verify"));
+        }
+    }
+    let alg = match opt_str(jwk, "alg")? {
+        None => None,
+        Some(name) => Some(Alg::from_name(name).ok_or_else(|| {
+            problem("alg", "is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 EdDSA")
+        })?),
+    };
+
+    let (material, size) = match kty {
+        "oct" => {
+            if source == KeySource::Remote {
+                // A shared secret served over HTTP is no secret; only the operator may configure one.
+                return Err(problem("kty", "oct keys are accepted inline only"));
+            }
+            let secret = req_bytes(jwk, "k")?;
+            if secret.len() < 32 {
+                return Err(problem("k", "an HMAC secret must be at least 32 bytes (RFC 7518 section 3.2)"));
+            }
+            let len = secret.len();
+            (KeyMaterial::Hmac(Hs256Key::new(secret)), len)
+        }
+        "RSA" => {
+            refuse_private(jwk)?;
+            let n = req_bytes(jwk, "n")?;
+            let e = req_bytes(jwk, "e")?;
+            let bits = bit_length(&n);
+            if bits < MIN_RSA_BITS {
+                return Err(problem("n", format!("the RSA modulus has {bits} bits, at least {MIN_RSA_BITS} are required")));
+            }
+            let jwk = JsonWebKey::Rsa { modulus: Cow::Owned(n), public_exponent: Cow::Owned(e), private_parts: None };
+            let key = RsaPublicKey::try_from(&jwk).map_err(|_| problem("n", "is not a valid RSA public key (modulus up to 4096 bits, valid exponent)"))?;
+            (KeyMaterial::Rsa(key), bits)
+        }
+        "EC" => {
+            refuse_private(jwk)?;
+            if req_str(jwk, "crv")? != "P-256" {
+                return Err(problem("crv", "only P-256 is supported for EC keys"));
+            }
+            let x = req_bytes(jwk, "x")?;
+            let y = req_bytes(jwk, "y")?;
+            let jwk = JsonWebKey::EllipticCurve { curve: Cow::Borrowed("P-256"), x: Cow::Owned(x), y: Cow::Owned(y), secret: None };
+            let key = Es256PublicKey::try_from(&jwk).map_err(|_| problem("x", "x and y are not a point on P-256"))?;
+            (KeyMaterial::Es256(key), 256)
+        }
+        "OKP" => {
+            refuse_private(jwk)?;
+            if req_str(jwk, "crv")? != "Ed25519" {
+                return Err(problem("crv", "only Ed25519 is supported for OKP keys"));
+            }
+            let x = req_bytes(jwk, "x")?;
+            let jwk = JsonWebKey::KeyPair { curve: Cow::Borrowed("Ed25519"), x: Cow::Owned(x), secret: None };
+            let key = Ed25519PublicKey::try_from(&jwk).map_err(|_| problem("x", "is not a 32-byte Ed25519 public key"))?;
+            (KeyMaterial::Ed25519(key), 256)
+        }
+        _ => return Err(problem("kty", "must be oct, RSA, EC or OKP")),
+    };
+    let key = VerifyKey { kid: kid.map(str::to_owned), alg, material, size };
+    if let Some(alg) = alg {
+        if !key.supports(alg) {
+            return Err(problem("alg", format!("{alg} cannot be used with a {} key of this size", key.family().describe())));
+        }
+    }
+    Ok(key)
+}
+
+fn refuse_private(jwk: &Map<String, Value>) -> Result<(), JwkProblem> {
+    // A published private key is compromised; refusing it also keeps it out of VM memory.
+    match PRIVATE_MEMBERS.iter().find(|m| jwk.contains_key(**m)) {
+        Some(member) => Err(problem(member, "private key material must not be in a JWKS: publish the public key only")),
+        None => Ok(()),
+    }
+}
+
+fn bit_length(be: &[u8]) -> usize {
+    match be.iter().position(|b| *b != 0) {
+        None => 0,
+        Some(first) => {
+            let lead = be.get(first).map_or(0, |b| b.leading_zeros() as usize);
+            (be.len() - first) * 8 - lead
+        }
+    }
+}
+
+/// The `keys` array of a JWKS document, or `None` when the value is not `{"keys": [...]}`.
+pub fn key_array(doc: &Value) -> Option<&Vec<Value>> {
+    doc.as_object()?.get("keys")?.as_array()
+}
+
+/// Strict unpadded base64url (RFC 7515 §2): no padding, no whitespace, canonical trailing bits.
+pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'-' => Some(62),
+            b'_' => Some(63),
+            _ => None,
+        }
+    }
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    for c in text.bytes() {
+        acc = (acc << 6) | value(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(((acc >> bits) & 0xff) as u8);
+        }
+    }
+    // Leftover bits must be zero, or two different strings would decode to the same bytes.
+    if acc & ((1 << bits) - 1) != 0 {
+        return None;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::jwt::test_keys;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn base64url_is_strict() {
+        assert_eq!(b64url_decode("AQAB"), Some(vec![1, 0, 1]));
+        assert_eq!(b64url_decode("_-8"), Some(vec![0xff, 0xef]));
+        assert_eq!(b64url_decode(""), Some(vec![]));
+        assert_eq!(b64url_decode("AQAB="), None, "padding");
+        assert_eq!(b64url_decode("AQ+B"), None, "standard alphabet");
+        assert_eq!(b64url_decode("AQ B"), None, "whitespace");
+        assert_eq!(b64url_decode("A"), None, "impossible length");
+        assert_eq!(b64url_decode("AR"), None, "non-zero trailing bits");
+        assert_eq!(b64url_decode("AQ"), Some(vec![1]));
+    }
+
+    #[test]
+    fn each_key_type_parses_and_supports_only_its_algorithms() {
+        let rsa = parse_jwk(&obj(test_keys::rsa_public_jwk()), KeySource::Inline).unwrap();
+        assert_eq!(rsa.family(), KeyFamily::Rsa);
+        assert_eq!(rsa.size, 2048);
+        let algs: Vec<_> = rsa.algorithms().collect();
+        assert_eq!(algs, vec![Alg::Rs256, Alg::Rs384, Alg::Rs512, Alg::Ps256, Alg::Ps384, Alg::Ps512]);
+
+        let ec = parse_jwk(&obj(test_keys::ec_public_jwk()), KeySource::Remote).unwrap();
+        assert_eq!(ec.algorithms().collect::<Vec<_>>(), vec![Alg::Es256]);
+
+        let ed = parse_jwk(&obj(test_keys::ed25519_public_jwk()), KeySource::Remote).unwrap();
+        assert_eq!(ed.algorithms().collect::<Vec<_>>(), vec![Alg::EdDsa]);
+
+        let hmac = parse_jwk(&obj(test_keys::hmac_jwk()), KeySource::Inline).unwrap();
+        // The RFC 7515 A.1 key is 64 bytes: long enough for every HS algorithm.
+        assert_eq!(hmac.algorithms().collect::<Vec<_>>(), vec![Alg::Hs256, Alg::Hs384, Alg::Hs512]);
+    }
+
+    #[test]
+    fn short_hmac_secret_supports_only_matching_strength() {
+        let k32 = json!({"kty": "oct", "k": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
+        let key = parse_jwk(&obj(k32), KeySource::Inline).unwrap();
+        assert_eq!(key.algorithms().collect::<Vec<_>>(), vec![Alg::Hs256]);
+        let k16 = json!({"kty": "oct", "k": "AAAAAAAAAAAAAAAAAAAAAA"});
+        assert_eq!(parse_jwk(&obj(k16), KeySource::Inline).unwrap_err().field, "k");
+    }
+
+    #[test]
+    fn jwk_alg_restricts_the_key() {
+        let mut jwk = test_keys::rsa_public_jwk();
+        jwk["alg"] = json!("PS384");
+        let key = parse_jwk(&obj(jwk), KeySource::Inline).unwrap();
+        assert_eq!(key.algorithms().collect::<Vec<_>>(), vec![Alg::Ps384]);
+
+        let mut wrong = test_keys::rsa_public_jwk();
+        wrong["alg"] = json!("ES256");
+        assert_eq!(parse_jwk(&obj(wrong), KeySource::Inline).unwrap_err().field, "alg");
+        let mut none = test_keys::rsa_public_jwk();
+        none["alg"] = json!("none");
+        assert_eq!(parse_jwk(&obj(none), KeySource::Inline).unwrap_err().field, "alg");
+    }
+
+    #[test]
+    fn refusals_name_the_member_and_never_echo_values() {
+        let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA+";
+        let cases = [
+            (json!({"kty": "oct", "k": secret}), "k"),
+            (json!({"kty": "oct", "k": "abc"}), "k"),
+            (json!({"kty": "RSA", "n": "AQAB"}), "e"),
+            (json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}), "n"),
+            (json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}), "crv"),
+            (json!({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}), "x"),
+            (json!({"kty": "OKP", "crv": "X25519", "x": "AA"}), "crv"),
+            (json!({"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}), "x"),
+            (json!({"kty": "XYZ"}), "kty"),
+            (json!({"k": "AAAA"}), "kty"),
+            (json!({"kty": 5}), "kty"),
+            (json!({"kty": "oct", "k": secret, "use": "enc"}), "use"),
+            (json!({"kty": "oct", "k": secret, "key_ops": ["sign"]}), "key_ops"),
+            (json!({"kty": "oct", "k": secret, "kid": ""}), "kid"),
+        ];
+        for (jwk, field) in cases {
+            let err = parse_jwk(&obj(jwk.clone()), KeySource::Inline).unwrap_err();
+            assert_eq!(err.field, field, "{jwk}");
+            assert!(!err.message.contains(secret) && !err.message.contains("AAAA"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn private_keys_and_remote_secrets_are_refused() {
+        let mut private = test_keys::ec_public_jwk();
+        private["d"] = json!("jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI");
+        let err = parse_jwk(&obj(private), KeySource::Inline).unwrap_err();
+        assert_eq!(err.field, "d");
+        assert!(!err.message.contains("jpsQ"));
+        assert_eq!(parse_jwk(&obj(test_keys::hmac_jwk()), KeySource::Remote).unwrap_err().field, "kty");
+    }
+
+    #[test]
+    fn debug_never_prints_key_material() {
+        let key = parse_jwk(&obj(test_keys::hmac_jwk()), KeySource::Inline).unwrap();
+        let text = format!("{key:?}");
+        assert!(text.contains("Hmac"));
+        assert!(!text.contains("AyM1") && !text.contains("35, 51"), "{text}");
+    }
+}

@@ -1,0 +1,418 @@
+//! End-to-end tests of [`JwtVerifier`]: configuration → token → decision.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use super::test_keys::{self, b64url, mint, mint_with, with_segment, Signer};
+use super::*;
+
+const ISS: &str = "https://idp.example";
+const NOW: i64 = 1_700_000_000;
+
+fn settings(config: Value) -> Rc<JwtSettings> {
+    let dto: JwtConfig = serde_json::from_value(config).unwrap();
+    Rc::new(JwtSettings::compile(dto, "jwt").unwrap())
+}
+
+/// One provider with every RFC test key inline (kids: hmac, rsa, ec, ed).
+fn all_keys_config() -> Value {
+    let mut keys = Vec::new();
+    for (kid, jwk) in [
+        ("hmac", test_keys::hmac_jwk()),
+        ("rsa", test_keys::rsa_public_jwk()),
+        ("ec", test_keys::ec_public_jwk()),
+        ("ed", test_keys::ed25519_public_jwk()),
+    ] {
+        let mut jwk = jwk;
+        jwk["kid"] = json!(kid);
+        keys.push(jwk);
+    }
+    json!({"providers": [{"issuer": ISS, "audiences": ["api"], "jwks": {"keys": keys},
+                          "forward_claims": {"tenant": "x-tenant"}}]})
+}
+
+fn verifier(config: Value) -> JwtVerifier {
+    JwtVerifier::new(settings(config))
+}
+
+fn claims() -> Value {
+    json!({"iss": ISS, "aud": "api", "sub": "user-1", "iat": NOW, "exp": NOW + 600, "tenant": "acme"})
+}
+
+fn with(mut c: Value, key: &str, v: Value) -> Value {
+    c[key] = v;
+    c
+}
+
+fn without(mut c: Value, key: &str) -> Value {
+    c.as_object_mut().map(|m| m.remove(key));
+    c
+}
+
+fn code(v: &mut JwtVerifier, token: &str) -> &'static str {
+    match v.verify(token, NOW) {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    }
+}
+
+fn kid_for(alg: Alg) -> &'static str {
+    match alg.family() {
+        KeyFamily::Hmac => "hmac",
+        KeyFamily::Rsa => "rsa",
+        KeyFamily::EcP256 => "ec",
+        KeyFamily::Ed25519 => "ed",
+    }
+}
+
+
+#[test]
+fn every_algorithm_verifies_with_its_key() {
+    let mut v = verifier(all_keys_config());
+    for alg in Alg::ALL {
+        // With and without kid: without, the key is found by algorithm support.
+        for kid in [Some(kid_for(alg)), None] {
+            let token = mint(alg, kid, &claims());
+            let verified = v.verify(&token, NOW).unwrap_or_else(|e| panic!("{alg} kid {kid:?}: {e}"));
+            assert_eq!(verified.subject, "user-1");
+            assert_eq!(verified.issuer, ISS);
+            assert_eq!(verified.provider, 0);
+            assert_eq!(verified.forward_headers, vec![("x-tenant".to_owned(), "acme".to_owned())]);
+        }
+    }
+}
+
+#[test]
+fn every_algorithm_refuses_a_signature_by_another_key() {
+    let mut v = verifier(all_keys_config());
+    let header = |alg: Alg| json!({"alg": alg.name(), "kid": kid_for(alg)});
+    for alg in [Alg::Hs256, Alg::Hs384, Alg::Hs512, Alg::Es256] {
+        let token = mint_with(alg, Signer::Other, &header(alg), &claims());
+        assert_eq!(code(&mut v, &token), "invalid_signature", "{alg}");
+    }
+    // RSA and Ed25519: a signature moved from another algorithm / token.
+    let rs = mint(Alg::Rs256, Some("rsa"), &claims());
+    let ps = mint(Alg::Ps256, Some("rsa"), &claims());
+    let ps_sig = ps.rsplit('.').next().unwrap_or_default();
+    assert_eq!(code(&mut v, &with_segment(&rs, 2, ps_sig)), "invalid_signature");
+    let ed = mint(Alg::EdDsa, Some("ed"), &claims());
+    let ed_other = mint(Alg::EdDsa, Some("ed"), &with(claims(), "sub", json!("user-2")));
+    let sig = ed_other.rsplit('.').next().unwrap_or_default();
+    assert_eq!(code(&mut v, &with_segment(&ed, 2, sig)), "invalid_signature");
+}
+
+/// RFC 7515 A.1–A.3 tokens have no `sub`: the full path must get past the signature (it
+/// uses the RFC keys and the RFC token bytes) and stop at the claim checks with `missing_sub`;
+/// with the wrong key it stops at the signature.
+#[test]
+fn rfc7515_appendix_a1_a2_a3_examples_pass_the_signature_step() {
+    let before_exp = test_keys::RFC7515_EXP - 100;
+    for (token, good, wrong) in [
+        (test_keys::RFC7515_A1_HS256, test_keys::hmac_jwk(), json!({"kty": "oct", "k": b64url(&[9; 64])})),
+        (test_keys::RFC7515_A2_RS256, test_keys::rsa_public_jwk(), test_keys::other_rsa_public_jwk()),
+        (test_keys::RFC7515_A3_ES256, test_keys::ec_public_jwk(), test_keys::other_ec_public_jwk()),
+    ] {
+        let config = |jwk: &Value| json!({"providers": [{"issuer": "joe", "jwks": {"keys": [jwk]}}]});
+        let mut v = verifier(config(&good));
+        assert_eq!(v.verify(token, before_exp).map(|j| j.subject), Err(JwtError::MissingSub), "{token}");
+        assert_eq!(v.verify(token, test_keys::RFC7515_EXP + 60).err(), Some(JwtError::Expired { exp: test_keys::RFC7515_EXP, now: test_keys::RFC7515_EXP + 60 }));
+        let mut w = verifier(config(&wrong));
+        assert_eq!(w.verify(token, before_exp).err(), Some(JwtError::InvalidSignature), "{token}");
+    }
+}
+
+#[test]
+fn rfc8037_a4_example_verifies_as_jws_but_is_not_a_jwt() {
+    // The signature step accepts it (see token.rs); as an access token its text payload is
+    // refused before any key is consulted.
+    let mut v = verifier(all_keys_config());
+    assert_eq!(v.verify(test_keys::RFC8037_A4_JWS, NOW).err(), Some(JwtError::Malformed(Malformed::Claims)));
+}
+
+#[test]
+fn every_bit_flip_of_a_valid_token_is_refused() {
+    let mut v = verifier(all_keys_config());
+    for alg in [Alg::Hs256, Alg::Es256, Alg::EdDsa] {
+        let token = mint(alg, Some(kid_for(alg)), &claims());
+        assert!(v.verify(&token, NOW).is_ok());
+        for index in 0..3 {
+            let mut bytes = jwks::b64url_decode(token.split('.').nth(index).unwrap_or_default()).unwrap();
+            for bit in 0..bytes.len() * 8 {
+                bytes[bit / 8] ^= 1 << (bit % 8);
+                let mutated = with_segment(&token, index, &b64url(&bytes));
+                bytes[bit / 8] ^= 1 << (bit % 8);
+                assert!(v.verify(&mutated, NOW).is_err(), "{alg} segment {index} bit {bit}");
+            }
+        }
+        // The original is still fine (and was cached: the mutations were not cache hits).
+        assert!(v.verify(&token, NOW).is_ok());
+    }
+}
+
+#[test]
+fn rsa_bit_flips_of_header_claims_and_signature_are_refused() {
+    let mut v = verifier(all_keys_config());
+    let token = mint(Alg::Rs256, Some("rsa"), &claims());
+    for index in 0..3 {
+        let mut bytes = jwks::b64url_decode(token.split('.').nth(index).unwrap_or_default()).unwrap();
+        for bit in (0..bytes.len() * 8).step_by(97) {
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            let mutated = with_segment(&token, index, &b64url(&bytes));
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            assert!(v.verify(&mutated, NOW).is_err(), "segment {index} bit {bit}");
+        }
+    }
+}
+
+/// Each refusal code, produced through the public entry point.
+#[test]
+fn every_refusal_code_is_reachable() {
+    let mut seen = BTreeSet::new();
+    let mut expect = |v: &mut JwtVerifier, token: &str, want: &'static str| {
+        assert_eq!(code(v, token), want);
+        seen.insert(want);
+    };
+    let mut v = verifier(all_keys_config());
+    let es = |c: &Value| mint(Alg::Es256, Some("ec"), c);
+
+    expect(&mut v, &"a".repeat(8193), "token_too_large");
+    expect(&mut v, "not-a-token", "malformed_token");
+    expect(&mut v, &format!("{}.{}.", b64url(br#"{"alg":"none"}"#), b64url(claims().to_string().as_bytes())), "alg_none");
+    expect(&mut v, &mint_with(Alg::Es256, Signer::Rfc, &json!({"alg": "ES256", "kid": "ec", "crit": ["b64"], "b64": false}), &claims()), "unsupported_crit_header");
+    expect(&mut v, &mint(Alg::Es256, Some("nope"), &claims()), "unknown_kid");
+    // HS256 aimed at the RSA key: algorithm confusion.
+    expect(&mut v, &mint(Alg::Hs256, Some("rsa"), &claims()), "algorithm_confusion");
+    // ES256 aimed at the RSA key: wrong key type.
+    expect(&mut v, &mint(Alg::Es256, Some("rsa"), &claims()), "key_type_mismatch");
+    expect(&mut v, &with_segment(&es(&claims()), 2, &b64url(&[7; 64])), "invalid_signature");
+    expect(&mut v, &es(&with(claims(), "exp", json!(NOW - 61))), "token_expired");
+    expect(&mut v, &es(&with(claims(), "nbf", json!(NOW + 61))), "token_not_yet_valid");
+    expect(&mut v, &es(&with(with(claims(), "iat", json!(NOW + 61)), "exp", json!(NOW + 700))), "token_issued_in_future");
+    expect(&mut v, &es(&with(claims(), "iss", json!("https://evil.example"))), "unknown_issuer");
+    expect(&mut v, &es(&without(claims(), "iss")), "unknown_issuer");
+    expect(&mut v, &es(&with(claims(), "aud", json!(["other"]))), "audience_mismatch");
+    expect(&mut v, &es(&without(claims(), "exp")), "missing_exp");
+    expect(&mut v, &es(&without(claims(), "sub")), "missing_sub");
+    expect(&mut v, &es(&with(claims(), "sub", json!("a\u{7f}b"))), "invalid_sub");
+    expect(&mut v, &es(&with(claims(), "token_use", json!("refresh"))), "refresh_token_not_allowed");
+    expect(&mut v, &mint_with(Alg::Es256, Signer::Rfc, &json!({"alg": "ES256", "kid": "ec", "typ": "refresh+jwt"}), &claims()), "refresh_token_not_allowed");
+    expect(&mut v, &es(&with(claims(), "exp", json!(NOW + 3601))), "token_lifetime_too_long");
+    expect(&mut v, &es(&with(claims(), "tenant", json!(["a", {"b": 1}]))), "unforwardable_claim");
+
+    let mut only_es = verifier(json!({"providers": [{"issuer": ISS, "algorithms": ["ES256"],
+        "jwks": {"keys": [test_keys::ec_public_jwk()]}}]}));
+    expect(&mut only_es, &mint(Alg::Hs256, None, &claims()), "alg_not_allowed");
+    expect(&mut only_es, &mint(Alg::EdDsa, None, &claims()), "alg_not_allowed");
+
+    let mut remote_only = verifier(json!({"providers": [{"issuer": ISS, "remote_jwks": {"cluster": "idp"}}]}));
+    expect(&mut remote_only, &es(&claims()), "no_verification_key");
+
+    let all: BTreeSet<&str> = JwtError::ALL_CODES.into_iter().collect();
+    assert_eq!(seen, all);
+}
+
+#[test]
+fn algorithm_confusion_with_the_public_key_as_hmac_secret_is_refused() {
+    // The attack: sign HS256 with the RSA public key's bytes (here: the JWK's n) as secret.
+    let mut v = verifier(json!({"providers": [{"issuer": ISS, "jwks": {"keys": [test_keys::rsa_public_jwk()]}}]}));
+    let n = jwks::b64url_decode(test_keys::rsa_public_jwk()["n"].as_str().unwrap_or_default()).unwrap();
+    let input = format!("{}.{}", b64url(br#"{"alg":"HS256"}"#), b64url(claims().to_string().as_bytes()));
+    use jwt_compact::{Algorithm, AlgorithmSignature};
+    let sig = jwt_compact::alg::Hs256.sign(&jwt_compact::alg::Hs256Key::new(&n), input.as_bytes());
+    let forged = format!("{input}.{}", b64url(&sig.as_bytes()));
+    assert_eq!(
+        v.verify(&forged, NOW).err(),
+        Some(JwtError::AlgorithmConfusion { alg: Alg::Hs256, key: KeyFamily::Rsa })
+    );
+    // Even if the operator allow-lists HS256 for this issuer, the RSA key never becomes a secret.
+    let mut listed = verifier(json!({"providers": [{"issuer": ISS, "algorithms": ["RS256", "HS256"],
+        "jwks": {"keys": [test_keys::rsa_public_jwk()]}}]}));
+    assert_eq!(listed.verify(&forged, NOW).err().map(|e| e.code()), Some("algorithm_confusion"));
+}
+
+#[test]
+fn jwk_alg_pins_the_key_to_one_algorithm() {
+    let mut jwk = test_keys::rsa_public_jwk();
+    jwk["alg"] = json!("PS256");
+    jwk["kid"] = json!("k");
+    let mut v = verifier(json!({"providers": [{"issuer": ISS, "jwks": {"keys": [jwk]}}]}));
+    assert!(v.verify(&mint(Alg::Ps256, Some("k"), &claims()), NOW).is_ok());
+    assert_eq!(code(&mut v, &mint(Alg::Rs256, Some("k"), &claims())), "key_type_mismatch");
+    assert_eq!(code(&mut v, &mint(Alg::Rs256, None, &claims())), "key_type_mismatch");
+}
+
+#[test]
+fn issuer_selects_the_provider() {
+    let mut v = verifier(json!({"providers": [
+        {"issuer": "a", "jwks": {"keys": [test_keys::ec_public_jwk()]}},
+        {"issuer": "b", "audiences": ["api"], "jwks": {"keys": [test_keys::ed25519_public_jwk()]}}
+    ]}));
+    let c = |iss: &str| with(claims(), "iss", json!(iss));
+    assert_eq!(v.verify(&mint(Alg::EdDsa, None, &c("b")), NOW).map(|j| j.provider), Ok(1));
+    assert_eq!(v.verify(&mint(Alg::Es256, None, &c("a")), NOW).map(|j| j.provider), Ok(0));
+    // Provider a's key cannot vouch for issuer b.
+    assert_eq!(code(&mut v, &mint(Alg::Es256, None, &c("b"))), "key_type_mismatch");
+}
+
+#[test]
+fn cache_hit_skips_the_signature_but_rechecks_time() {
+    let mut v = verifier(all_keys_config());
+    let token = mint(Alg::Es256, Some("ec"), &claims());
+    assert!(v.verify(&token, NOW).is_ok());
+    assert_eq!(v.cached_tokens(), 1);
+    // Remove every key: only a cache hit can still accept the token.
+    let mut hollow = verifier(json!({"providers": [{"issuer": ISS, "audiences": ["api"], "remote_jwks": {"cluster": "idp"}}]}));
+    hollow.cache = std::mem::replace(&mut v.cache, cache::TokenCache::new(16));
+    assert_eq!(hollow.verify(&token, NOW + 10).map(|j| j.subject), Ok("user-1".to_owned()));
+    // exp is re-checked on a hit; the expired entry is dropped.
+    assert_eq!(hollow.verify(&token, NOW + 660).err(), Some(JwtError::Expired { exp: NOW + 600, now: NOW + 660 }));
+    assert_eq!(hollow.cached_tokens(), 0);
+    // nbf too: a token cached once is not valid before its nbf.
+    let future = mint(Alg::Es256, Some("ec"), &with(claims(), "nbf", json!(NOW + 30)));
+    assert!(v.verify(&future, NOW).is_ok());
+    assert_eq!(v.verify(&future, NOW - 100).err().map(|e| e.code()), Some("token_not_yet_valid"));
+}
+
+#[test]
+fn cache_can_be_disabled_and_is_keyed_by_digest_only() {
+    let mut config = all_keys_config();
+    config["cache_max_entries"] = json!(0);
+    let mut off = verifier(config);
+    let token = mint(Alg::Es256, Some("ec"), &claims());
+    assert!(off.verify(&token, NOW).is_ok());
+    assert!(off.verify(&token, NOW).is_ok());
+    assert_eq!(off.cached_tokens(), 0);
+
+    let mut on = verifier(all_keys_config());
+    assert!(on.verify(&token, NOW).is_ok());
+    assert!(on.cache.get(&cache::digest(&token)).is_some());
+    assert!(!format!("{:?}", on.cache).contains(&token[..20]));
+}
+
+#[test]
+fn failed_verifications_are_not_cached() {
+    let mut v = verifier(all_keys_config());
+    let token = mint(Alg::Es256, Some("ec"), &without(claims(), "sub"));
+    assert_eq!(code(&mut v, &token), "missing_sub");
+    assert_eq!(v.cached_tokens(), 0);
+}
+
+fn remote_config() -> Value {
+    json!({"providers": [{"issuer": ISS, "audiences": ["api"],
+        "remote_jwks": {"cluster": "idp", "path": "/jwks", "authority": "idp.example",
+                        "refresh_interval_seconds": 300, "timeout_ms": 1500, "min_refetch_interval_seconds": 30}}]})
+}
+
+fn jwks_body(keys: &[Value]) -> Vec<u8> {
+    json!({"keys": keys}).to_string().into_bytes()
+}
+
+fn ec_with_kid(kid: &str) -> Value {
+    let mut k = test_keys::ec_public_jwk();
+    k["kid"] = json!(kid);
+    k
+}
+
+#[test]
+fn remote_jwks_lifecycle() {
+    let mut v = verifier(remote_config());
+    let fetches = v.jwks_fetches_due(NOW);
+    assert_eq!(
+        fetches,
+        vec![JwksFetch { provider: 0, cluster: "idp".into(), path: "/jwks".into(), authority: "idp.example".into(), timeout_ms: 1500 }]
+    );
+    assert!(v.jwks_fetches_due(NOW).is_empty(), "in flight");
+    let token = mint(Alg::Es256, Some("k1"), &claims());
+    assert_eq!(code(&mut v, &token), "no_verification_key");
+
+    // Mixed-purpose JWKS: unusable keys are skipped.
+    let body = jwks_body(&[ec_with_kid("k1"), json!({"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}), test_keys::hmac_jwk()]);
+    assert_eq!(v.on_jwks_response(0, Some(200), &body, NOW), Ok(1));
+    assert!(v.verify(&token, NOW).is_ok());
+
+    // Failures and garbage keep the last good keys.
+    for (status, bad) in [
+        (None, &b""[..]),
+        (Some(503), &b"{}"[..]),
+        (Some(200), &b"<html>"[..]),
+        (Some(200), &b"{\"keys\": 5}"[..]),
+        (Some(200), &b"{\"keys\": [{\"kty\": \"oct\", \"k\": \"AAAA\"}]}"[..]),
+    ] {
+        assert!(v.on_jwks_response(0, status, bad, NOW + 1).is_err());
+        v.cache = cache::TokenCache::new(16);
+        assert!(v.verify(&token, NOW + 1).is_ok(), "{status:?}");
+    }
+    let huge = vec![b' '; MAX_JWKS_BYTES + 1];
+    assert_eq!(v.on_jwks_response(0, Some(200), &huge, NOW), Err(JwksError::BodyTooLarge { bytes: MAX_JWKS_BYTES + 1, max: MAX_JWKS_BYTES }));
+    assert_eq!(v.on_jwks_response(0, Some(404), b"", NOW).map_err(|e| e.code()), Err("jwks_http_status"));
+    assert_eq!(v.on_jwks_response(7, Some(200), &body, NOW), Err(JwksError::UnknownProvider { provider: 7 }));
+}
+
+#[test]
+fn remote_refresh_and_unknown_kid_refetch_are_scheduled() {
+    let mut v = verifier(remote_config());
+    assert_eq!(v.jwks_fetches_due(NOW).len(), 1);
+    assert_eq!(v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW), Ok(1));
+    assert!(v.jwks_fetches_due(NOW + 299).is_empty());
+
+    // Unknown kid right after a fetch: rate-limited, no fetch yet.
+    let rotated = mint(Alg::Es256, Some("k2"), &claims());
+    assert_eq!(v.verify(&rotated, NOW + 5).err(), Some(JwtError::UnknownKid));
+    assert!(v.jwks_fetches_due(NOW + 5).is_empty());
+    // After the refetch interval, the next unknown kid brings the fetch forward.
+    assert_eq!(v.verify(&rotated, NOW + 30).err(), Some(JwtError::UnknownKid));
+    assert_eq!(v.jwks_fetches_due(NOW + 30).len(), 1);
+    // Many unknown kids while in flight do not queue more fetches.
+    for i in 0..50 {
+        let _ = v.verify(&mint(Alg::Es256, Some(&format!("x{i}")), &claims()), NOW + 31);
+    }
+    assert!(v.jwks_fetches_due(NOW + 31).is_empty());
+    assert_eq!(v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k2")]), NOW + 31), Ok(1));
+    assert!(v.verify(&rotated, NOW + 31).is_ok());
+    // Periodic refresh.
+    assert!(v.jwks_fetches_due(NOW + 330).is_empty());
+    assert_eq!(v.jwks_fetches_due(NOW + 331).len(), 1);
+}
+
+#[test]
+fn key_rotation_flushes_cached_tokens_of_that_provider() {
+    let mut v = verifier(remote_config());
+    let _ = v.jwks_fetches_due(NOW);
+    assert_eq!(v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW), Ok(1));
+    let token = mint(Alg::Es256, Some("k1"), &claims());
+    assert!(v.verify(&token, NOW).is_ok());
+    assert_eq!(v.cached_tokens(), 1);
+    // Same document again: the cache stays.
+    assert_eq!(v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW + 300), Ok(1));
+    assert_eq!(v.cached_tokens(), 1);
+    // k1 withdrawn: its tokens stop working at once, cached or not.
+    assert_eq!(v.on_jwks_response(0, Some(200), &jwks_body(&[test_keys::ed25519_public_jwk()]), NOW + 600), Ok(1));
+    assert_eq!(v.cached_tokens(), 0);
+    assert_eq!(v.verify(&token, NOW + 1).err(), Some(JwtError::UnknownKid));
+}
+
+#[test]
+fn inline_only_provider_never_asks_for_fetches() {
+    let mut v = verifier(all_keys_config());
+    assert!(v.jwks_fetches_due(NOW).is_empty());
+    assert_eq!(v.on_jwks_response(0, Some(200), b"{}", NOW), Err(JwksError::UnknownProvider { provider: 0 }));
+}
+
+#[test]
+fn error_text_never_contains_token_or_key_material() {
+    let mut v = verifier(all_keys_config());
+    let token = mint(Alg::Hs256, Some("hmac"), &with(with(claims(), "sub", json!("\"quoted\\sub\"")), "aud", json!("x")));
+    let secret_sub = mint(Alg::Es256, Some("ec"), &with(claims(), "aud", json!("SECRET-AUD")));
+    for t in [token.as_str(), secret_sub.as_str(), "x.y.z"] {
+        let err = v.verify(t, NOW).unwrap_err();
+        let text = format!("{err} {err:?} {}", err.description());
+        assert!(!text.contains(t.get(..10).unwrap_or(t)) && !text.contains("SECRET") && !text.contains("quoted"), "{text}");
+        assert!(err.description().bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'));
+        assert_eq!((err.status(), err.rfc6750_error()), (401, "invalid_token"));
+    }
+}

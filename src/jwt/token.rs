@@ -1,0 +1,277 @@
+//! Untrusted compact JWS → signature-checked claims. The types encode trust: a [`ParsedToken`]
+//! and its [`UnverifiedClaims`] are attacker data (only the issuer may be peeked at, to pick the
+//! key set); [`VerifiedClaims`] can only be built with a [`SignatureChecked`] proof, which only
+//! [`ParsedToken::check_signature`] creates.
+
+use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
+use jwt_compact::{Algorithm, AlgorithmSignature, Claims, ParseError, UntrustedToken};
+use serde_json::{Map, Value};
+
+use super::alg::{is_none_alg, Alg};
+use super::error::{JwtError, Malformed};
+use super::jwks::{KeyMaterial, VerifyKey};
+
+type HeaderFields = Map<String, Value>;
+
+/// A compact JWS whose header passed the structural checks; nothing in it is trusted yet.
+pub struct ParsedToken<'a> {
+    inner: UntrustedToken<'a, HeaderFields>,
+    alg: Alg,
+    signing_input: &'a [u8],
+}
+
+impl<'a> ParsedToken<'a> {
+    /// Decodes the three segments and checks the header: `alg` must be a supported algorithm
+    /// (never `none`) and no `crit` extension may be present (RFC 7515 §4.1.11: we understand
+    /// none, so a token that has any must be refused).
+    pub fn parse(token: &'a str) -> Result<Self, JwtError> {
+        let inner = UntrustedToken::<HeaderFields>::try_from(token).map_err(|err| {
+            JwtError::Malformed(match err {
+                ParseError::InvalidBase64Encoding => Malformed::Base64,
+                ParseError::MalformedHeader(_) => Malformed::Header,
+                ParseError::UnsupportedContentType(_) => Malformed::ContentType,
+                _ => Malformed::Structure,
+            })
+        })?;
+        if is_none_alg(inner.algorithm()) {
+            return Err(JwtError::AlgNone);
+        }
+        if inner.header().other_fields.contains_key("crit") {
+            return Err(JwtError::CritHeader);
+        }
+        let alg = Alg::from_name(inner.algorithm()).ok_or(JwtError::AlgNotAllowed { alg: None })?;
+        let signing_input = token
+            .rsplit_once('.')
+            .map(|(input, _)| input.as_bytes())
+            .ok_or(JwtError::Malformed(Malformed::Structure))?;
+        Ok(Self { inner, alg, signing_input })
+    }
+
+    /// The header's `alg`, already known to be a supported algorithm. It only says which
+    /// algorithm to try; whether that is allowed is decided by the provider and the key.
+    pub fn alg(&self) -> Alg {
+        self.alg
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.inner.header().key_id.as_deref()
+    }
+
+    /// The header's `typ`.
+    pub fn header_typ(&self) -> Option<&str> {
+        self.inner.header().token_type.as_deref()
+    }
+
+    /// The claims, not yet covered by a signature check.
+    pub fn unverified_claims(&self) -> Result<UnverifiedClaims, JwtError> {
+        self.inner
+            .deserialize_claims_unchecked::<Map<String, Value>>()
+            .map(UnverifiedClaims)
+            .map_err(|_| JwtError::Malformed(Malformed::Claims))
+    }
+
+    /// Verifies the signature over the signing input with `key`, using the token's `alg` only if
+    /// `key` supports it (so an RSA key is never used as an HMAC secret).
+    pub fn check_signature(&self, key: &VerifyKey) -> Result<SignatureChecked, JwtError> {
+        if key.supports(self.alg) && signature_valid(key, self.alg, self.signing_input, self.inner.signature_bytes()) {
+            Ok(SignatureChecked(()))
+        } else {
+            Err(JwtError::InvalidSignature)
+        }
+    }
+}
+
+/// Proof that a token's signature was checked against a trusted key.
+#[derive(Debug)]
+pub struct SignatureChecked(());
+
+/// Claims from a token whose signature has not been checked.
+pub struct UnverifiedClaims(Claims<Map<String, Value>>);
+
+impl UnverifiedClaims {
+    /// The `iss` claim: used only to choose which provider's keys to verify with.
+    pub fn issuer_hint(&self) -> Option<&str> {
+        self.0.custom.get("iss").and_then(Value::as_str)
+    }
+
+    pub fn into_verified(self, _proof: SignatureChecked) -> VerifiedClaims {
+        let claims = self.0;
+        VerifiedClaims {
+            exp: claims.expiration.map(|t| t.timestamp()),
+            nbf: claims.not_before.map(|t| t.timestamp()),
+            iat: claims.issued_at.map(|t| t.timestamp()),
+            other: claims.custom,
+        }
+    }
+}
+
+/// Claims covered by a valid signature; their values still have to pass the claim checks.
+#[derive(Debug)]
+pub struct VerifiedClaims {
+    pub exp: Option<i64>,
+    pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+    /// Every claim other than `exp`, `nbf` and `iat`.
+    pub other: Map<String, Value>,
+}
+
+/// Dispatches to jwt-compact's verifier for (key, alg). HMAC comparison is jwt-compact's
+/// constant-time `CtOutput` equality.
+fn signature_valid(key: &VerifyKey, alg: Alg, input: &[u8], signature: &[u8]) -> bool {
+    match (&key.material, alg) {
+        (KeyMaterial::Hmac(k), Alg::Hs256) => verify(&Hs256, k, input, signature),
+        (KeyMaterial::Hmac(k), Alg::Hs384) => verify(&Hs384, &Hs384Key::new(k), input, signature),
+        (KeyMaterial::Hmac(k), Alg::Hs512) => verify(&Hs512, &Hs512Key::new(k), input, signature),
+        (KeyMaterial::Rsa(k), Alg::Rs256) => verify(&Rsa::rs256(), k, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Rs384) => verify(&Rsa::rs384(), k, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Rs512) => verify(&Rsa::rs512(), k, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Ps256) => verify(&Rsa::ps256(), k, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Ps384) => verify(&Rsa::ps384(), k, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Ps512) => verify(&Rsa::ps512(), k, input, signature),
+        (KeyMaterial::Es256(k), Alg::Es256) => verify(&Es256, k, input, signature),
+        (KeyMaterial::Ed25519(k), Alg::EdDsa) => verify(&Ed25519, k, input, signature),
+        _ => false,
+    }
+}
+
+fn verify<A: Algorithm>(alg: &A, key: &A::VerifyingKey, input: &[u8], signature: &[u8]) -> bool {
+    // Length first: some signature types' `try_from_slice` would panic on a wrong length.
+    if A::Signature::LENGTH.is_some_and(|len| len.get() != signature.len()) {
+        return false;
+    }
+    match A::Signature::try_from_slice(signature) {
+        Ok(signature) => alg.verify_signature(&signature, key, input),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::jwt::jwks::{parse_jwk, KeySource};
+    use crate::jwt::test_keys::{self, b64url, with_segment};
+    use serde_json::json;
+
+    fn key(jwk: Value, source: KeySource) -> VerifyKey {
+        match jwk {
+            Value::Object(m) => parse_jwk(&m, source).unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn sig_ok(token: &str, key: &VerifyKey) -> bool {
+        ParsedToken::parse(token).unwrap().check_signature(key).is_ok()
+    }
+
+    #[test]
+    fn rfc7515_a1_hs256_signature_verifies() {
+        let parsed = ParsedToken::parse(test_keys::RFC7515_A1_HS256).unwrap();
+        assert_eq!(parsed.alg(), Alg::Hs256);
+        assert_eq!(parsed.header_typ(), Some("JWT"));
+        assert!(parsed.check_signature(&key(test_keys::hmac_jwk(), KeySource::Inline)).is_ok());
+        let claims = parsed.unverified_claims().unwrap();
+        assert_eq!(claims.issuer_hint(), Some("joe"));
+        let proof = parsed.check_signature(&key(test_keys::hmac_jwk(), KeySource::Inline)).unwrap();
+        let verified = claims.into_verified(proof);
+        assert_eq!(verified.exp, Some(test_keys::RFC7515_EXP));
+        assert_eq!(verified.other.get("http://example.com/is_root"), Some(&json!(true)));
+    }
+
+    #[test]
+    fn rfc7515_a2_rs256_signature_verifies() {
+        let rsa = key(test_keys::rsa_public_jwk(), KeySource::Remote);
+        assert!(sig_ok(test_keys::RFC7515_A2_RS256, &rsa));
+        assert!(!sig_ok(test_keys::RFC7515_A2_RS256, &key(test_keys::other_rsa_public_jwk(), KeySource::Remote)));
+    }
+
+    #[test]
+    fn rfc7515_a3_es256_signature_verifies() {
+        assert!(sig_ok(test_keys::RFC7515_A3_ES256, &key(test_keys::ec_public_jwk(), KeySource::Remote)));
+        assert!(!sig_ok(test_keys::RFC7515_A3_ES256, &key(test_keys::other_ec_public_jwk(), KeySource::Remote)));
+    }
+
+    #[test]
+    fn rfc8037_a4_a5_ed25519_signature_verifies() {
+        // A.5: verification of the A.4 JWS with the A.2 public key. The payload is plain text,
+        // so it verifies here but can never pass as claims.
+        let parsed = ParsedToken::parse(test_keys::RFC8037_A4_JWS).unwrap();
+        assert_eq!(parsed.alg(), Alg::EdDsa);
+        assert!(parsed.check_signature(&key(test_keys::ed25519_public_jwk(), KeySource::Remote)).is_ok());
+        assert!(matches!(parsed.unverified_claims(), Err(JwtError::Malformed(Malformed::Claims))));
+    }
+
+    #[test]
+    fn rfc_vectors_fail_under_every_single_bit_flip() {
+        let cases = [
+            (test_keys::RFC7515_A1_HS256, key(test_keys::hmac_jwk(), KeySource::Inline)),
+            (test_keys::RFC7515_A2_RS256, key(test_keys::rsa_public_jwk(), KeySource::Remote)),
+            (test_keys::RFC7515_A3_ES256, key(test_keys::ec_public_jwk(), KeySource::Remote)),
+            (test_keys::RFC8037_A4_JWS, key(test_keys::ed25519_public_jwk(), KeySource::Remote)),
+        ];
+        for (token, key) in &cases {
+            let parts: Vec<&str> = token.split('.').collect();
+            // Every bit, except for RSA (slow in debug builds): every 13th bit.
+            let step = if key.family() == crate::jwt::alg::KeyFamily::Rsa { 13 } else { 1 };
+            for (index, part) in parts.iter().enumerate() {
+                let mut bytes = crate::jwt::jwks::b64url_decode(part).unwrap();
+                for bit in (0..bytes.len() * 8).step_by(step) {
+                    bytes[bit / 8] ^= 1 << (bit % 8);
+                    let mutated = with_segment(token, index, &b64url(&bytes));
+                    bytes[bit / 8] ^= 1 << (bit % 8);
+                    // Either the mutation breaks parsing, or the signature must fail.
+                    if let Ok(parsed) = ParsedToken::parse(&mutated) {
+                        assert!(parsed.check_signature(key).is_err(), "segment {index} bit {bit} of {token}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_length_signatures_are_refused_without_panicking() {
+        for (token, key) in [
+            (test_keys::RFC7515_A1_HS256, key(test_keys::hmac_jwk(), KeySource::Inline)),
+            (test_keys::RFC8037_A4_JWS, key(test_keys::ed25519_public_jwk(), KeySource::Remote)),
+            (test_keys::RFC7515_A3_ES256, key(test_keys::ec_public_jwk(), KeySource::Remote)),
+            (test_keys::RFC7515_A2_RS256, key(test_keys::rsa_public_jwk(), KeySource::Remote)),
+        ] {
+            for sig in ["", "AA", &b64url(&[0u8; 64]), &b64url(&[1u8; 300])] {
+                assert!(!sig_ok(&with_segment(token, 2, sig), &key));
+            }
+        }
+    }
+
+    #[test]
+    fn rsa_public_key_never_verifies_an_hmac_token() {
+        // The classic confusion attack: HMAC over the input with the public key's bytes as secret.
+        let rsa = key(test_keys::rsa_public_jwk(), KeySource::Inline);
+        let forged = test_keys::mint(Alg::Hs256, None, &json!({"iss": "joe"}));
+        assert!(!sig_ok(&forged, &rsa));
+    }
+
+    #[test]
+    fn header_problems_have_distinct_errors() {
+        let claims = b64url(br#"{"iss":"joe"}"#);
+        let tok = |header: &str| format!("{}.{claims}.{}", b64url(header.as_bytes()), b64url(&[1; 32]));
+        let err = |t: &str| ParsedToken::parse(t).err();
+        assert_eq!(err(&tok(r#"{"alg":"none"}"#)), Some(JwtError::AlgNone));
+        assert_eq!(err(&format!("{}.{claims}.", b64url(br#"{"alg":"None"}"#))), Some(JwtError::AlgNone));
+        assert_eq!(err(&tok(r#"{"alg":"HS1"}"#)), Some(JwtError::AlgNotAllowed { alg: None }));
+        assert_eq!(err(&tok(r#"{"alg":"hs256"}"#)), Some(JwtError::AlgNotAllowed { alg: None }));
+        assert_eq!(err(&tok(r#"{"alg":"HS256","crit":["exp"],"exp":1}"#)), Some(JwtError::CritHeader));
+        assert_eq!(err(&tok(r#"{"typ":"JWT"}"#)), Some(JwtError::Malformed(Malformed::Header)));
+        assert_eq!(err(&tok(r#"{"alg":"HS256""#)), Some(JwtError::Malformed(Malformed::Header)));
+        assert_eq!(err(&tok(r#"{"alg":"HS256","cty":"JWT"}"#)), Some(JwtError::Malformed(Malformed::ContentType)));
+        assert_eq!(err("abc"), Some(JwtError::Malformed(Malformed::Structure)));
+        assert_eq!(err("a.b.c.d"), Some(JwtError::Malformed(Malformed::Structure)));
+        assert_eq!(err(&format!("{}.{claims}.a+b", b64url(br#"{"alg":"HS256"}"#))), Some(JwtError::Malformed(Malformed::Base64)));
+        assert_eq!(err(&format!("{}=.{claims}.AA", b64url(br#"{"alg":"HS256"}"#))), Some(JwtError::Malformed(Malformed::Base64)));
+        let not_json = format!("{}.{}.AA", b64url(br#"{"alg":"HS256"}"#), b64url(b"[1,2]"));
+        assert!(matches!(ParsedToken::parse(&not_json).unwrap().unverified_claims(), Err(JwtError::Malformed(Malformed::Claims))));
+        let bad_exp = format!("{}.{}.AA", b64url(br#"{"alg":"HS256"}"#), b64url(br#"{"exp":"soon"}"#));
+        assert!(matches!(ParsedToken::parse(&bad_exp).unwrap().unverified_claims(), Err(JwtError::Malformed(Malformed::Claims))));
+    }
+}
