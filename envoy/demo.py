@@ -26,6 +26,25 @@ def keygen(consumer: str, expires_at: str | None = None) -> dict:
     return json.loads(subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
 
 
+def signing_key():
+    """A fresh P-256 key: the private half signs demo tokens, the public JWK goes inline."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+    private = ec.generate_private_key(ec.SECP256R1())
+    public_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+    public_jwk.update({"kid": "demo-1", "alg": "ES256", "use": "sig"})
+    return private, public_jwk
+
+
+def token(private, lifetime: int, **extra) -> str:
+    import time
+    import jwt
+    now = int(time.time())
+    claims = {"iss": "https://idp.demo", "aud": "demo-api", "sub": "user-42", "iat": now,
+              "exp": now + lifetime, **extra}
+    return jwt.encode(claims, private, algorithm="ES256", headers={"kid": "demo-1"})
+
+
 def port_or_free(preferred: int) -> int:
     with socket.socket() as s:
         try:
@@ -50,6 +69,7 @@ def main() -> int:
     revoked = keygen("mallory")
     expired = keygen("old-batch-job", "2020-01-01T00:00:00Z")
     revoked["entry"]["revoked"] = True
+    private, public_jwk = signing_key()
     plugin = {
         "credentials": "api_key",
         "api_keys": {"header": "x-api-key",
@@ -57,6 +77,10 @@ def main() -> int:
         "https": {"required": True, "hsts_max_age_seconds": 31536000},
         "exempt_paths": ["/healthz"],
         "report_only": False,
+        "jwt": {"providers": [{"issuer": "https://idp.demo", "audiences": ["demo-api"],
+                               "jwks": {"keys": [public_jwk]}, "max_lifetime_seconds": 3600}]},
+        # /me takes a JWT access token instead of an API key.
+        "routes": [{"prefix": "/me", "credentials": "jwt"}],
     }
 
     upstream = EchoUpstream().start()
@@ -100,6 +124,13 @@ def main() -> int:
         ("key in the query string (400 credential_in_query)", f"curl -sk -i {q(base + '/hello?api_key=' + alice['key'])}"),
         ("key sent twice (400 multiple_credentials)",
          f"curl -sk -i {base}/hello -H {q('x-api-key: ' + alice['key'])} -H {q('x-api-key: ' + stranger['key'])}"),
+        ("JWT access token on /me (200; the upstream sees x-apiguard-subject: user-42; valid for one hour)",
+         f"curl -sk -i {base}/me -H {q('authorization: Bearer ' + token(private, 3600))}"),
+        ("token that lives too long (401 token_lifetime_too_long)",
+         f"curl -sk -i {base}/me -H {q('authorization: Bearer ' + token(private, 86400))}"),
+        ("refresh token used as an access token (401 refresh_token_not_allowed)",
+         f"curl -sk -i {base}/me -H {q('authorization: Bearer ' + token(private, 3600, token_use='refresh'))}"),
+        ("no token on /me (401, WWW-Authenticate: Bearer)", f"curl -sk -i {base}/me"),
         ("plain HTTP (403 https_required)",
          f"curl -s -i http://127.0.0.1:{ports['HTTP_PORT']}/hello -H {q('x-api-key: ' + alice['key'])}"),
     ]

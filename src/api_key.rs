@@ -79,12 +79,19 @@ pub fn is_well_formed(key: &str) -> bool {
         return false;
     };
     let body = &head[KEY_PREFIX.len()..];
-    if !body.bytes().chain(checksum.bytes()).all(|c| c.is_ascii_alphanumeric()) {
+    if !body
+        .bytes()
+        .chain(checksum.bytes())
+        .all(|c| c.is_ascii_alphanumeric())
+    {
         return false;
     }
     // The body must not exceed 2^256 (only a forged key can), so decoding is not needed: the
     // checksum is over the text, and a one-character change alters it.
-    ct_eq(base62_fixed(&checksum_of(head), CHECKSUM_LEN).as_bytes(), checksum.as_bytes())
+    ct_eq(
+        base62_fixed(&checksum_of(head), CHECKSUM_LEN).as_bytes(),
+        checksum.as_bytes(),
+    )
 }
 
 /// One configured key, compiled.
@@ -97,8 +104,18 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
-    pub fn new(digest: [u8; 32], consumer: Rc<str>, expires_at: Option<i64>, revoked: bool) -> Self {
-        Self { digest, consumer, expires_at, revoked }
+    pub fn new(
+        digest: [u8; 32],
+        consumer: Rc<str>,
+        expires_at: Option<i64>,
+        revoked: bool,
+    ) -> Self {
+        Self {
+            digest,
+            consumer,
+            expires_at,
+            revoked,
+        }
     }
 }
 
@@ -154,7 +171,9 @@ pub struct DuplicateDigest;
 
 impl KeyStore {
     pub fn with_capacity(n: usize) -> Self {
-        Self { by_prefix: HashMap::with_capacity_and_hasher(n, BuildHasherDefault::default()) }
+        Self {
+            by_prefix: HashMap::with_capacity_and_hasher(n, BuildHasherDefault::default()),
+        }
     }
 
     pub fn insert(&mut self, record: KeyRecord) -> Result<(), DuplicateDigest> {
@@ -182,7 +201,10 @@ impl KeyStore {
             return Err(KeyRejection::Malformed);
         }
         let presented = digest(key);
-        let record = self.by_prefix.get(&prefix_of(&presented)).ok_or(KeyRejection::Unknown)?;
+        let record = self
+            .by_prefix
+            .get(&prefix_of(&presented))
+            .ok_or(KeyRejection::Unknown)?;
         if !ct_eq(&record.digest, &presented) {
             return Err(KeyRejection::Unknown);
         }
@@ -224,7 +246,14 @@ mod tests {
 
     fn store_with(key: &str, expires_at: Option<i64>, revoked: bool) -> KeyStore {
         let mut store = KeyStore::default();
-        store.insert(KeyRecord::new(digest(key), Rc::from("alice"), expires_at, revoked)).unwrap();
+        store
+            .insert(KeyRecord::new(
+                digest(key),
+                Rc::from("alice"),
+                expires_at,
+                revoked,
+            ))
+            .unwrap();
         store
     }
 
@@ -250,7 +279,10 @@ mod tests {
 
     #[test]
     fn random_source_failure_is_an_error_not_a_weak_key() {
-        assert_eq!(generate(&mut FailingRng), Err(RandomError("no entropy".into())));
+        assert_eq!(
+            generate(&mut FailingRng),
+            Err(RandomError("no entropy".into()))
+        );
     }
 
     #[test]
@@ -267,8 +299,18 @@ mod tests {
     #[test]
     fn garbage_is_malformed() {
         let store = KeyStore::default();
-        for bad in ["", "agk_", "hunter2", &"a".repeat(KEY_LEN), "agk_ééééééééééééééééééééé"] {
-            assert_eq!(store.verify(Secret::new(bad), 0).unwrap_err(), KeyRejection::Malformed, "{bad}");
+        for bad in [
+            "",
+            "agk_",
+            "hunter2",
+            &"a".repeat(KEY_LEN),
+            "agk_ééééééééééééééééééééé",
+        ] {
+            assert_eq!(
+                store.verify(Secret::new(bad), 0).unwrap_err(),
+                KeyRejection::Malformed,
+                "{bad}"
+            );
         }
     }
 
@@ -277,11 +319,23 @@ mod tests {
         let key = generate(&mut CountingRng(3)).unwrap();
         let other = generate(&mut CountingRng(4)).unwrap();
         let store = store_with(&key, Some(1_000), false);
-        assert_eq!(&*store.verify(Secret::new(&key), 999).unwrap().consumer, "alice");
-        assert_eq!(store.verify(Secret::new(&key), 1_000).unwrap_err(), KeyRejection::Expired);
-        assert_eq!(store.verify(Secret::new(&other), 0).unwrap_err(), KeyRejection::Unknown);
+        assert_eq!(
+            &*store.verify(Secret::new(&key), 999).unwrap().consumer,
+            "alice"
+        );
+        assert_eq!(
+            store.verify(Secret::new(&key), 1_000).unwrap_err(),
+            KeyRejection::Expired
+        );
+        assert_eq!(
+            store.verify(Secret::new(&other), 0).unwrap_err(),
+            KeyRejection::Unknown
+        );
         let revoked = store_with(&key, None, true);
-        assert_eq!(revoked.verify(Secret::new(&key), 0).unwrap_err(), KeyRejection::Revoked);
+        assert_eq!(
+            revoked.verify(Secret::new(&key), 0).unwrap_err(),
+            KeyRejection::Revoked
+        );
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -64,7 +67,10 @@ fn default_realm() -> String {
     "apiguard".to_owned()
 }
 fn default_query_params() -> Vec<String> {
-    ["api_key", "apikey", "key", "access_token", "token"].iter().map(|s| (*s).to_owned()).collect()
+    ["api_key", "apikey", "key", "access_token", "token"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 /// The whole plugin configuration as written by the operator.
@@ -173,11 +179,27 @@ pub fn parse(text: &[u8]) -> Result<PluginConfig, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(text);
     let parsed: PluginConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        ConfigError::new(path, e.into_inner().to_string())
+        // "." is the root; "?" means a syntax error before any field was known.
+        let path = if path == "." || path == "?" { String::new() } else { path };
+        ConfigError::new(path, without_value(&e.into_inner().to_string()))
     })?;
     de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
     Ok(parsed)
+}
+
+/// serde's messages quote the offending value (`invalid type: string "hunter2", expected a
+/// boolean`); a configuration value may be a secret, so the value is cut out and the kind and
+/// the expectation are kept.
+fn without_value(message: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: ", "unknown variant"] {
+        let Some(rest) = message.strip_prefix(lead) else { continue };
+        let Some(expected) = message.rfind(", expected") else { break };
+        let kind = if lead == "unknown variant" { "" } else { rest.split(' ').next().unwrap_or("") };
+        let kind = kind.trim_end_matches(',');
+        let suffix = message.get(expected..).unwrap_or("");
+        return format!("{lead}{kind}{suffix}");
+    }
+    message.to_owned()
 }
 
 #[cfg(test)]
@@ -203,7 +225,8 @@ mod tests {
 
     #[test]
     fn unknown_nested_field_names_its_path() {
-        let err = parse(br#"{"api_keys": {"keys": [{"sah256": "00", "consumer": "a"}]}}"#).unwrap_err();
+        let err =
+            parse(br#"{"api_keys": {"keys": [{"sah256": "00", "consumer": "a"}]}}"#).unwrap_err();
         assert_eq!(err.path, "api_keys.keys[0].sah256");
         assert!(err.message.contains("unknown field"), "{err}");
     }
@@ -219,6 +242,33 @@ mod tests {
         let err = parse(br#"{"credentials": "password"}"#).unwrap_err();
         assert_eq!(err.path, "credentials");
         assert!(err.message.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn rejected_values_never_reach_the_message() {
+        for json in [
+            r#"{"credentials": "s3cretMark"}"#,
+            r#"{"https": {"required": "s3cretMark"}}"#,
+            r#"{"https": {"hsts_max_age_seconds": "s3cretMark"}}"#,
+            r#"{"https": {"hsts_max_age_seconds": -12345}}"#,
+            r#"{"realm": ["s3cretMark"]}"#,
+        ] {
+            let err = parse(json.as_bytes()).unwrap_err();
+            let shown = err.to_string();
+            assert!(!shown.contains("s3cretMark") && !shown.contains("12345"), "{shown}");
+            assert!(shown.contains("expected"), "{shown}");
+        }
+        let err = parse(br#"{"credentials": "s3cretMark"}"#).unwrap_err();
+        assert_eq!(err.message, "unknown variant, expected one of `api_key`, `jwt`, `either`, `both` at line 1 column 28");
+        let err = parse(br#"{"https": {"required": "x"}}"#).unwrap_err();
+        assert!(err.message.starts_with("invalid type: string, expected a boolean"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_at_the_top_level() {
+        let err = parse(b"{").unwrap_err();
+        assert_eq!(err.path, "");
+        assert!(err.to_string().starts_with("at the top level: "), "{err}");
     }
 
     #[test]

@@ -11,7 +11,12 @@ pub fn credential_in_query<'a>(query: &str, forbidden: &'a [String]) -> Option<&
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| percent_decode(pair.split_once('=').map_or(pair, |(name, _)| name)))
-        .find_map(|name| forbidden.iter().find(|f| f.eq_ignore_ascii_case(&name)).map(String::as_str))
+        .find_map(|name| {
+            forbidden
+                .iter()
+                .find(|f| f.eq_ignore_ascii_case(&name))
+                .map(String::as_str)
+        })
 }
 
 /// `application/x-www-form-urlencoded` decoding of a name: `%XX` and `+`. Invalid escapes stay.
@@ -63,7 +68,10 @@ pub struct CredentialSources {
 /// Splits `Scheme value` (scheme case-insensitive, RFC 9110 §11.4).
 fn with_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     let (given, rest) = value.trim().split_once([' ', '\t'])?;
-    given.eq_ignore_ascii_case(scheme).then(|| rest.trim()).filter(|v| !v.is_empty())
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| rest.trim())
+        .filter(|v| !v.is_empty())
 }
 
 /// The single value of a header, or an error when it was sent more than once.
@@ -71,7 +79,9 @@ fn single<'a>(req: &'a RequestFacts, name: &'a str) -> Result<Option<&'a str>, A
     let mut values = req.header_values(name);
     let first = values.next();
     if values.next().is_some() {
-        return Err(Ambiguous { header: name.to_owned() });
+        return Err(Ambiguous {
+            header: name.to_owned(),
+        });
     }
     Ok(first.map(str::trim).filter(|v| !v.is_empty()))
 }
@@ -82,7 +92,9 @@ impl CredentialSources {
         if let Some(header) = &self.api_key_header {
             presented.api_key = single(req, header)?.map(Secret::new);
         }
-        let authorization = if self.api_key_in_authorization || self.bearer_header.as_deref() == Some("authorization") {
+        let authorization = if self.api_key_in_authorization
+            || self.bearer_header.as_deref() == Some("authorization")
+        {
             single(req, "authorization")?
         } else {
             None
@@ -90,15 +102,23 @@ impl CredentialSources {
         if self.api_key_in_authorization {
             if let Some(key) = authorization.and_then(|v| with_scheme(v, "ApiKey")) {
                 if presented.api_key.is_some_and(|k| k.expose() != key) {
-                    return Err(Ambiguous { header: "authorization".to_owned() });
+                    return Err(Ambiguous {
+                        header: "authorization".to_owned(),
+                    });
                 }
                 presented.api_key = Some(Secret::new(key));
             }
         }
         match self.bearer_header.as_deref() {
-            Some("authorization") => presented.bearer = authorization.and_then(|v| with_scheme(v, "Bearer")).map(Secret::new),
+            Some("authorization") => {
+                presented.bearer = authorization
+                    .and_then(|v| with_scheme(v, "Bearer"))
+                    .map(Secret::new)
+            }
             Some(other) => {
-                presented.bearer = single(req, other)?.map(|v| with_scheme(v, "Bearer").unwrap_or(v)).map(Secret::new)
+                presented.bearer = single(req, other)?
+                    .map(|v| with_scheme(v, "Bearer").unwrap_or(v))
+                    .map(Secret::new)
             }
             None => {}
         }
@@ -114,11 +134,19 @@ mod tests {
     use super::*;
 
     fn forbidden() -> Vec<String> {
-        ["api_key", "token"].iter().map(|s| (*s).to_owned()).collect()
+        ["api_key", "token"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
     }
 
     fn req(pairs: &[(&str, &str)]) -> RequestFacts {
-        RequestFacts::new(pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect())
+        RequestFacts::new(
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -128,7 +156,10 @@ mod tests {
         assert_eq!(credential_in_query("a=1&TOKEN=x", &f), Some("token"));
         assert_eq!(credential_in_query("%61pi_key=abc", &f), Some("api_key"));
         assert_eq!(credential_in_query("a=1&token", &f), Some("token"));
-        assert_eq!(credential_in_query("tokens=1&my_api_key=2&a=token", &f), None);
+        assert_eq!(
+            credential_in_query("tokens=1&my_api_key=2&a=token", &f),
+            None
+        );
         assert_eq!(credential_in_query("", &f), None);
         assert_eq!(credential_in_query("%zz=1&%", &f), None);
     }
@@ -141,16 +172,28 @@ mod tests {
             bearer_header: None,
         };
         let header = req(&[("x-api-key", " k1 ")]);
-        assert_eq!(sources.extract(&header).unwrap().api_key, Some(Secret::new("k1")));
+        assert_eq!(
+            sources.extract(&header).unwrap().api_key,
+            Some(Secret::new("k1"))
+        );
         let auth = req(&[("authorization", "apikey k2")]);
-        assert_eq!(sources.extract(&auth).unwrap().api_key, Some(Secret::new("k2")));
+        assert_eq!(
+            sources.extract(&auth).unwrap().api_key,
+            Some(Secret::new("k2"))
+        );
         let both_same = req(&[("x-api-key", "k3"), ("authorization", "ApiKey k3")]);
-        assert_eq!(sources.extract(&both_same).unwrap().api_key, Some(Secret::new("k3")));
+        assert_eq!(
+            sources.extract(&both_same).unwrap().api_key,
+            Some(Secret::new("k3"))
+        );
         let both_differ = req(&[("x-api-key", "k3"), ("authorization", "ApiKey k4")]);
         assert!(sources.extract(&both_differ).is_err());
         let twice = req(&[("x-api-key", "k1"), ("x-api-key", "k2")]);
         assert_eq!(sources.extract(&twice).unwrap_err().header, "x-api-key");
-        assert_eq!(sources.extract(&req(&[("x-api-key", "  ")])).unwrap(), Presented::default());
+        assert_eq!(
+            sources.extract(&req(&[("x-api-key", "  ")])).unwrap(),
+            Presented::default()
+        );
     }
 
     #[test]
@@ -160,9 +203,33 @@ mod tests {
             api_key_in_authorization: false,
             bearer_header: Some("authorization".into()),
         };
-        assert_eq!(sources.extract(&req(&[("authorization", "Bearer t")])).unwrap().bearer, Some(Secret::new("t")));
-        assert_eq!(sources.extract(&req(&[("authorization", "bearer  t ")])).unwrap().bearer, Some(Secret::new("t")));
-        assert_eq!(sources.extract(&req(&[("authorization", "Basic dXNlcg==")])).unwrap().bearer, None);
-        assert_eq!(sources.extract(&req(&[("authorization", "Bearer")])).unwrap().bearer, None);
+        assert_eq!(
+            sources
+                .extract(&req(&[("authorization", "Bearer t")]))
+                .unwrap()
+                .bearer,
+            Some(Secret::new("t"))
+        );
+        assert_eq!(
+            sources
+                .extract(&req(&[("authorization", "bearer  t ")]))
+                .unwrap()
+                .bearer,
+            Some(Secret::new("t"))
+        );
+        assert_eq!(
+            sources
+                .extract(&req(&[("authorization", "Basic dXNlcg==")]))
+                .unwrap()
+                .bearer,
+            None
+        );
+        assert_eq!(
+            sources
+                .extract(&req(&[("authorization", "Bearer")]))
+                .unwrap()
+                .bearer,
+            None
+        );
     }
 }

@@ -6,15 +6,24 @@ use crate::api_key::KeyRejection;
 /// A refusal. Nothing in here ever holds credential material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
-    CredentialInQuery { param: String },
-    MultipleCredentials { header: String },
+    CredentialInQuery {
+        param: String,
+    },
+    MultipleCredentials {
+        header: String,
+    },
     MissingCredential,
     ApiKey(KeyRejection),
     HttpsRequired,
     /// A JWT was refused; `code` and `description` come from the JWT verifier.
-    Jwt { code: &'static str, description: String },
+    Jwt {
+        code: &'static str,
+        description: String,
+    },
     /// Both credentials were valid but the token's claim does not name the key's consumer.
-    BindingMismatch { claim: String },
+    BindingMismatch {
+        claim: String,
+    },
 }
 
 impl Denial {
@@ -23,8 +32,14 @@ impl Denial {
             Self::CredentialInQuery { .. } | Self::MultipleCredentials { .. } => 400,
             Self::HttpsRequired => 403,
             // The issuer's keys have not been fetched yet: the token may well be good, retry.
-            Self::Jwt { code: "no_verification_key", .. } => 503,
-            Self::MissingCredential | Self::ApiKey(_) | Self::Jwt { .. } | Self::BindingMismatch { .. } => 401,
+            Self::Jwt {
+                code: "no_verification_key",
+                ..
+            } => 503,
+            Self::MissingCredential
+            | Self::ApiKey(_)
+            | Self::Jwt { .. }
+            | Self::BindingMismatch { .. } => 401,
         }
     }
 
@@ -87,8 +102,9 @@ impl Denial {
 
 /// Which schemes a 401 challenges for (those the route's policy accepts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Challenges {
-    pub api_key: bool,
+pub struct Challenges<'a> {
+    /// The header that carries API keys, when the route accepts them.
+    pub api_key: Option<&'a str>,
     pub bearer: bool,
 }
 
@@ -104,11 +120,18 @@ pub struct LocalReply {
 
 /// Characters allowed inside a quoted auth-param value that we write (no quotes, no escapes).
 fn quotable(text: &str) -> String {
-    text.chars().filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '"' && *c != '\\').collect()
+    text.chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '"' && *c != '\\')
+        .collect()
 }
 
 impl LocalReply {
-    pub fn denial(denial: &Denial, challenges: Challenges, realm: &str, request_id: Option<&str>) -> Self {
+    pub fn denial(
+        denial: &Denial,
+        challenges: Challenges<'_>,
+        realm: &str,
+        request_id: Option<&str>,
+    ) -> Self {
         let status = denial.status();
         let code = denial.code();
         let mut body = serde_json::json!({
@@ -119,18 +142,27 @@ impl LocalReply {
             "detail": denial.detail(),
         });
         if let (Some(id), Some(map)) = (request_id, body.as_object_mut()) {
-            map.insert("request_id".to_owned(), serde_json::Value::String(id.to_owned()));
+            map.insert(
+                "request_id".to_owned(),
+                serde_json::Value::String(id.to_owned()),
+            );
         }
         let mut headers = vec![
-            ("content-type".to_owned(), "application/problem+json".to_owned()),
+            (
+                "content-type".to_owned(),
+                "application/problem+json".to_owned(),
+            ),
             ("cache-control".to_owned(), "no-store".to_owned()),
         ];
         if status == 503 {
             headers.push(("retry-after".to_owned(), "5".to_owned()));
         }
         if status == 401 {
-            if challenges.api_key {
-                headers.push(("www-authenticate".to_owned(), format!("ApiKey realm=\"{realm}\"")));
+            if let Some(header) = challenges.api_key {
+                headers.push((
+                    "www-authenticate".to_owned(),
+                    format!("ApiKey realm=\"{realm}\", header=\"{header}\""),
+                ));
             }
             if challenges.bearer {
                 let value = match denial.bearer_error() {
@@ -143,11 +175,21 @@ impl LocalReply {
                 headers.push(("www-authenticate".to_owned(), value));
             }
         }
-        Self { status, headers, body: body.to_string().into_bytes(), code: Some(code) }
+        Self {
+            status,
+            headers,
+            body: body.to_string().into_bytes(),
+            code: Some(code),
+        }
     }
 
     pub fn redirect(location: String) -> Self {
-        Self { status: 308, headers: vec![("location".to_owned(), location)], body: Vec::new(), code: None }
+        Self {
+            status: 308,
+            headers: vec![("location".to_owned(), location)],
+            body: Vec::new(),
+            code: None,
+        }
     }
 }
 
@@ -159,20 +201,31 @@ mod tests {
     use super::*;
 
     fn header<'a>(reply: &'a LocalReply, name: &str) -> Vec<&'a str> {
-        reply.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+        reply
+            .headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     #[test]
     fn problem_body_follows_rfc_9457() {
         let reply = LocalReply::denial(
             &Denial::ApiKey(KeyRejection::Unknown),
-            Challenges { api_key: true, bearer: false },
+            Challenges {
+                api_key: Some("x-api-key"),
+                bearer: false,
+            },
             "apiguard",
             Some("req-1"),
         );
         assert_eq!(reply.status, 401);
         assert_eq!(header(&reply, "content-type"), ["application/problem+json"]);
-        assert_eq!(header(&reply, "www-authenticate"), ["ApiKey realm=\"apiguard\""]);
+        assert_eq!(
+            header(&reply, "www-authenticate"),
+            ["ApiKey realm=\"apiguard\", header=\"x-api-key\""]
+        );
         let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(body["type"], "urn:apiguard:problem:unknown_api_key");
         assert_eq!(body["status"], 401);
@@ -183,11 +236,28 @@ mod tests {
 
     #[test]
     fn bearer_challenge_carries_rfc_6750_error_only_for_token_problems() {
-        let both = Challenges { api_key: true, bearer: true };
+        let both = Challenges {
+            api_key: Some("k"),
+            bearer: true,
+        };
         let missing = LocalReply::denial(&Denial::MissingCredential, both, "r", None);
-        assert_eq!(header(&missing, "www-authenticate"), ["ApiKey realm=\"r\"", "Bearer realm=\"r\""]);
-        let bad = Denial::Jwt { code: "token_expired", description: "the token \"expired\"\n".into() };
-        let reply = LocalReply::denial(&bad, Challenges { api_key: false, bearer: true }, "r", None);
+        assert_eq!(
+            header(&missing, "www-authenticate"),
+            ["ApiKey realm=\"r\", header=\"k\"", "Bearer realm=\"r\""]
+        );
+        let bad = Denial::Jwt {
+            code: "token_expired",
+            description: "the token \"expired\"\n".into(),
+        };
+        let reply = LocalReply::denial(
+            &bad,
+            Challenges {
+                api_key: None,
+                bearer: true,
+            },
+            "r",
+            None,
+        );
         assert_eq!(
             header(&reply, "www-authenticate"),
             ["Bearer realm=\"r\", error=\"invalid_token\", error_description=\"the token expired\""]
@@ -196,8 +266,16 @@ mod tests {
 
     #[test]
     fn non_401_denials_carry_no_challenge() {
-        let both = Challenges { api_key: true, bearer: true };
-        for denial in [Denial::HttpsRequired, Denial::CredentialInQuery { param: "token".into() }] {
+        let both = Challenges {
+            api_key: Some("k"),
+            bearer: true,
+        };
+        for denial in [
+            Denial::HttpsRequired,
+            Denial::CredentialInQuery {
+                param: "token".into(),
+            },
+        ] {
             let reply = LocalReply::denial(&denial, both, "r", None);
             assert!(header(&reply, "www-authenticate").is_empty(), "{denial:?}");
         }

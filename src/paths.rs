@@ -7,11 +7,17 @@ pub fn is_canonical(path: &str) -> bool {
     if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
         return false;
     }
-    if path.split('/').any(|segment| segment == "." || segment == "..") {
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
         return false;
     }
     let lower = path.to_ascii_lowercase();
-    !(lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || lower.contains("%25"))
+    !(lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || lower.contains("%25"))
 }
 
 /// A configured prefix, matched on segment boundaries.
@@ -67,14 +73,24 @@ mod tests {
         assert!(!p.matches("/healthzz"));
         assert!(!p.matches("/health"));
         assert!(!p.matches("/api/healthz"));
-        assert_eq!(PathPrefix::new("/api/").unwrap(), PathPrefix::new("/api").unwrap());
+        assert_eq!(
+            PathPrefix::new("/api/").unwrap(),
+            PathPrefix::new("/api").unwrap()
+        );
     }
 
     #[test]
     fn non_canonical_paths_never_match_a_specific_prefix() {
         let p = PathPrefix::new("/healthz").unwrap();
-        for sneaky in ["/healthz/../admin", "/healthz/./x", "/healthz/%2e%2e/admin", "/healthz%2Fadmin",
-            "/healthz\\..\\admin", "/healthz//admin", "/healthz/%252e%252e/admin"] {
+        for sneaky in [
+            "/healthz/../admin",
+            "/healthz/./x",
+            "/healthz/%2e%2e/admin",
+            "/healthz%2Fadmin",
+            "/healthz\\..\\admin",
+            "/healthz//admin",
+            "/healthz/%252e%252e/admin",
+        ] {
             assert!(!p.matches(sneaky), "{sneaky}");
         }
         assert!(PathPrefix::new("/").unwrap().matches("/healthz/../admin"));

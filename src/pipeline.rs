@@ -5,10 +5,12 @@
 use std::rc::Rc;
 
 use crate::config::CredentialPolicy;
-use crate::credentials::{credential_in_query, Presented};
+use crate::credentials::credential_in_query;
 use crate::denial::{Challenges, Denial, LocalReply};
 use crate::jwt::{JwtVerifier, VerifiedJwt};
-use crate::policy::{Policy, CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER};
+use crate::policy::{
+    Policy, CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER,
+};
 use crate::request::RequestFacts;
 use crate::transport::PlainHttp;
 
@@ -42,14 +44,20 @@ pub enum Decision {
 }
 
 /// A refusal with the challenges its route calls for.
-struct Refusal {
+struct Refusal<'p> {
     denial: Denial,
-    challenges: Challenges,
+    challenges: Challenges<'p>,
 }
 
-impl From<Denial> for Refusal {
+impl From<Denial> for Refusal<'_> {
     fn from(denial: Denial) -> Self {
-        Self { denial, challenges: Challenges { api_key: false, bearer: false } }
+        Self {
+            denial,
+            challenges: Challenges {
+                api_key: None,
+                bearer: false,
+            },
+        }
     }
 }
 
@@ -84,13 +92,17 @@ impl Guard {
         if self.passes_unchecked(req) {
             return Decision::Forward(forward);
         }
-        match self.check(req, now, &mut forward) {
+        match check(&policy, self.jwt.as_mut(), req, now, &mut forward) {
             Ok(caller) => {
                 if let Some(consumer) = &caller.consumer {
-                    forward.set_headers.push((CONSUMER_HEADER.to_owned(), consumer.to_string()));
+                    forward
+                        .set_headers
+                        .push((CONSUMER_HEADER.to_owned(), consumer.to_string()));
                 }
                 if let Some(subject) = &caller.subject {
-                    forward.set_headers.push((SUBJECT_HEADER.to_owned(), subject.clone()));
+                    forward
+                        .set_headers
+                        .push((SUBJECT_HEADER.to_owned(), subject.clone()));
                 }
                 forward.caller = caller;
                 Decision::Forward(forward)
@@ -99,20 +111,35 @@ impl Guard {
                 Decision::Reply(LocalReply::redirect(location))
             }
             Err(Err(_)) => {
-                forward.set_headers.push((WOULD_DENY_HEADER.to_owned(), Denial::HttpsRequired.code().to_owned()));
+                forward.set_headers.push((
+                    WOULD_DENY_HEADER.to_owned(),
+                    Denial::HttpsRequired.code().to_owned(),
+                ));
                 forward.unenforced = Some(Denial::HttpsRequired);
                 Decision::Forward(forward)
             }
             Err(Ok(refusal)) if policy.report_only => {
-                forward.set_headers.push((WOULD_DENY_HEADER.to_owned(), refusal.denial.code().to_owned()));
-                forward.set_headers.retain(|(name, _)| name == WOULD_DENY_HEADER);
+                forward.set_headers.push((
+                    WOULD_DENY_HEADER.to_owned(),
+                    refusal.denial.code().to_owned(),
+                ));
+                forward
+                    .set_headers
+                    .retain(|(name, _)| name == WOULD_DENY_HEADER);
                 forward.unenforced = Some(refusal.denial);
                 Decision::Forward(forward)
             }
             Err(Ok(refusal)) => {
-                let mut reply = LocalReply::denial(&refusal.denial, refusal.challenges, &policy.realm, req.request_id());
+                let mut reply = LocalReply::denial(
+                    &refusal.denial,
+                    refusal.challenges,
+                    &policy.realm,
+                    req.request_id(),
+                );
                 if let (true, Some(hsts)) = (is_https, &policy.https.hsts) {
-                    reply.headers.push(("strict-transport-security".to_owned(), hsts.clone()));
+                    reply
+                        .headers
+                        .push(("strict-transport-security".to_owned(), hsts.clone()));
                 }
                 Decision::Reply(reply)
             }
@@ -131,93 +158,131 @@ impl Guard {
             && req.header("access-control-request-method").is_some()
             && req.header("origin").is_some()
     }
+}
 
-    /// The checks proper. `Err(Err(url))` is a redirect to HTTPS; `Err(Ok(_))` a refusal.
-    /// Credential headers to strip are added to `forward` as soon as they are seen, so that they
-    /// are stripped in report-only mode too.
-    fn check(&mut self, req: &RequestFacts, now: i64, forward: &mut Forward) -> Result<Caller, Result<Refusal, String>> {
-        let policy = Rc::clone(&self.policy);
-        if let Some(param) = req.query().and_then(|q| credential_in_query(q, &policy.query_params)) {
-            return Err(Ok(Denial::CredentialInQuery { param: param.to_owned() }.into()));
+/// The checks proper. `Err(Err(url))` is a redirect to HTTPS; `Err(Ok(_))` a refusal.
+/// Credential headers to strip are added to `forward` as soon as they are seen, so that they
+/// are stripped in report-only mode too.
+fn check<'p>(
+    policy: &'p Policy,
+    jwt: Option<&mut JwtVerifier>,
+    req: &RequestFacts,
+    now: i64,
+    forward: &mut Forward,
+) -> Result<Caller, Result<Refusal<'p>, String>> {
+    mark_for_stripping(policy, req, forward);
+    if let Some(param) = req
+        .query()
+        .and_then(|q| credential_in_query(q, &policy.query_params))
+    {
+        return Err(Ok(Denial::CredentialInQuery {
+            param: param.to_owned(),
         }
-        match policy.https.check(req) {
-            None => {}
-            Some(PlainHttp::Refuse) => return Err(Ok(Denial::HttpsRequired.into())),
-            Some(PlainHttp::Redirect(location)) => return Err(Err(location)),
-        }
-        let route = policy.route_for(req.path());
-        let rule = route.map_or(policy.credentials, |r| r.credentials);
-        let challenges = Challenges { api_key: rule.accepts_api_key(), bearer: rule.accepts_jwt() };
-        let refuse = |denial: Denial| Err(Ok(Refusal { denial, challenges }));
+        .into()));
+    }
+    match policy.https.check(req) {
+        None => {}
+        Some(PlainHttp::Refuse) => return Err(Ok(Denial::HttpsRequired.into())),
+        Some(PlainHttp::Redirect(location)) => return Err(Err(location)),
+    }
+    let route = policy.route_for(req.path());
+    let rule = route.map_or(policy.credentials, |r| r.credentials);
+    let challenges = Challenges {
+        api_key: policy
+            .api_keys
+            .as_ref()
+            .filter(|_| rule.accepts_api_key())
+            .map(|k| k.header.as_str()),
+        bearer: rule.accepts_jwt(),
+    };
+    let refuse = |denial: Denial| Err(Ok(Refusal { denial, challenges }));
 
-        let presented = match policy.sources.extract(req) {
-            Ok(p) => p,
-            Err(ambiguous) => return refuse(Denial::MultipleCredentials { header: ambiguous.header }),
-        };
-        self.mark_for_stripping(req, &presented, forward);
-        let api_key = presented.api_key.filter(|_| rule.accepts_api_key());
-        let bearer = presented.bearer.filter(|_| rule.accepts_jwt());
-        let missing = match rule {
-            CredentialPolicy::ApiKey => api_key.is_none(),
-            CredentialPolicy::Jwt => bearer.is_none(),
-            CredentialPolicy::Either => api_key.is_none() && bearer.is_none(),
-            CredentialPolicy::Both => api_key.is_none() || bearer.is_none(),
-        };
-        if missing {
-            return refuse(Denial::MissingCredential);
+    let presented = match policy.sources.extract(req) {
+        Ok(p) => p,
+        Err(ambiguous) => {
+            return refuse(Denial::MultipleCredentials {
+                header: ambiguous.header,
+            })
         }
-
-        let mut caller = Caller::default();
-        if let (Some(key), Some(keys)) = (api_key, &policy.api_keys) {
-            match keys.store.verify(key, now) {
-                Ok(record) => caller.consumer = Some(Rc::clone(&record.consumer)),
-                Err(rejection) => return refuse(Denial::ApiKey(rejection)),
-            }
-        }
-        let mut token: Option<VerifiedJwt> = None;
-        if let (Some(bearer), Some(verifier)) = (bearer, self.jwt.as_mut()) {
-            match verifier.verify(bearer.expose(), now) {
-                Ok(verified) => {
-                    forward.set_headers.extend(verified.forward_headers.iter().cloned());
-                    caller.subject = Some(verified.subject.clone());
-                    caller.issuer = Some(verified.issuer.clone());
-                    token = Some(verified);
-                }
-                Err(e) => return refuse(Denial::Jwt { code: e.code(), description: e.description() }),
-            }
-        }
-        if let (Some(claim), Some(token)) = (route.and_then(|r| r.bind_claim.as_deref()), &token) {
-            let bound = caller.consumer.as_deref().is_some_and(|c| token.claim_str(claim).as_deref() == Some(c));
-            if !bound {
-                return refuse(Denial::BindingMismatch { claim: claim.to_owned() });
-            }
-        }
-        if caller.consumer.is_none() {
-            caller.consumer = caller.subject.as_deref().map(Rc::from);
-        }
-        Ok(caller)
+    };
+    let api_key = presented.api_key.filter(|_| rule.accepts_api_key());
+    let bearer = presented.bearer.filter(|_| rule.accepts_jwt());
+    let missing = match rule {
+        CredentialPolicy::ApiKey => api_key.is_none(),
+        CredentialPolicy::Jwt => bearer.is_none(),
+        CredentialPolicy::Either => api_key.is_none() && bearer.is_none(),
+        CredentialPolicy::Both => api_key.is_none() || bearer.is_none(),
+    };
+    if missing {
+        return refuse(Denial::MissingCredential);
     }
 
-    fn mark_for_stripping(&self, req: &RequestFacts, presented: &Presented<'_>, forward: &mut Forward) {
-        let policy = &self.policy;
-        if let Some(keys) = policy.api_keys.as_ref().filter(|k| k.strip) {
-            if presented.api_key.is_some() {
-                forward.remove_headers.push(keys.header.clone());
-                let in_authorization = req
-                    .header("authorization")
-                    .is_some_and(|v| v.trim_start().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("apikey ")));
-                if keys.in_authorization && in_authorization {
-                    forward.remove_headers.push("authorization".to_owned());
-                }
-            }
+    let mut caller = Caller::default();
+    if let (Some(key), Some(keys)) = (api_key, &policy.api_keys) {
+        match keys.store.verify(key, now) {
+            Ok(record) => caller.consumer = Some(Rc::clone(&record.consumer)),
+            Err(rejection) => return refuse(Denial::ApiKey(rejection)),
         }
-        if let Some(jwt) = policy.jwt.as_ref().filter(|j| j.strip_token()) {
-            if presented.bearer.is_some() {
-                forward.remove_headers.push(jwt.header().to_owned());
-            }
-        }
-        forward.remove_headers.dedup();
     }
+    let mut token: Option<VerifiedJwt> = None;
+    if let (Some(bearer), Some(verifier)) = (bearer, jwt) {
+        match verifier.verify(bearer.expose(), now) {
+            Ok(verified) => {
+                forward
+                    .set_headers
+                    .extend(verified.forward_headers.iter().cloned());
+                caller.subject = Some(verified.subject.clone());
+                caller.issuer = Some(verified.issuer.clone());
+                token = Some(verified);
+            }
+            Err(e) => {
+                return refuse(Denial::Jwt {
+                    code: e.code(),
+                    description: e.description(),
+                })
+            }
+        }
+    }
+    if let (Some(claim), Some(token)) = (route.and_then(|r| r.bind_claim.as_deref()), &token) {
+        let bound = caller
+            .consumer
+            .as_deref()
+            .is_some_and(|c| token.claim_str(claim).as_deref() == Some(c));
+        if !bound {
+            return refuse(Denial::BindingMismatch {
+                claim: claim.to_owned(),
+            });
+        }
+    }
+    if caller.consumer.is_none() {
+        caller.consumer = caller.subject.as_deref().map(Rc::from);
+    }
+    Ok(caller)
+}
+
+/// Credential headers present in the request are stripped (when configured) whatever the
+/// outcome, so that report-only mode never forwards a credential either.
+fn mark_for_stripping(policy: &Policy, req: &RequestFacts, forward: &mut Forward) {
+    if let Some(keys) = policy.api_keys.as_ref().filter(|k| k.strip) {
+        if req.header(&keys.header).is_some() {
+            forward.remove_headers.push(keys.header.clone());
+        }
+        let apikey_scheme = req.header("authorization").is_some_and(|v| {
+            v.trim_start()
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("apikey "))
+        });
+        if keys.in_authorization && apikey_scheme {
+            forward.remove_headers.push("authorization".to_owned());
+        }
+    }
+    if let Some(jwt) = policy.jwt.as_ref().filter(|j| j.strip_token()) {
+        if req.header(jwt.header()).is_some() {
+            forward.remove_headers.push(jwt.header().to_owned());
+        }
+    }
+    forward.remove_headers.sort_unstable();
+    forward.remove_headers.dedup();
 }
 
 /// Client-sent headers that only the plugin may set: every `x-apiguard-*` header and the targets
@@ -229,7 +294,12 @@ fn spoofable_headers(req: &RequestFacts, policy: &Policy) -> Vec<String> {
         .map(str::to_owned)
         .collect();
     if let Some(jwt) = &policy.jwt {
-        names.extend(jwt.forwarded_header_names().into_iter().filter(|n| req.header(n).is_some()).map(str::to_owned));
+        names.extend(
+            jwt.forwarded_header_names()
+                .into_iter()
+                .filter(|n| req.header(n).is_some())
+                .map(str::to_owned),
+        );
     }
     names.sort_unstable();
     names.dedup();
@@ -260,7 +330,10 @@ mod tests {
     }
 
     fn entry(key: &str, consumer: &str, extra: &str) -> String {
-        format!(r#"{{"sha256": "{}", "consumer": "{consumer}"{extra}}}"#, to_hex(&api_key::digest(key)))
+        format!(
+            r#"{{"sha256": "{}", "consumer": "{consumer}"{extra}}}"#,
+            to_hex(&api_key::digest(key))
+        )
     }
 
     /// A guard for keys 1 (alice), 2 (revoked), 3 (expired), with `extra` top-level fields.
@@ -269,7 +342,11 @@ mod tests {
             r#"{{"api_keys": {{"keys": [{}, {}, {}]}}, "exempt_paths": ["/healthz"]{extra}}}"#,
             entry(&key(1), "alice", ""),
             entry(&key(2), "bob", r#", "revoked": true"#),
-            entry(&key(3), "carol", r#", "expires_at": "2020-01-01T00:00:00Z""#),
+            entry(
+                &key(3),
+                "carol",
+                r#", "expires_at": "2020-01-01T00:00:00Z""#
+            ),
         );
         Guard::new(Rc::new(Policy::from_json(json.as_bytes()).unwrap()))
     }
@@ -286,7 +363,8 @@ mod tests {
             headers.retain(|(name, _)| name != n || n.starts_with("x-api-key"));
             headers.push(((*n).to_owned(), (*v).to_owned()));
         }
-        RequestFacts::new(headers)
+        let tls = headers.contains(&(":scheme".to_owned(), "https".to_owned()));
+        RequestFacts::new(headers).with_downstream_tls(tls)
     }
 
     fn denial_code(decision: &Decision) -> Option<&'static str> {
@@ -306,8 +384,17 @@ mod tests {
     #[test]
     fn valid_key_forwards_with_identity_and_without_the_key() {
         let mut g = guard("");
-        let f = forwarded(g.decide(&req("/v1", &[("x-api-key", &key(1)), ("x-apiguard-consumer", "admin")]), NOW));
-        assert_eq!(f.set_headers, [(CONSUMER_HEADER.to_owned(), "alice".to_owned())]);
+        let f = forwarded(g.decide(
+            &req(
+                "/v1",
+                &[("x-api-key", &key(1)), ("x-apiguard-consumer", "admin")],
+            ),
+            NOW,
+        ));
+        assert_eq!(
+            f.set_headers,
+            [(CONSUMER_HEADER.to_owned(), "alice".to_owned())]
+        );
         assert!(f.remove_headers.contains(&"x-api-key".to_owned()));
         assert!(f.remove_headers.contains(&"x-apiguard-consumer".to_owned()));
         assert!(f.add_hsts);
@@ -326,12 +413,25 @@ mod tests {
             (req("/v1", &[("x-api-key", &key(9))]), "unknown_api_key"),
             (req("/v1", &[("x-api-key", &key(2))]), "revoked_api_key"),
             (req("/v1", &[("x-api-key", &key(3))]), "expired_api_key"),
-            (req("/v1?access_token=x", &[("x-api-key", &key(1))]), "credential_in_query"),
-            (req("/v1", &[("x-api-key", &key(1)), ("x-api-key", &key(9))]), "multiple_credentials"),
-            (req("/v1", &[(":scheme", "http"), ("x-api-key", &key(1))]), "https_required"),
+            (
+                req("/v1?access_token=x", &[("x-api-key", &key(1))]),
+                "credential_in_query",
+            ),
+            (
+                req("/v1", &[("x-api-key", &key(1)), ("x-api-key", &key(9))]),
+                "multiple_credentials",
+            ),
+            (
+                req("/v1", &[(":scheme", "http"), ("x-api-key", &key(1))]),
+                "https_required",
+            ),
         ];
         for (request, code) in cases {
-            assert_eq!(denial_code(&g.decide(&request, NOW)), Some(code), "{request:?}");
+            assert_eq!(
+                denial_code(&g.decide(&request, NOW)),
+                Some(code),
+                "{request:?}"
+            );
         }
     }
 
@@ -339,12 +439,20 @@ mod tests {
     fn denials_never_echo_the_key() {
         let mut g = guard("");
         for k in [key(9), key(2), format!("{}x", key(1))] {
-            let Decision::Reply(reply) = g.decide(&req(&format!("/v1?token={k}"), &[("x-api-key", &k)]), NOW) else {
+            let Decision::Reply(reply) =
+                g.decide(&req(&format!("/v1?token={k}"), &[("x-api-key", &k)]), NOW)
+            else {
                 panic!("expected a denial")
             };
-            let all = format!("{:?}{}", reply.headers, String::from_utf8_lossy(&reply.body));
+            let all = format!(
+                "{:?}{}",
+                reply.headers,
+                String::from_utf8_lossy(&reply.body)
+            );
             assert!(!all.contains(&k));
-            let Decision::Reply(reply) = g.decide(&req("/v1", &[("x-api-key", &k)]), NOW) else { panic!() };
+            let Decision::Reply(reply) = g.decide(&req("/v1", &[("x-api-key", &k)]), NOW) else {
+                panic!()
+            };
             assert!(!String::from_utf8_lossy(&reply.body).contains(&k));
         }
     }
@@ -352,43 +460,100 @@ mod tests {
     #[test]
     fn exempt_paths_and_preflights_skip_credentials_but_not_spoof_removal() {
         let mut g = guard("");
-        let f = forwarded(g.decide(&req("/healthz/live", &[("x-apiguard-consumer", "admin")]), NOW));
+        let f = forwarded(g.decide(
+            &req("/healthz/live", &[("x-apiguard-consumer", "admin")]),
+            NOW,
+        ));
         assert_eq!(f.remove_headers, ["x-apiguard-consumer"]);
         assert!(f.set_headers.is_empty());
-        assert_eq!(denial_code(&g.decide(&req("/healthzz", &[]), NOW)), Some("missing_credential"));
-        assert_eq!(denial_code(&g.decide(&req("/healthz/../admin", &[]), NOW)), Some("missing_credential"));
-        let preflight = [(":method", "OPTIONS"), ("origin", "https://app.test"), ("access-control-request-method", "POST")];
+        assert_eq!(
+            denial_code(&g.decide(&req("/healthzz", &[]), NOW)),
+            Some("missing_credential")
+        );
+        assert_eq!(
+            denial_code(&g.decide(&req("/healthz/../admin", &[]), NOW)),
+            Some("missing_credential")
+        );
+        let preflight = [
+            (":method", "OPTIONS"),
+            ("origin", "https://app.test"),
+            ("access-control-request-method", "POST"),
+        ];
         forwarded(g.decide(&req("/v1", &preflight), NOW));
-        assert_eq!(denial_code(&g.decide(&req("/v1", &[(":method", "OPTIONS")]), NOW)), Some("missing_credential"));
+        assert_eq!(
+            denial_code(&g.decide(&req("/v1", &[(":method", "OPTIONS")]), NOW)),
+            Some("missing_credential")
+        );
         let mut strict = guard(r#", "allow_cors_preflight": false"#);
-        assert_eq!(denial_code(&strict.decide(&req("/v1", &preflight), NOW)), Some("missing_credential"));
+        assert_eq!(
+            denial_code(&strict.decide(&req("/v1", &preflight), NOW)),
+            Some("missing_credential")
+        );
     }
 
     #[test]
     fn report_only_forwards_and_names_what_it_would_deny() {
         let mut g = guard(r#", "report_only": true"#);
         let f = forwarded(g.decide(&req("/v1", &[("x-api-key", &key(2))]), NOW));
-        assert_eq!(f.set_headers, [(WOULD_DENY_HEADER.to_owned(), "revoked_api_key".to_owned())]);
+        assert_eq!(
+            f.set_headers,
+            [(WOULD_DENY_HEADER.to_owned(), "revoked_api_key".to_owned())]
+        );
         assert!(f.remove_headers.contains(&"x-api-key".to_owned()));
-        assert_eq!(f.unenforced, Some(Denial::ApiKey(crate::api_key::KeyRejection::Revoked)));
-        let f = forwarded(g.decide(&req("/v1", &[(":scheme", "http")]), NOW));
+        assert_eq!(
+            f.unenforced,
+            Some(Denial::ApiKey(crate::api_key::KeyRejection::Revoked))
+        );
+        let f = forwarded(g.decide(
+            &req("/v1", &[(":scheme", "http"), ("x-api-key", &key(1))]),
+            NOW,
+        ));
         assert_eq!(f.unenforced, Some(Denial::HttpsRequired));
+        assert!(f.remove_headers.contains(&"x-api-key".to_owned()));
+        for refused_early in [
+            req("/v1?token=1", &[("x-api-key", &key(1))]),
+            req("/v1", &[("x-api-key", &key(1)), ("x-api-key", &key(2))]),
+        ] {
+            let f = forwarded(g.decide(&refused_early, NOW));
+            assert!(f.unenforced.is_some());
+            assert!(
+                f.remove_headers.contains(&"x-api-key".to_owned()),
+                "{refused_early:?}"
+            );
+            assert!(!f.set_headers.iter().any(|(n, _)| n == CONSUMER_HEADER));
+        }
     }
 
     #[test]
     fn plain_http_gets_redirected_when_configured() {
         let mut g = guard(r#", "https": {"redirect": true}"#);
-        let Decision::Reply(reply) = g.decide(&req("/v1?a=1", &[(":scheme", "http")]), NOW) else { panic!() };
+        let Decision::Reply(reply) = g.decide(&req("/v1?a=1", &[(":scheme", "http")]), NOW) else {
+            panic!()
+        };
         assert_eq!(reply.status, 308);
-        assert_eq!(reply.headers, [("location".to_owned(), "https://api.test/v1?a=1".to_owned())]);
+        assert_eq!(
+            reply.headers,
+            [("location".to_owned(), "https://api.test/v1?a=1".to_owned())]
+        );
     }
 
     #[test]
     fn hsts_only_for_https_requests() {
         let mut g = guard(r#", "https": {"required": false}"#);
-        assert!(!forwarded(g.decide(&req("/v1", &[(":scheme", "http"), ("x-api-key", &key(1))]), NOW)).add_hsts);
-        let Decision::Reply(reply) = g.decide(&req("/v1", &[]), NOW) else { panic!() };
-        assert!(reply.headers.iter().any(|(n, _)| n == "strict-transport-security"));
+        assert!(
+            !forwarded(g.decide(
+                &req("/v1", &[(":scheme", "http"), ("x-api-key", &key(1))]),
+                NOW
+            ))
+            .add_hsts
+        );
+        let Decision::Reply(reply) = g.decide(&req("/v1", &[]), NOW) else {
+            panic!()
+        };
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(n, _)| n == "strict-transport-security"));
     }
 
     mod tokens {
@@ -409,7 +574,9 @@ mod tests {
                 "routes": [{"prefix": "/bound", "credentials": "both", "bind_claim": "azp"},
                            {"prefix": "/keys-only", "credentials": "api_key"}],
             });
-            Guard::new(Rc::new(Policy::from_json(json.to_string().as_bytes()).unwrap()))
+            Guard::new(Rc::new(
+                Policy::from_json(json.to_string().as_bytes()).unwrap(),
+            ))
         }
 
         fn token(sub: &str, azp: &str) -> String {
@@ -420,24 +587,56 @@ mod tests {
         #[test]
         fn jwt_only_makes_the_subject_the_consumer_and_strips_the_token() {
             let mut g = jwt_guard("jwt");
-            let f = forwarded(g.decide(&req("/v1", &[("authorization", &token("user-7", "x")), ("x-apiguard-subject", "root")]), NOW));
-            assert!(f.set_headers.contains(&(SUBJECT_HEADER.to_owned(), "user-7".to_owned())));
-            assert!(f.set_headers.contains(&(CONSUMER_HEADER.to_owned(), "user-7".to_owned())));
+            let f = forwarded(g.decide(
+                &req(
+                    "/v1",
+                    &[
+                        ("authorization", &token("user-7", "x")),
+                        ("x-apiguard-subject", "root"),
+                    ],
+                ),
+                NOW,
+            ));
+            assert!(f
+                .set_headers
+                .contains(&(SUBJECT_HEADER.to_owned(), "user-7".to_owned())));
+            assert!(f
+                .set_headers
+                .contains(&(CONSUMER_HEADER.to_owned(), "user-7".to_owned())));
             assert!(f.remove_headers.contains(&"authorization".to_owned()));
             assert!(f.remove_headers.contains(&"x-apiguard-subject".to_owned()));
             // An API key alone does not satisfy a JWT-only policy.
-            assert_eq!(denial_code(&g.decide(&req("/v1", &[("x-api-key", &key(1))]), NOW)), Some("missing_credential"));
+            assert_eq!(
+                denial_code(&g.decide(&req("/v1", &[("x-api-key", &key(1))]), NOW)),
+                Some("missing_credential")
+            );
         }
 
         #[test]
         fn bad_tokens_get_a_bearer_challenge_with_the_reason() {
             let mut g = jwt_guard("jwt");
-            let Decision::Reply(reply) = g.decide(&req("/v1", &[("authorization", "Bearer not.a.token")]), NOW) else { panic!() };
+            let Decision::Reply(reply) =
+                g.decide(&req("/v1", &[("authorization", "Bearer not.a.token")]), NOW)
+            else {
+                panic!()
+            };
             assert_eq!(reply.code, Some("malformed_token"));
-            let challenge = reply.headers.iter().find(|(n, _)| n == "www-authenticate").map(|(_, v)| v.as_str());
-            assert!(challenge.is_some_and(|c| c.starts_with("Bearer realm=\"apiguard\", error=\"invalid_token\"")), "{challenge:?}");
+            let challenge = reply
+                .headers
+                .iter()
+                .find(|(n, _)| n == "www-authenticate")
+                .map(|(_, v)| v.as_str());
+            assert!(
+                challenge.is_some_and(
+                    |c| c.starts_with("Bearer realm=\"apiguard\", error=\"invalid_token\"")
+                ),
+                "{challenge:?}"
+            );
             let expired = token("u", "x");
-            assert_eq!(denial_code(&g.decide(&req("/v1", &[("authorization", &expired)]), NOW + 3600)), Some("token_expired"));
+            assert_eq!(
+                denial_code(&g.decide(&req("/v1", &[("authorization", &expired)]), NOW + 3600)),
+                Some("token_expired")
+            );
         }
 
         #[test]
@@ -446,23 +645,53 @@ mod tests {
             forwarded(g.decide(&req("/v1", &[("x-api-key", &key(1))]), NOW));
             forwarded(g.decide(&req("/v1", &[("authorization", &token("u", "x"))]), NOW));
             let bad_key_good_token = [("x-api-key", key(9)), ("authorization", token("u", "x"))];
-            let pairs: Vec<(&str, &str)> = bad_key_good_token.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            assert_eq!(denial_code(&g.decide(&req("/v1", &pairs), NOW)), Some("unknown_api_key"));
-            let Decision::Reply(missing) = g.decide(&req("/v1", &[]), NOW) else { panic!() };
-            assert_eq!(missing.headers.iter().filter(|(n, _)| n == "www-authenticate").count(), 2);
+            let pairs: Vec<(&str, &str)> = bad_key_good_token
+                .iter()
+                .map(|(n, v)| (*n, v.as_str()))
+                .collect();
+            assert_eq!(
+                denial_code(&g.decide(&req("/v1", &pairs), NOW)),
+                Some("unknown_api_key")
+            );
+            let Decision::Reply(missing) = g.decide(&req("/v1", &[]), NOW) else {
+                panic!()
+            };
+            assert_eq!(
+                missing
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| n == "www-authenticate")
+                    .count(),
+                2
+            );
         }
 
         #[test]
         fn both_requires_both_and_binding_ties_them() {
             let mut g = jwt_guard("both");
             let (k, t_alice, t_bob) = (key(1), token("u", "alice"), token("u", "bob"));
-            assert_eq!(denial_code(&g.decide(&req("/v1", &[("x-api-key", &k)]), NOW)), Some("missing_credential"));
-            let f = forwarded(g.decide(&req("/v1", &[("x-api-key", &k), ("authorization", &t_bob)]), NOW));
+            assert_eq!(
+                denial_code(&g.decide(&req("/v1", &[("x-api-key", &k)]), NOW)),
+                Some("missing_credential")
+            );
+            let f = forwarded(g.decide(
+                &req("/v1", &[("x-api-key", &k), ("authorization", &t_bob)]),
+                NOW,
+            ));
             assert_eq!(f.caller.consumer.as_deref(), Some("alice"));
             assert_eq!(f.caller.subject.as_deref(), Some("u"));
-            forwarded(g.decide(&req("/bound/x", &[("x-api-key", &k), ("authorization", &t_alice)]), NOW));
+            forwarded(g.decide(
+                &req(
+                    "/bound/x",
+                    &[("x-api-key", &k), ("authorization", &t_alice)],
+                ),
+                NOW,
+            ));
             assert_eq!(
-                denial_code(&g.decide(&req("/bound/x", &[("x-api-key", &k), ("authorization", &t_bob)]), NOW)),
+                denial_code(&g.decide(
+                    &req("/bound/x", &[("x-api-key", &k), ("authorization", &t_bob)]),
+                    NOW
+                )),
                 Some("credential_binding_mismatch")
             );
             // Routes override the default policy.
@@ -473,21 +702,38 @@ mod tests {
         fn keys_not_yet_fetched_is_a_retryable_503() {
             let json = serde_json::json!({"credentials": "jwt",
                 "jwt": {"providers": [{"issuer": ISS, "remote_jwks": {"cluster": "idp"}}]}});
-            let mut g = Guard::new(Rc::new(Policy::from_json(json.to_string().as_bytes()).unwrap()));
-            let Decision::Reply(reply) = g.decide(&req("/v1", &[("authorization", &token("u", "x"))]), NOW) else { panic!() };
-            assert_eq!((reply.status, reply.code), (503, Some("no_verification_key")));
-            assert!(reply.headers.contains(&("retry-after".to_owned(), "5".to_owned())));
+            let mut g = Guard::new(Rc::new(
+                Policy::from_json(json.to_string().as_bytes()).unwrap(),
+            ));
+            let Decision::Reply(reply) =
+                g.decide(&req("/v1", &[("authorization", &token("u", "x"))]), NOW)
+            else {
+                panic!()
+            };
+            assert_eq!(
+                (reply.status, reply.code),
+                (503, Some("no_verification_key"))
+            );
+            assert!(reply
+                .headers
+                .contains(&("retry-after".to_owned(), "5".to_owned())));
         }
     }
 
     #[test]
     fn authorization_apikey_scheme_only_when_enabled() {
-        let json = format!(r#"{{"api_keys": {{"allow_authorization_header": true, "keys": [{}]}}}}"#, entry(&key(1), "alice", ""));
+        let json = format!(
+            r#"{{"api_keys": {{"allow_authorization_header": true, "keys": [{}]}}}}"#,
+            entry(&key(1), "alice", "")
+        );
         let mut g = Guard::new(Rc::new(Policy::from_json(json.as_bytes()).unwrap()));
         let value = format!("ApiKey {}", key(1));
         let f = forwarded(g.decide(&req("/v1", &[("authorization", &value)]), NOW));
         assert!(f.remove_headers.contains(&"authorization".to_owned()));
         let mut off = guard("");
-        assert_eq!(denial_code(&off.decide(&req("/v1", &[("authorization", &value)]), NOW)), Some("missing_credential"));
+        assert_eq!(
+            denial_code(&off.decide(&req("/v1", &[("authorization", &value)]), NOW)),
+            Some("missing_credential")
+        );
     }
 }

@@ -57,19 +57,38 @@ impl Policy {
     }
 
     pub fn compile(cfg: PluginConfig) -> Result<Self, ConfigError> {
-        let routes = cfg.routes.into_iter().enumerate().map(|(i, r)| compile_route(i, r)).collect::<Result<Vec<_>, _>>()?;
-        let policies = std::iter::once(("credentials".to_owned(), cfg.credentials))
-            .chain(routes.iter().enumerate().map(|(i, r)| (format!("routes[{i}].credentials"), r.credentials)));
+        let routes = cfg
+            .routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| compile_route(i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let policies = std::iter::once(("credentials".to_owned(), cfg.credentials)).chain(
+            routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("routes[{i}].credentials"), r.credentials)),
+        );
         for (path, policy) in policies {
             if policy.accepts_api_key() && cfg.api_keys.is_none() {
-                return Err(ConfigError::new("api_keys", format!("required because {path} accepts API keys")));
+                return Err(ConfigError::new(
+                    "api_keys",
+                    format!("required because {path} accepts API keys"),
+                ));
             }
             if policy.accepts_jwt() && cfg.jwt.is_none() {
-                return Err(ConfigError::new("jwt", format!("required because {path} accepts JWTs")));
+                return Err(ConfigError::new(
+                    "jwt",
+                    format!("required because {path} accepts JWTs"),
+                ));
             }
         }
         let api_keys = cfg.api_keys.map(compile_api_keys).transpose()?;
-        let jwt = cfg.jwt.map(|j| JwtSettings::compile(j, "jwt")).transpose()?.map(Rc::new);
+        let jwt = cfg
+            .jwt
+            .map(|j| JwtSettings::compile(j, "jwt"))
+            .transpose()?
+            .map(Rc::new);
         let exempt = cfg
             .exempt_paths
             .iter()
@@ -78,15 +97,29 @@ impl Policy {
             .collect::<Result<Vec<_>, _>>()?;
         for (i, param) in cfg.query_credential_params.iter().enumerate() {
             if param.is_empty() {
-                return Err(ConfigError::new(format!("query_credential_params[{i}]"), "must not be empty"));
+                return Err(ConfigError::new(
+                    format!("query_credential_params[{i}]"),
+                    "must not be empty",
+                ));
             }
         }
-        if cfg.realm.is_empty() || !cfg.realm.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ') {
-            return Err(ConfigError::new("realm", "must be printable ASCII without quotes or backslashes"));
+        if cfg.realm.is_empty()
+            || !cfg
+                .realm
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ')
+        {
+            return Err(ConfigError::new(
+                "realm",
+                "must be printable ASCII without quotes or backslashes",
+            ));
         }
         let h = &cfg.https;
         if h.redirect && !h.required {
-            return Err(ConfigError::new("https.redirect", "needs https.required to be true"));
+            return Err(ConfigError::new(
+                "https.redirect",
+                "needs https.required to be true",
+            ));
         }
         if h.hsts_preload && (h.hsts_max_age_seconds < 31_536_000 || !h.hsts_include_subdomains) {
             return Err(ConfigError::new(
@@ -98,7 +131,11 @@ impl Policy {
             required: h.required,
             redirect: h.redirect,
             trust_x_forwarded_proto: h.trust_x_forwarded_proto,
-            hsts: HttpsPolicy::hsts_value(h.hsts_max_age_seconds, h.hsts_include_subdomains, h.hsts_preload),
+            hsts: HttpsPolicy::hsts_value(
+                h.hsts_max_age_seconds,
+                h.hsts_include_subdomains,
+                h.hsts_preload,
+            ),
         };
         let sources = CredentialSources {
             api_key_header: api_keys.as_ref().map(|k| k.header.clone()),
@@ -107,7 +144,10 @@ impl Policy {
         };
         if let (Some(k), Some(j)) = (&api_keys, &jwt) {
             if k.header == j.header() {
-                return Err(ConfigError::new("api_keys.header", "must differ from jwt.header"));
+                return Err(ConfigError::new(
+                    "api_keys.header",
+                    "must differ from jwt.header",
+                ));
             }
         }
         Ok(Self {
@@ -133,7 +173,10 @@ impl Policy {
 
 fn prefix(text: &str, path: &str) -> Result<PathPrefix, ConfigError> {
     PathPrefix::new(text).ok_or_else(|| {
-        ConfigError::new(path, "must start with '/' and contain no query, dot segments, '//' or encoded separators")
+        ConfigError::new(
+            path,
+            "must start with '/' and contain no query, dot segments, '//' or encoded separators",
+        )
     })
 }
 
@@ -141,23 +184,38 @@ fn compile_route(i: usize, r: RouteConfig) -> Result<Route, ConfigError> {
     let prefix = prefix(&r.prefix, &format!("routes[{i}].prefix"))?;
     if let Some(claim) = &r.bind_claim {
         if r.credentials != CredentialPolicy::Both {
-            return Err(ConfigError::new(format!("routes[{i}].bind_claim"), "only applies when credentials is 'both'"));
+            return Err(ConfigError::new(
+                format!("routes[{i}].bind_claim"),
+                "only applies when credentials is 'both'",
+            ));
         }
         if claim.is_empty() {
-            return Err(ConfigError::new(format!("routes[{i}].bind_claim"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("routes[{i}].bind_claim"),
+                "must not be empty",
+            ));
         }
     }
-    Ok(Route { prefix, credentials: r.credentials, bind_claim: r.bind_claim })
+    Ok(Route {
+        prefix,
+        credentials: r.credentials,
+        bind_claim: r.bind_claim,
+    })
 }
 
 /// A header name we can read or set: a lower-case RFC 9110 token, not a pseudo-header, not ours.
 pub fn is_header_name(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&c))
+        && name.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&c)
+        })
 }
 
 fn is_consumer_id(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-:@".contains(&c))
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-:@".contains(&c))
 }
 
 fn compile_api_keys(cfg: ApiKeysConfig) -> Result<ApiKeySettings, ConfigError> {
@@ -173,20 +231,36 @@ fn compile_api_keys(cfg: ApiKeysConfig) -> Result<ApiKeySettings, ConfigError> {
     for (i, key) in cfg.keys.into_iter().enumerate() {
         let at = |field: &str| format!("api_keys.keys[{i}].{field}");
         let digest = parse_hex32(&key.sha256).ok_or_else(|| {
-            ConfigError::new(at("sha256"), format!("expected 64 hex digits, got {} characters", key.sha256.chars().count()))
+            ConfigError::new(
+                at("sha256"),
+                format!(
+                    "expected 64 hex digits, got {} characters",
+                    key.sha256.chars().count()
+                ),
+            )
         })?;
         if !is_consumer_id(&key.consumer) {
-            return Err(ConfigError::new(at("consumer"), "must be 1-128 characters of A-Z a-z 0-9 . _ - : @"));
+            return Err(ConfigError::new(
+                at("consumer"),
+                "must be 1-128 characters of A-Z a-z 0-9 . _ - : @",
+            ));
         }
         let expires_at = key
             .expires_at
             .as_deref()
-            .map(|t| parse_rfc3339(t).map_err(|e| ConfigError::new(at("expires_at"), e.to_string())))
+            .map(|t| {
+                parse_rfc3339(t).map_err(|e| ConfigError::new(at("expires_at"), e.to_string()))
+            })
             .transpose()?;
-        let consumer = consumers.entry(key.consumer).or_insert_with_key(|c| Rc::from(c.as_str())).clone();
+        let consumer = consumers
+            .entry(key.consumer)
+            .or_insert_with_key(|c| Rc::from(c.as_str()))
+            .clone();
         store
             .insert(KeyRecord::new(digest, consumer, expires_at, key.revoked))
-            .map_err(|_| ConfigError::new(at("sha256"), "the same digest appears earlier in the list"))?;
+            .map_err(|_| {
+                ConfigError::new(at("sha256"), "the same digest appears earlier in the list")
+            })?;
     }
     Ok(ApiKeySettings {
         header: cfg.header,
@@ -219,25 +293,68 @@ mod tests {
         );
         let policy = Policy::from_json(json.as_bytes()).unwrap();
         assert_eq!(policy.api_keys.unwrap().store.len(), 1);
-        assert_eq!(policy.https.hsts.as_deref(), Some("max-age=31536000; includeSubDomains"));
+        assert_eq!(
+            policy.https.hsts.as_deref(),
+            Some("max-age=31536000; includeSubDomains")
+        );
     }
 
     #[test]
     fn each_invalid_value_names_its_field() {
         let cases = [
-            (r#"{"api_keys": {"keys": [{"sha256": "abc", "consumer": "a"}]}}"#, "api_keys.keys[0].sha256"),
-            (&format!(r#"{{"api_keys": {{"keys": [{{"sha256": "{DIGEST}", "consumer": "a b"}}]}}}}"#), "api_keys.keys[0].consumer"),
-            (&format!(r#"{{"api_keys": {{"keys": [{{"sha256": "{DIGEST}", "consumer": "a", "expires_at": "tomorrow"}}]}}}}"#), "api_keys.keys[0].expires_at"),
-            (&format!(r#"{{"api_keys": {{"keys": [{{"sha256": "{DIGEST}", "consumer": "a"}}, {{"sha256": "{}", "consumer": "b"}}]}}}}"#, DIGEST.to_uppercase()), "api_keys.keys[1].sha256"),
+            (
+                r#"{"api_keys": {"keys": [{"sha256": "abc", "consumer": "a"}]}}"#,
+                "api_keys.keys[0].sha256",
+            ),
+            (
+                &format!(
+                    r#"{{"api_keys": {{"keys": [{{"sha256": "{DIGEST}", "consumer": "a b"}}]}}}}"#
+                ),
+                "api_keys.keys[0].consumer",
+            ),
+            (
+                &format!(
+                    r#"{{"api_keys": {{"keys": [{{"sha256": "{DIGEST}", "consumer": "a", "expires_at": "tomorrow"}}]}}}}"#
+                ),
+                "api_keys.keys[0].expires_at",
+            ),
+            (
+                &format!(
+                    r#"{{"api_keys": {{"keys": [{{"sha256": "{DIGEST}", "consumer": "a"}}, {{"sha256": "{}", "consumer": "b"}}]}}}}"#,
+                    DIGEST.to_uppercase()
+                ),
+                "api_keys.keys[1].sha256",
+            ),
             (r#"{"api_keys": {"header": "X-Key"}}"#, "api_keys.header"),
-            (r#"{"api_keys": {"header": "x-apiguard-key"}}"#, "api_keys.header"),
-            (r#"{"api_keys": {}, "exempt_paths": ["healthz"]}"#, "exempt_paths[0]"),
-            (r#"{"api_keys": {}, "https": {"hsts_preload": true, "hsts_max_age_seconds": 0}}"#, "https.hsts_preload"),
-            (r#"{"api_keys": {}, "https": {"required": false, "redirect": true}}"#, "https.redirect"),
-            (r#"{"api_keys": {}, "query_credential_params": [""]}"#, "query_credential_params[0]"),
+            (
+                r#"{"api_keys": {"header": "x-apiguard-key"}}"#,
+                "api_keys.header",
+            ),
+            (
+                r#"{"api_keys": {}, "exempt_paths": ["healthz"]}"#,
+                "exempt_paths[0]",
+            ),
+            (
+                r#"{"api_keys": {}, "https": {"hsts_preload": true, "hsts_max_age_seconds": 0}}"#,
+                "https.hsts_preload",
+            ),
+            (
+                r#"{"api_keys": {}, "https": {"required": false, "redirect": true}}"#,
+                "https.redirect",
+            ),
+            (
+                r#"{"api_keys": {}, "query_credential_params": [""]}"#,
+                "query_credential_params[0]",
+            ),
             (r#"{"api_keys": {}, "realm": "a\"b"}"#, "realm"),
-            (r#"{"api_keys": {}, "routes": [{"prefix": "/a", "credentials": "api_key", "bind_claim": "azp"}]}"#, "routes[0].bind_claim"),
-            (r#"{"api_keys": {}, "routes": [{"prefix": "/a", "credentials": "jwt"}]}"#, "jwt"),
+            (
+                r#"{"api_keys": {}, "routes": [{"prefix": "/a", "credentials": "api_key", "bind_claim": "azp"}]}"#,
+                "routes[0].bind_claim",
+            ),
+            (
+                r#"{"api_keys": {}, "routes": [{"prefix": "/a", "credentials": "jwt"}]}"#,
+                "jwt",
+            ),
             (r#"{}"#, "api_keys"),
         ];
         for (json, path) in cases {

@@ -1,25 +1,47 @@
 //! What the core knows about a request: its headers (pseudo-headers included), as Envoy hands
-//! them over. Names are lower-case (Envoy normalises them); values are kept as sent.
+//! them over, and whether the downstream connection is TLS. Header names are lower-case (Envoy
+//! normalises them); values are kept as sent.
 
-/// A request's header list. Built once per request from one host call.
+/// A request's facts. Built once per request from a few host calls.
 #[derive(Debug, Default, Clone)]
 pub struct RequestFacts {
     headers: Vec<(String, String)>,
+    downstream_tls: bool,
 }
 
 impl RequestFacts {
     pub fn new(headers: Vec<(String, String)>) -> Self {
-        Self { headers }
+        Self {
+            headers,
+            downstream_tls: false,
+        }
+    }
+
+    /// Records whether the client's connection to Envoy is TLS. `:scheme` cannot tell: Envoy
+    /// copies a client-sent `x-forwarded-proto` into it unless `use_remote_address` is set.
+    pub fn with_downstream_tls(mut self, tls: bool) -> Self {
+        self.downstream_tls = tls;
+        self
+    }
+
+    pub fn downstream_tls(&self) -> bool {
+        self.downstream_tls
     }
 
     /// The first value of a header, if present.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a header, in order (a header may be sent several times).
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn header_names(&self) -> impl Iterator<Item = &str> {

@@ -36,18 +36,16 @@ impl HttpsPolicy {
         Some(value)
     }
 
-    /// The scheme as configured: `:scheme`, or the last `x-forwarded-proto` value (the one the
-    /// nearest, trusted hop wrote) when that hop is trusted.
+    /// Whether the request came over HTTPS: the downstream connection's TLS state, or, when the
+    /// hop before Envoy is trusted, the last `x-forwarded-proto` value (the one that hop wrote).
     pub fn is_https(&self, req: &RequestFacts) -> bool {
-        let scheme = if self.trust_x_forwarded_proto {
-            req.header_values("x-forwarded-proto")
-                .flat_map(|v| v.split(','))
-                .last()
-                .map(str::trim)
-        } else {
-            req.header(":scheme")
-        };
-        scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"))
+        if !self.trust_x_forwarded_proto {
+            return req.downstream_tls();
+        }
+        req.header_values("x-forwarded-proto")
+            .flat_map(|v| v.split(','))
+            .last()
+            .is_some_and(|s| s.trim().eq_ignore_ascii_case("https"))
     }
 
     /// None when the request may go on; otherwise how to answer it.
@@ -57,8 +55,15 @@ impl HttpsPolicy {
         }
         // Only safe methods are redirected: a client would replay a POST body over the new URL.
         let method = req.method();
-        if self.redirect && (method == "GET" || method == "HEAD") && is_plain_authority(req.authority()) {
-            return Some(PlainHttp::Redirect(format!("https://{}{}", req.authority(), req.path_and_query())));
+        if self.redirect
+            && (method == "GET" || method == "HEAD")
+            && is_plain_authority(req.authority())
+        {
+            return Some(PlainHttp::Redirect(format!(
+                "https://{}{}",
+                req.authority(),
+                req.path_and_query()
+            )));
         }
         Some(PlainHttp::Refuse)
     }
@@ -67,7 +72,9 @@ impl HttpsPolicy {
 /// An authority we are willing to put into a Location header: host[:port] characters only.
 fn is_plain_authority(authority: &str) -> bool {
     !authority.is_empty()
-        && authority.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']'))
+        && authority
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 #[cfg(test)]
@@ -77,44 +84,92 @@ mod tests {
 
     use super::*;
 
+    /// A request; `(":scheme", "https")` stands for a TLS connection.
     fn req(pairs: &[(&str, &str)]) -> RequestFacts {
-        RequestFacts::new(pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect())
+        let tls = pairs.contains(&(":scheme", "https"));
+        RequestFacts::new(
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+        .with_downstream_tls(tls)
     }
 
     fn policy(trust: bool, redirect: bool) -> HttpsPolicy {
-        HttpsPolicy { required: true, redirect, trust_x_forwarded_proto: trust, hsts: None }
+        HttpsPolicy {
+            required: true,
+            redirect,
+            trust_x_forwarded_proto: trust,
+            hsts: None,
+        }
     }
 
     #[test]
-    fn scheme_decides_unless_the_forwarded_proto_is_trusted() {
+    fn connection_decides_unless_the_forwarded_proto_is_trusted() {
         let spoofed = req(&[(":scheme", "http"), ("x-forwarded-proto", "https")]);
         assert!(!policy(false, false).is_https(&spoofed));
         assert!(policy(true, false).is_https(&spoofed));
         assert!(policy(false, false).is_https(&req(&[(":scheme", "https")])));
+        // Envoy may have copied the client's x-forwarded-proto into :scheme: it does not count.
+        let rewritten = RequestFacts::new(vec![(":scheme".into(), "https".into())]);
+        assert!(!policy(false, false).is_https(&rewritten));
+        let tls_but_claims_http = req(&[(":scheme", "https"), ("x-forwarded-proto", "http")]);
+        assert!(policy(false, false).is_https(&tls_but_claims_http));
         // The nearest hop's value (the last) counts, not what the client put first.
         let appended = req(&[(":scheme", "http"), ("x-forwarded-proto", "https, http")]);
         assert!(!policy(true, false).is_https(&appended));
-        let two_headers = req(&[("x-forwarded-proto", "https"), ("x-forwarded-proto", "http")]);
+        let two_headers = req(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-proto", "http"),
+        ]);
         assert!(!policy(true, false).is_https(&two_headers));
     }
 
     #[test]
     fn plain_http_is_refused_or_redirected_for_safe_methods_only() {
-        let get = req(&[(":scheme", "http"), (":method", "GET"), (":authority", "api.example.com"), (":path", "/v1?a=1")]);
+        let get = req(&[
+            (":scheme", "http"),
+            (":method", "GET"),
+            (":authority", "api.example.com"),
+            (":path", "/v1?a=1"),
+        ]);
         assert_eq!(policy(false, false).check(&get), Some(PlainHttp::Refuse));
-        assert_eq!(policy(false, true).check(&get), Some(PlainHttp::Redirect("https://api.example.com/v1?a=1".into())));
-        let post = req(&[(":scheme", "http"), (":method", "POST"), (":authority", "api.example.com"), (":path", "/v1")]);
+        assert_eq!(
+            policy(false, true).check(&get),
+            Some(PlainHttp::Redirect("https://api.example.com/v1?a=1".into()))
+        );
+        let post = req(&[
+            (":scheme", "http"),
+            (":method", "POST"),
+            (":authority", "api.example.com"),
+            (":path", "/v1"),
+        ]);
         assert_eq!(policy(false, true).check(&post), Some(PlainHttp::Refuse));
-        let odd_host = req(&[(":scheme", "http"), (":method", "GET"), (":authority", "a\r\nb"), (":path", "/")]);
-        assert_eq!(policy(false, true).check(&odd_host), Some(PlainHttp::Refuse));
-        let not_required = HttpsPolicy { required: false, ..policy(false, false) };
+        let odd_host = req(&[
+            (":scheme", "http"),
+            (":method", "GET"),
+            (":authority", "a\r\nb"),
+            (":path", "/"),
+        ]);
+        assert_eq!(
+            policy(false, true).check(&odd_host),
+            Some(PlainHttp::Refuse)
+        );
+        let not_required = HttpsPolicy {
+            required: false,
+            ..policy(false, false)
+        };
         assert_eq!(not_required.check(&get), None);
     }
 
     #[test]
     fn hsts_value_follows_the_settings() {
         assert_eq!(HttpsPolicy::hsts_value(0, true, false), None);
-        assert_eq!(HttpsPolicy::hsts_value(60, false, false).as_deref(), Some("max-age=60"));
+        assert_eq!(
+            HttpsPolicy::hsts_value(60, false, false).as_deref(),
+            Some("max-age=60")
+        );
         assert_eq!(
             HttpsPolicy::hsts_value(31_536_000, true, true).as_deref(),
             Some("max-age=31536000; includeSubDomains; preload")

@@ -40,7 +40,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     if let Some(at) = &expires_at {
         parse_rfc3339(at).map_err(|e| format!("--expires-at: {e}"))?;
     }
-    Ok(Args { consumer, expires_at, json })
+    Ok(Args {
+        consumer,
+        expires_at,
+        json,
+    })
 }
 
 fn main() -> ExitCode {
@@ -54,13 +58,20 @@ fn main() -> ExitCode {
     let key = match api_key::generate(&mut OsRandom) {
         Ok(key) => key,
         Err(e) => {
-            eprintln!("apiguard-keygen: no randomness from the operating system: {}", e.0);
+            eprintln!(
+                "apiguard-keygen: no randomness from the operating system: {}",
+                e.0
+            );
             return ExitCode::FAILURE;
         }
     };
-    let mut entry = serde_json::json!({"sha256": to_hex(&api_key::digest(&key)), "consumer": args.consumer});
+    let mut entry =
+        serde_json::json!({"sha256": to_hex(&api_key::digest(&key)), "consumer": args.consumer});
     if let (Some(at), Some(map)) = (&args.expires_at, entry.as_object_mut()) {
-        map.insert("expires_at".to_owned(), serde_json::Value::String(at.clone()));
+        map.insert(
+            "expires_at".to_owned(),
+            serde_json::Value::String(at.clone()),
+        );
     }
     if args.json {
         println!("{}", serde_json::json!({"key": key, "entry": entry}));

@@ -29,7 +29,12 @@ impl Clock for HostClock {
 /// never be a valid credential, and nothing is forwarded from this copy.
 pub fn header_map(map: MapType) -> Vec<(String, String)> {
     hostcalls::get_map_bytes(map)
-        .map(|pairs| pairs.into_iter().map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned())).collect())
+        .map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

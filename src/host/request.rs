@@ -23,22 +23,38 @@ pub struct ApiguardRequest {
 
 impl ApiguardRequest {
     pub fn new(guard: Rc<RefCell<Guard>>, metrics: Rc<RefCell<Metrics>>) -> Self {
-        Self { guard, metrics, hsts: None }
+        Self {
+            guard,
+            metrics,
+            hsts: None,
+        }
     }
 
     fn reply(&self, status: u32, headers: &[(String, String)], body: &[u8]) {
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         if hostcalls::send_http_response(status, headers, Some(body)).is_err() {
             log(LogLevel::Error, "could not send the local reply");
         }
     }
 }
 
+/// Envoy sets `connection.tls_version` only for TLS connections.
+fn downstream_is_tls() -> bool {
+    hostcalls::get_property(vec!["connection", "tls_version"])
+        .ok()
+        .flatten()
+        .is_some_and(|v| !v.is_empty())
+}
+
 impl Context for ApiguardRequest {}
 
 impl HttpContext for ApiguardRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let facts = RequestFacts::new(header_map(MapType::HttpRequestHeaders));
+        let facts = RequestFacts::new(header_map(MapType::HttpRequestHeaders))
+            .with_downstream_tls(downstream_is_tls());
         let decision = match self.guard.try_borrow_mut() {
             Ok(mut guard) => guard.decide(&facts, HostClock.unix_seconds()),
             Err(_) => {
@@ -57,7 +73,11 @@ impl HttpContext for ApiguardRequest {
                     set_header(MapType::HttpRequestHeaders, name, Some(value));
                 }
                 if forward.add_hsts {
-                    self.hsts = self.guard.try_borrow().ok().and_then(|g| g.policy().https.hsts.clone());
+                    self.hsts = self
+                        .guard
+                        .try_borrow()
+                        .ok()
+                        .and_then(|g| g.policy().https.hsts.clone());
                 }
                 if let Some(denial) = &forward.unenforced {
                     metrics.increment(&format!("apiguard_report_only_{}_total", denial.code()));
@@ -76,7 +96,10 @@ impl HttpContext for ApiguardRequest {
                 Action::Continue
             }
             Decision::Reply(reply) => {
-                metrics.increment(&format!("apiguard_denied_{}_total", reply.code.unwrap_or("https_redirect")));
+                metrics.increment(&format!(
+                    "apiguard_denied_{}_total",
+                    reply.code.unwrap_or("https_redirect")
+                ));
                 self.reply(u32::from(reply.status), &reply.headers, &reply.body);
                 Action::Pause
             }
@@ -85,7 +108,11 @@ impl HttpContext for ApiguardRequest {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(hsts) = &self.hsts {
-            set_header(MapType::HttpResponseHeaders, "strict-transport-security", Some(hsts));
+            set_header(
+                MapType::HttpResponseHeaders,
+                "strict-transport-security",
+                Some(hsts),
+            );
         }
         Action::Continue
     }

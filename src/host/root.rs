@@ -31,17 +31,38 @@ pub struct ApiguardRoot {
 impl ApiguardRoot {
     fn start_due_fetches(&mut self) {
         let Some(guard) = &self.guard else { return };
-        let Ok(mut guard) = guard.try_borrow_mut() else { return };
-        let Some(verifier) = guard.jwt_verifier() else { return };
+        let Ok(mut guard) = guard.try_borrow_mut() else {
+            return;
+        };
+        let Some(verifier) = guard.jwt_verifier() else {
+            return;
+        };
         let now = HostClock.unix_seconds();
         for fetch in verifier.jwks_fetches_due(now) {
-            let headers = vec![(":method", "GET"), (":path", fetch.path.as_str()), (":authority", fetch.authority.as_str()), ("accept", "application/json")];
-            match hostcalls::dispatch_http_call(&fetch.cluster, headers, None, vec![], Duration::from_millis(fetch.timeout_ms)) {
+            let headers = vec![
+                (":method", "GET"),
+                (":path", fetch.path.as_str()),
+                (":authority", fetch.authority.as_str()),
+                ("accept", "application/json"),
+            ];
+            match hostcalls::dispatch_http_call(
+                &fetch.cluster,
+                headers,
+                None,
+                vec![],
+                Duration::from_millis(fetch.timeout_ms),
+            ) {
                 Ok(token) => {
                     self.jwks_in_flight.insert(token, fetch.provider);
                 }
                 Err(status) => {
-                    log(LogLevel::Warn, &format!("jwks fetch from cluster {} could not start: {status:?}", fetch.cluster));
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "jwks fetch from cluster {} could not start: {status:?}",
+                            fetch.cluster
+                        ),
+                    );
                     let _ = verifier.on_jwks_response(fetch.provider, None, &[], now);
                 }
             }
@@ -50,21 +71,46 @@ impl ApiguardRoot {
 }
 
 impl Context for ApiguardRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        let Some(provider) = self.jwks_in_flight.remove(&token_id) else { return };
-        let status = hostcalls::get_map_value(proxy_wasm::types::MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u16>().ok());
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(provider) = self.jwks_in_flight.remove(&token_id) else {
+            return;
+        };
+        let status = hostcalls::get_map_value(
+            proxy_wasm::types::MapType::HttpCallResponseHeaders,
+            ":status",
+        )
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse::<u16>().ok());
         let body = buffer(BufferType::HttpCallResponseBody, body_size).unwrap_or_default();
         let Some(guard) = &self.guard else { return };
-        let Ok(mut guard) = guard.try_borrow_mut() else { return };
-        let Some(verifier) = guard.jwt_verifier() else { return };
+        let Ok(mut guard) = guard.try_borrow_mut() else {
+            return;
+        };
+        let Some(verifier) = guard.jwt_verifier() else {
+            return;
+        };
         match verifier.on_jwks_response(provider, status, &body, HostClock.unix_seconds()) {
-            Ok(keys) => log(LogLevel::Info, &format!("jwt provider {provider}: loaded {keys} keys")),
+            Ok(keys) => log(
+                LogLevel::Info,
+                &format!("jwt provider {provider}: loaded {keys} keys"),
+            ),
             Err(e) => {
-                self.metrics.borrow_mut().increment("apiguard_jwks_fetch_failures_total");
-                log(LogLevel::Warn, &format!("jwt provider {provider}: jwks ignored, keeping the last good keys: {e}"))
+                self.metrics
+                    .borrow_mut()
+                    .increment("apiguard_jwks_fetch_failures_total");
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "jwt provider {provider}: jwks ignored, keeping the last good keys: {e}"
+                    ),
+                )
             }
         }
     }
@@ -72,7 +118,8 @@ impl Context for ApiguardRoot {
 
 impl RootContext for ApiguardRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let text = buffer(BufferType::PluginConfiguration, plugin_configuration_size).unwrap_or_default();
+        let text =
+            buffer(BufferType::PluginConfiguration, plugin_configuration_size).unwrap_or_default();
         let policy = match Policy::from_json(&text) {
             Ok(policy) => policy,
             Err(e) => {
@@ -81,7 +128,10 @@ impl RootContext for ApiguardRoot {
                 return false;
             }
         };
-        let has_remote_jwks = policy.jwt.as_ref().is_some_and(|j| j.providers.iter().any(|p| p.remote.is_some()));
+        let has_remote_jwks = policy
+            .jwt
+            .as_ref()
+            .is_some_and(|j| j.providers.iter().any(|p| p.remote.is_some()));
         self.guard = Some(Rc::new(RefCell::new(Guard::new(Rc::new(policy)))));
         if has_remote_jwks {
             if hostcalls::set_tick_period(TICK).is_err() {
@@ -99,7 +149,10 @@ impl RootContext for ApiguardRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let guard = self.guard.clone()?;
-        Some(Box::new(ApiguardRequest::new(guard, Rc::clone(&self.metrics))))
+        Some(Box::new(ApiguardRequest::new(
+            guard,
+            Rc::clone(&self.metrics),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {

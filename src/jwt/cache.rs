@@ -37,7 +37,10 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(max_entries: usize) -> Self {
-        Self { max_entries, entries: BTreeMap::new() }
+        Self {
+            max_entries,
+            entries: BTreeMap::new(),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -64,7 +67,11 @@ impl TokenCache {
         if self.entries.len() >= self.max_entries && !self.entries.contains_key(&key) {
             self.entries.retain(|_, e| e.valid_until > now);
             while self.entries.len() >= self.max_entries {
-                let soonest = self.entries.iter().min_by_key(|(_, e)| e.valid_until).map(|(k, _)| *k);
+                let soonest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.valid_until)
+                    .map(|(k, _)| *k);
                 match soonest {
                     Some(k) => self.entries.remove(&k),
                     None => break,
@@ -91,7 +98,11 @@ mod tests {
     fn entry(subject: &str, provider: usize, valid_until: i64) -> CacheEntry {
         CacheEntry {
             verified: VerifiedJwt::for_test(subject, provider, valid_until),
-            times: TimeClaims { exp: Some(valid_until), nbf: None, iat: None },
+            times: TimeClaims {
+                exp: Some(valid_until),
+                nbf: None,
+                iat: None,
+            },
             valid_until,
         }
     }
@@ -118,7 +129,12 @@ mod tests {
         cache.insert(digest("e"), entry("e", 0, 950), 210);
         assert!(cache.get(&digest("c")).is_none());
         for kept in ["b", "d", "e"] {
-            assert_eq!(cache.get(&digest(kept)).map(|e| e.verified.subject.as_str()), Some(kept));
+            assert_eq!(
+                cache
+                    .get(&digest(kept))
+                    .map(|e| e.verified.subject.as_str()),
+                Some(kept)
+            );
         }
     }
 

@@ -33,7 +33,11 @@ impl VerifiedJwt {
     pub fn claim_str(&self, name: &str) -> Option<String> {
         match name {
             "sub" => Some(self.subject.clone()),
-            _ => self.claims.get(name).and_then(Value::as_str).map(str::to_owned),
+            _ => self
+                .claims
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         }
     }
 
@@ -100,7 +104,10 @@ pub fn check_times(p: &Provider, t: TimeClaims, now: i64) -> Result<(), JwtError
         None => (exp.saturating_sub(now), max.saturating_add(skew)),
     };
     if lifetime > allowed {
-        return Err(JwtError::LifetimeTooLong { lifetime, max: p.max_lifetime });
+        return Err(JwtError::LifetimeTooLong {
+            lifetime,
+            max: p.max_lifetime,
+        });
     }
     Ok(())
 }
@@ -127,7 +134,11 @@ pub fn validate(
     claims: VerifiedClaims,
     now: i64,
 ) -> Result<(VerifiedJwt, TimeClaims), JwtError> {
-    let times = TimeClaims { exp: claims.exp, nbf: claims.nbf, iat: claims.iat };
+    let times = TimeClaims {
+        exp: claims.exp,
+        nbf: claims.nbf,
+        iat: claims.iat,
+    };
     let claims = claims.other;
     if is_refresh_token(p, header_typ, &claims) {
         return Err(JwtError::RefreshToken);
@@ -150,7 +161,9 @@ pub fn validate(
     let mut forward_headers = Vec::with_capacity(p.forward_claims.len());
     for (claim, header) in &p.forward_claims {
         if let Some(value) = claims.get(claim) {
-            let text = header_value(value).ok_or_else(|| JwtError::UnforwardableClaim { claim: claim.clone() })?;
+            let text = header_value(value).ok_or_else(|| JwtError::UnforwardableClaim {
+                claim: claim.clone(),
+            })?;
             forward_headers.push((header.clone(), text));
         }
     }
@@ -169,18 +182,25 @@ fn is_refresh_token(p: &Provider, header_typ: Option<&str>, claims: &Map<String,
     if header_typ.is_some_and(|typ| p.refresh_header_types.contains(&normalize_typ(typ))) {
         return true;
     }
-    let matches = |v: &Value, values: &[String]| v.as_str().is_some_and(|s| values.contains(&s.to_lowercase()));
-    p.refresh_claims.iter().any(|(claim, values)| match claims.get(claim) {
-        Some(Value::Array(items)) => items.iter().any(|v| matches(v, values)),
-        Some(v) => matches(v, values),
-        None => false,
-    })
+    let matches = |v: &Value, values: &[String]| {
+        v.as_str()
+            .is_some_and(|s| values.contains(&s.to_lowercase()))
+    };
+    p.refresh_claims
+        .iter()
+        .any(|(claim, values)| match claims.get(claim) {
+            Some(Value::Array(items)) => items.iter().any(|v| matches(v, values)),
+            Some(v) => matches(v, values),
+            None => false,
+        })
 }
 
 fn audience_matches(audiences: &[String], aud: Option<&Value>) -> bool {
     match aud {
         Some(Value::String(a)) => audiences.contains(a),
-        Some(Value::Array(items)) => items.iter().any(|v| v.as_str().is_some_and(|a| audiences.iter().any(|x| x == a))),
+        Some(Value::Array(items)) => items
+            .iter()
+            .any(|v| v.as_str().is_some_and(|a| audiences.iter().any(|x| x == a))),
         _ => false,
     }
 }
@@ -195,14 +215,18 @@ fn valid_subject(sub: &str) -> bool {
 }
 
 fn header_value(value: &Value) -> Option<String> {
-    let ok = |s: &str| s.len() <= MAX_FORWARDED_BYTES && s.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    let ok =
+        |s: &str| s.len() <= MAX_FORWARDED_BYTES && s.bytes().all(|b| (0x20..=0x7e).contains(&b));
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         // Arrays of strings are joined with commas, so an element may not contain one.
         Value::Array(items) => {
-            let parts: Option<Vec<&str>> = items.iter().map(|v| v.as_str().filter(|s| !s.contains(','))).collect();
+            let parts: Option<Vec<&str>> = items
+                .iter()
+                .map(|v| v.as_str().filter(|s| !s.contains(',')))
+                .collect();
             parts?.join(",")
         }
         Value::Null | Value::Object(_) => return None,
@@ -230,7 +254,10 @@ mod tests {
             require_expiration: true,
             refresh_claims: vec![("token_use".to_owned(), vec!["refresh".to_owned()])],
             refresh_header_types: vec!["refresh+jwt".to_owned()],
-            forward_claims: vec![("tenant".to_owned(), "x-tenant".to_owned()), ("groups".to_owned(), "x-groups".to_owned())],
+            forward_claims: vec![
+                ("tenant".to_owned(), "x-tenant".to_owned()),
+                ("groups".to_owned(), "x-groups".to_owned()),
+            ],
         }
     }
 
@@ -245,47 +272,94 @@ mod tests {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        let vc = VerifiedClaims { exp: Some(NOW + 600), nbf: None, iat: Some(NOW), other };
+        let vc = VerifiedClaims {
+            exp: Some(NOW + 600),
+            nbf: None,
+            iat: Some(NOW),
+            other,
+        };
         validate(&provider(), 0, typ, vc, NOW).map(|(v, _)| v)
     }
 
     #[test]
     fn time_boundaries_honour_the_skew() {
         let p = provider();
-        assert_eq!(check_times(&p, times(Some(NOW - 59), None, None), NOW), Ok(()));
-        assert_eq!(check_times(&p, times(Some(NOW - 60), None, None), NOW), Err(JwtError::Expired { exp: NOW - 60, now: NOW }));
-        assert_eq!(check_times(&p, times(Some(NOW + 100), Some(NOW + 60), None), NOW), Ok(()));
+        assert_eq!(
+            check_times(&p, times(Some(NOW - 59), None, None), NOW),
+            Ok(())
+        );
+        assert_eq!(
+            check_times(&p, times(Some(NOW - 60), None, None), NOW),
+            Err(JwtError::Expired {
+                exp: NOW - 60,
+                now: NOW
+            })
+        );
+        assert_eq!(
+            check_times(&p, times(Some(NOW + 100), Some(NOW + 60), None), NOW),
+            Ok(())
+        );
         assert_eq!(
             check_times(&p, times(Some(NOW + 100), Some(NOW + 61), None), NOW),
-            Err(JwtError::NotYetValid { nbf: NOW + 61, now: NOW })
+            Err(JwtError::NotYetValid {
+                nbf: NOW + 61,
+                now: NOW
+            })
         );
-        assert_eq!(check_times(&p, times(Some(NOW + 100), None, Some(NOW + 60)), NOW), Ok(()));
+        assert_eq!(
+            check_times(&p, times(Some(NOW + 100), None, Some(NOW + 60)), NOW),
+            Ok(())
+        );
         assert_eq!(
             check_times(&p, times(Some(NOW + 100), None, Some(NOW + 61)), NOW),
-            Err(JwtError::IssuedInFuture { iat: NOW + 61, now: NOW })
+            Err(JwtError::IssuedInFuture {
+                iat: NOW + 61,
+                now: NOW
+            })
         );
-        assert_eq!(check_times(&p, times(None, None, None), NOW), Err(JwtError::MissingExp));
-        let lenient = Provider { require_expiration: false, ..provider() };
+        assert_eq!(
+            check_times(&p, times(None, None, None), NOW),
+            Err(JwtError::MissingExp)
+        );
+        let lenient = Provider {
+            require_expiration: false,
+            ..provider()
+        };
         assert_eq!(check_times(&lenient, times(None, None, None), NOW), Ok(()));
     }
 
     #[test]
     fn lifetime_is_capped_with_and_without_iat() {
         let p = provider();
-        assert_eq!(check_times(&p, times(Some(NOW + 3600), None, Some(NOW)), NOW), Ok(()));
+        assert_eq!(
+            check_times(&p, times(Some(NOW + 3600), None, Some(NOW)), NOW),
+            Ok(())
+        );
         assert_eq!(
             check_times(&p, times(Some(NOW + 3601), None, Some(NOW)), NOW),
-            Err(JwtError::LifetimeTooLong { lifetime: 3601, max: 3600 })
+            Err(JwtError::LifetimeTooLong {
+                lifetime: 3601,
+                max: 3600
+            })
         );
         // An old iat with a far exp: the whole lifetime counts, not what is left.
         assert_eq!(
             check_times(&p, times(Some(NOW + 10), None, Some(NOW - 86_400)), NOW),
-            Err(JwtError::LifetimeTooLong { lifetime: 86_410, max: 3600 })
+            Err(JwtError::LifetimeTooLong {
+                lifetime: 86_410,
+                max: 3600
+            })
         );
-        assert_eq!(check_times(&p, times(Some(NOW + 3660), None, None), NOW), Ok(()));
+        assert_eq!(
+            check_times(&p, times(Some(NOW + 3660), None, None), NOW),
+            Ok(())
+        );
         assert_eq!(
             check_times(&p, times(Some(NOW + 3661), None, None), NOW),
-            Err(JwtError::LifetimeTooLong { lifetime: 3661, max: 3600 })
+            Err(JwtError::LifetimeTooLong {
+                lifetime: 3661,
+                max: 3600
+            })
         );
         assert!(check_times(&p, times(Some(i64::MAX), None, Some(i64::MIN)), NOW).is_err());
     }
@@ -295,7 +369,13 @@ mod tests {
         let v = run(json!({"iss": "iss", "aud": ["other", "api"], "sub": "user-1", "tenant": "acme", "groups": ["a", "b"], "azp": "client"}), Some("at+jwt")).unwrap();
         assert_eq!(v.subject, "user-1");
         assert_eq!(v.issuer, "iss");
-        assert_eq!(v.forward_headers, vec![("x-tenant".to_owned(), "acme".to_owned()), ("x-groups".to_owned(), "a,b".to_owned())]);
+        assert_eq!(
+            v.forward_headers,
+            vec![
+                ("x-tenant".to_owned(), "acme".to_owned()),
+                ("x-groups".to_owned(), "a,b".to_owned())
+            ]
+        );
         assert_eq!(v.claim_str("azp").as_deref(), Some("client"));
         assert_eq!(v.claim_str("sub").as_deref(), Some("user-1"));
         assert_eq!(v.claim_str("groups"), None);
@@ -318,35 +398,85 @@ mod tests {
         };
         let code = |c: Value, typ: Option<&str>| run(c, typ).err().map(|e| e.code());
         assert_eq!(code(base.clone(), None), None);
-        assert_eq!(code(with("aud", json!("other")), None), Some("audience_mismatch"));
-        assert_eq!(code(with("aud", json!(["x", 5])), None), Some("audience_mismatch"));
+        assert_eq!(
+            code(with("aud", json!("other")), None),
+            Some("audience_mismatch")
+        );
+        assert_eq!(
+            code(with("aud", json!(["x", 5])), None),
+            Some("audience_mismatch")
+        );
         assert_eq!(code(without("aud"), None), Some("audience_mismatch"));
         assert_eq!(code(without("sub"), None), Some("missing_sub"));
         assert_eq!(code(with("sub", json!("")), None), Some("missing_sub"));
         assert_eq!(code(with("sub", json!(42)), None), Some("missing_sub"));
-        assert_eq!(code(with("sub", json!("a\r\nx-admin: 1")), None), Some("invalid_sub"));
-        assert_eq!(code(with("sub", json!("caf\u{e9}")), None), Some("invalid_sub"));
-        assert_eq!(code(with("sub", json!(" alice")), None), Some("invalid_sub"));
-        assert_eq!(code(with("sub", json!("a".repeat(257))), None), Some("invalid_sub"));
+        assert_eq!(
+            code(with("sub", json!("a\r\nx-admin: 1")), None),
+            Some("invalid_sub")
+        );
+        assert_eq!(
+            code(with("sub", json!("caf\u{e9}")), None),
+            Some("invalid_sub")
+        );
+        assert_eq!(
+            code(with("sub", json!(" alice")), None),
+            Some("invalid_sub")
+        );
+        assert_eq!(
+            code(with("sub", json!("a".repeat(257))), None),
+            Some("invalid_sub")
+        );
         assert_eq!(code(with("sub", json!("a".repeat(256))), None), None);
-        assert_eq!(code(with("iss", json!("evil")), None), Some("unknown_issuer"));
-        assert_eq!(code(with("token_use", json!("Refresh")), None), Some("refresh_token_not_allowed"));
-        assert_eq!(code(with("token_use", json!(["x", "refresh"])), None), Some("refresh_token_not_allowed"));
+        assert_eq!(
+            code(with("iss", json!("evil")), None),
+            Some("unknown_issuer")
+        );
+        assert_eq!(
+            code(with("token_use", json!("Refresh")), None),
+            Some("refresh_token_not_allowed")
+        );
+        assert_eq!(
+            code(with("token_use", json!(["x", "refresh"])), None),
+            Some("refresh_token_not_allowed")
+        );
         assert_eq!(code(with("token_use", json!("access")), None), None);
-        assert_eq!(code(base.clone(), Some("application/Refresh+JWT")), Some("refresh_token_not_allowed"));
-        assert_eq!(code(with("tenant", json!("a\nb")), None), Some("unforwardable_claim"));
-        assert_eq!(code(with("tenant", json!({"id": 1})), None), Some("unforwardable_claim"));
-        assert_eq!(code(with("groups", json!(["a,b"])), None), Some("unforwardable_claim"));
-        assert_eq!(run(with("tenant", json!(7)), None).unwrap().forward_headers[0].1, "7");
+        assert_eq!(
+            code(base.clone(), Some("application/Refresh+JWT")),
+            Some("refresh_token_not_allowed")
+        );
+        assert_eq!(
+            code(with("tenant", json!("a\nb")), None),
+            Some("unforwardable_claim")
+        );
+        assert_eq!(
+            code(with("tenant", json!({"id": 1})), None),
+            Some("unforwardable_claim")
+        );
+        assert_eq!(
+            code(with("groups", json!(["a,b"])), None),
+            Some("unforwardable_claim")
+        );
+        assert_eq!(
+            run(with("tenant", json!(7)), None).unwrap().forward_headers[0].1,
+            "7"
+        );
     }
 
     #[test]
     fn audience_is_optional_when_provider_sets_none() {
-        let p = Provider { audiences: Vec::new(), ..provider() };
+        let p = Provider {
+            audiences: Vec::new(),
+            ..provider()
+        };
         let mut other = Map::new();
         other.insert("iss".to_owned(), json!("iss"));
         other.insert("sub".to_owned(), json!("u"));
-        let vc = VerifiedClaims { exp: Some(NOW + 10), nbf: None, iat: None, other };
+        let vc = VerifiedClaims {
+            exp: Some(NOW + 10),
+            nbf: None,
+            iat: None,
+            other,
+        };
         assert!(validate(&p, 0, None, vc, NOW).is_ok());
     }
 }

@@ -43,7 +43,10 @@ fn default_min_refetch() -> u64 {
 }
 fn default_refresh_claims() -> Vec<RefreshClaimConfig> {
     vec![
-        RefreshClaimConfig { claim: "token_use".to_owned(), values: vec!["refresh".to_owned()] },
+        RefreshClaimConfig {
+            claim: "token_use".to_owned(),
+            values: vec!["refresh".to_owned()],
+        },
         RefreshClaimConfig {
             claim: "typ".to_owned(),
             values: vec!["refresh".to_owned(), "refresh_token".to_owned()],
@@ -137,7 +140,10 @@ impl fmt::Debug for ProviderConfig {
             .field("max_lifetime_seconds", &self.max_lifetime_seconds)
             .field("require_expiration", &self.require_expiration)
             .field("refresh_token_claims", &self.refresh_token_claims)
-            .field("refresh_token_header_types", &self.refresh_token_header_types)
+            .field(
+                "refresh_token_header_types",
+                &self.refresh_token_header_types,
+            )
             .field("forward_claims", &self.forward_claims)
             .finish()
     }
@@ -197,7 +203,11 @@ pub struct JwtSettings {
 }
 
 /// Header names that apiguard itself sets upstream.
-const RESERVED_HEADERS: [&str; 3] = ["x-apiguard-subject", "x-apiguard-consumer", "x-apiguard-would-deny"];
+const RESERVED_HEADERS: [&str; 3] = [
+    "x-apiguard-subject",
+    "x-apiguard-consumer",
+    "x-apiguard-would-deny",
+];
 
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -220,23 +230,38 @@ impl JwtSettings {
     pub fn compile(dto: JwtConfig, path: &str) -> Result<JwtSettings, ConfigError> {
         let header = dto.header.to_ascii_lowercase();
         if !valid_header_name(&header) {
-            return Err(ConfigError::new(format!("{path}.header"), "must be an HTTP header name"));
+            return Err(ConfigError::new(
+                format!("{path}.header"),
+                "must be an HTTP header name",
+            ));
         }
         if !(256..=65_536).contains(&dto.max_token_bytes) {
-            return Err(ConfigError::new(format!("{path}.max_token_bytes"), "must be between 256 and 65536"));
+            return Err(ConfigError::new(
+                format!("{path}.max_token_bytes"),
+                "must be between 256 and 65536",
+            ));
         }
         if dto.cache_max_entries > 1_000_000 {
-            return Err(ConfigError::new(format!("{path}.cache_max_entries"), "must be at most 1000000 (0 disables the cache)"));
+            return Err(ConfigError::new(
+                format!("{path}.cache_max_entries"),
+                "must be at most 1000000 (0 disables the cache)",
+            ));
         }
         if dto.providers.is_empty() {
-            return Err(ConfigError::new(format!("{path}.providers"), "at least one provider is required"));
+            return Err(ConfigError::new(
+                format!("{path}.providers"),
+                "at least one provider is required",
+            ));
         }
         let mut providers: Vec<Provider> = Vec::with_capacity(dto.providers.len());
         for (index, provider) in dto.providers.into_iter().enumerate() {
             let at = format!("{path}.providers[{index}]");
             let compiled = compile_provider(provider, &at)?;
             if providers.iter().any(|p| p.issuer == compiled.issuer) {
-                return Err(ConfigError::new(format!("{at}.issuer"), "another provider has the same issuer"));
+                return Err(ConfigError::new(
+                    format!("{at}.issuer"),
+                    "another provider has the same issuer",
+                ));
             }
             providers.push(compiled);
         }
@@ -274,8 +299,11 @@ impl JwtSettings {
     /// Every header name that `forward_claims` may set. The host must remove these from the
     /// client's request (like `x-apiguard-*`), or a client could send them itself.
     pub fn forwarded_header_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> =
-            self.providers.iter().flat_map(|p| p.forward_claims.iter().map(|(_, h)| h.as_str())).collect();
+        let mut names: Vec<&str> = self
+            .providers
+            .iter()
+            .flat_map(|p| p.forward_claims.iter().map(|(_, h)| h.as_str()))
+            .collect();
         names.sort_unstable();
         names.dedup();
         names
@@ -285,7 +313,10 @@ impl JwtSettings {
 fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigError> {
     let err = |field: &str, message: &str| ConfigError::new(format!("{at}.{field}"), message);
     if !nonempty_printable(&dto.issuer, 1024) {
-        return Err(err("issuer", "must be 1 to 1024 printable ASCII characters"));
+        return Err(err(
+            "issuer",
+            "must be 1 to 1024 printable ASCII characters",
+        ));
     }
     for (i, aud) in dto.audiences.iter().enumerate() {
         if aud.is_empty() {
@@ -296,19 +327,28 @@ fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigErr
         return Err(err("clock_skew_seconds", "must be at most 600"));
     }
     if !(1..=31_536_000).contains(&dto.max_lifetime_seconds) {
-        return Err(err("max_lifetime_seconds", "must be between 1 and 31536000"));
+        return Err(err(
+            "max_lifetime_seconds",
+            "must be between 1 and 31536000",
+        ));
     }
 
     let algorithms = match dto.algorithms {
         None => None,
         Some(names) => {
             if names.is_empty() {
-                return Err(err("algorithms", "must list at least one algorithm (omit it to allow what the keys support)"));
+                return Err(err(
+                    "algorithms",
+                    "must list at least one algorithm (omit it to allow what the keys support)",
+                ));
             }
             let mut algs = Vec::with_capacity(names.len());
             for (i, name) in names.iter().enumerate() {
                 let alg = if is_none_alg(name) {
-                    return Err(err(&format!("algorithms[{i}]"), "none is never allowed: tokens must be signed"));
+                    return Err(err(
+                        &format!("algorithms[{i}]"),
+                        "none is never allowed: tokens must be signed",
+                    ));
                 } else {
                     Alg::from_name(name).ok_or_else(|| {
                         err(&format!("algorithms[{i}]"), "unknown algorithm: use HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 or EdDSA")
@@ -329,7 +369,10 @@ fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigErr
     if let Some(algs) = &algorithms {
         for (i, key) in inline_keys.iter().enumerate() {
             if !key.algorithms().any(|a| algs.contains(&a)) {
-                return Err(err(&format!("jwks.keys[{i}]"), "this key cannot verify any of the provider's algorithms"));
+                return Err(err(
+                    &format!("jwks.keys[{i}]"),
+                    "this key cannot verify any of the provider's algorithms",
+                ));
             }
         }
     }
@@ -339,23 +382,42 @@ fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigErr
         Some(r) => Some(compile_remote(r, &format!("{at}.remote_jwks"))?),
     };
     if inline_keys.is_empty() && remote.is_none() {
-        return Err(err("jwks", "a provider needs keys: set jwks (with at least one key) or remote_jwks"));
+        return Err(err(
+            "jwks",
+            "a provider needs keys: set jwks (with at least one key) or remote_jwks",
+        ));
     }
 
     let mut refresh_claims = Vec::with_capacity(dto.refresh_token_claims.len());
     for (i, rule) in dto.refresh_token_claims.into_iter().enumerate() {
-        if rule.claim.is_empty() || rule.values.is_empty() || rule.values.iter().any(String::is_empty) {
-            return Err(err(&format!("refresh_token_claims[{i}]"), "needs a claim name and at least one non-empty value"));
+        if rule.claim.is_empty()
+            || rule.values.is_empty()
+            || rule.values.iter().any(String::is_empty)
+        {
+            return Err(err(
+                &format!("refresh_token_claims[{i}]"),
+                "needs a claim name and at least one non-empty value",
+            ));
         }
-        refresh_claims.push((rule.claim, rule.values.iter().map(|v| v.to_lowercase()).collect()));
+        refresh_claims.push((
+            rule.claim,
+            rule.values.iter().map(|v| v.to_lowercase()).collect(),
+        ));
     }
-    let refresh_header_types = dto.refresh_token_header_types.iter().map(|t| normalize_typ(t)).collect();
+    let refresh_header_types = dto
+        .refresh_token_header_types
+        .iter()
+        .map(|t| normalize_typ(t))
+        .collect();
 
     let mut forward_claims: Vec<(String, String)> = Vec::with_capacity(dto.forward_claims.len());
     for (claim, header) in dto.forward_claims {
         let field = format!("forward_claims.{claim}");
         if !nonempty_printable(&claim, 128) {
-            return Err(err("forward_claims", "claim names must be 1 to 128 printable ASCII characters"));
+            return Err(err(
+                "forward_claims",
+                "claim names must be 1 to 128 printable ASCII characters",
+            ));
         }
         let header = header.to_ascii_lowercase();
         if !header.starts_with("x-") || !valid_header_name(&header) {
@@ -365,7 +427,10 @@ fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigErr
             return Err(err(&field, "is set by apiguard itself"));
         }
         if forward_claims.iter().any(|(_, h)| *h == header) {
-            return Err(err(&field, "another claim is already forwarded in this header"));
+            return Err(err(
+                &field,
+                "another claim is already forwarded in this header",
+            ));
         }
         forward_claims.push((claim, header));
     }
@@ -400,29 +465,56 @@ fn compile_inline_jwks(jwks: &Value, at: &str) -> Result<Vec<VerifyKey>, ConfigE
         Value::String(text) => {
             // serde_json's message could quote the text (and so a secret): report the position only.
             parsed = serde_json::from_str::<Value>(text).map_err(|e| {
-                ConfigError::new(at, format!("the JWKS text is not valid JSON (line {} column {})", e.line(), e.column()))
+                ConfigError::new(
+                    at,
+                    format!(
+                        "the JWKS text is not valid JSON (line {} column {})",
+                        e.line(),
+                        e.column()
+                    ),
+                )
             })?;
             &parsed
         }
         other => other,
     };
-    let keys = key_array(doc).ok_or_else(|| ConfigError::new(at, "must be a JWKS: an object with a keys array (or its JSON text)"))?;
+    let keys = key_array(doc).ok_or_else(|| {
+        ConfigError::new(
+            at,
+            "must be a JWKS: an object with a keys array (or its JSON text)",
+        )
+    })?;
     if keys.is_empty() {
-        return Err(ConfigError::new(format!("{at}.keys"), "must hold at least one key"));
+        return Err(ConfigError::new(
+            format!("{at}.keys"),
+            "must hold at least one key",
+        ));
     }
     if keys.len() > MAX_KEYS_PER_SET {
-        return Err(ConfigError::new(format!("{at}.keys"), format!("at most {MAX_KEYS_PER_SET} keys are supported")));
+        return Err(ConfigError::new(
+            format!("{at}.keys"),
+            format!("at most {MAX_KEYS_PER_SET} keys are supported"),
+        ));
     }
     let mut out: Vec<VerifyKey> = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let key_at = format!("{at}.keys[{i}]");
-        let object = key.as_object().ok_or_else(|| ConfigError::new(&key_at, "must be a JWK object"))?;
+        let object = key
+            .as_object()
+            .ok_or_else(|| ConfigError::new(&key_at, "must be a JWK object"))?;
         let key = parse_jwk(object, KeySource::Inline).map_err(|p| {
-            let path = if p.field.is_empty() { key_at.clone() } else { format!("{key_at}.{}", p.field) };
+            let path = if p.field.is_empty() {
+                key_at.clone()
+            } else {
+                format!("{key_at}.{}", p.field)
+            };
             ConfigError::new(path, p.message)
         })?;
         if key.kid.is_some() && out.iter().any(|k| k.kid == key.kid) {
-            return Err(ConfigError::new(format!("{key_at}.kid"), "another key has the same kid"));
+            return Err(ConfigError::new(
+                format!("{key_at}.kid"),
+                "another key has the same kid",
+            ));
         }
         out.push(key);
     }
@@ -443,13 +535,19 @@ fn compile_remote(dto: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigE
         return Err(err("authority", "must be a host name (and optional port)"));
     }
     if !(10..=86_400).contains(&dto.refresh_interval_seconds) {
-        return Err(err("refresh_interval_seconds", "must be between 10 and 86400"));
+        return Err(err(
+            "refresh_interval_seconds",
+            "must be between 10 and 86400",
+        ));
     }
     if !(100..=60_000).contains(&dto.timeout_ms) {
         return Err(err("timeout_ms", "must be between 100 and 60000"));
     }
     if !(1..=3600).contains(&dto.min_refetch_interval_seconds) {
-        return Err(err("min_refetch_interval_seconds", "must be between 1 and 3600"));
+        return Err(err(
+            "min_refetch_interval_seconds",
+            "must be between 1 and 3600",
+        ));
     }
     Ok(RemoteJwks {
         cluster: dto.cluster,
@@ -471,7 +569,8 @@ mod tests {
     use serde_json::json;
 
     fn compile(v: Value) -> Result<JwtSettings, ConfigError> {
-        let dto: JwtConfig = serde_json::from_value(v).map_err(|e| ConfigError::new("jwt", e.to_string()))?;
+        let dto: JwtConfig =
+            serde_json::from_value(v).map_err(|e| ConfigError::new("jwt", e.to_string()))?;
         JwtSettings::compile(dto, "jwt")
     }
 
@@ -497,7 +596,10 @@ mod tests {
         assert_eq!(s.max_token_bytes(), 8192);
         assert_eq!(s.cache_max_entries(), 4096);
         let p = &s.providers[0];
-        assert_eq!((p.clock_skew, p.max_lifetime, p.require_expiration), (60, 3600, true));
+        assert_eq!(
+            (p.clock_skew, p.max_lifetime, p.require_expiration),
+            (60, 3600, true)
+        );
         assert!(p.algorithms.is_none());
         assert_eq!(p.refresh_header_types, vec!["refresh+jwt", "refresh"]);
         assert_eq!(p.refresh_claims.len(), 2);
@@ -516,7 +618,10 @@ mod tests {
         assert_eq!(s.header(), "x-token");
         assert_eq!(s.forwarded_header_names(), vec!["x-tenant"]);
         let r = s.providers[0].remote.as_ref().unwrap();
-        assert_eq!((r.authority.as_str(), r.path.as_str(), r.refresh_interval), ("idp", "/keys", 60));
+        assert_eq!(
+            (r.authority.as_str(), r.path.as_str(), r.refresh_interval),
+            ("idp", "/keys", 60)
+        );
         assert_eq!(s.providers[0].inline_keys.len(), 1);
     }
 
@@ -524,40 +629,119 @@ mod tests {
     fn unknown_fields_are_rejected_everywhere() {
         assert!(compile(json!({"providers": [], "extra": 1})).is_err());
         assert!(compile(provider(json!({"issuer_url": "x"}))).is_err());
-        assert!(compile(provider(json!({"remote_jwks": {"cluster": "c", "url": "x"}}))).is_err());
-        assert!(compile(provider(json!({"refresh_token_claims": [{"claim": "a", "values": ["b"], "x": 1}]}))).is_err());
+        assert!(compile(provider(
+            json!({"remote_jwks": {"cluster": "c", "url": "x"}})
+        ))
+        .is_err());
+        assert!(compile(provider(
+            json!({"refresh_token_claims": [{"claim": "a", "values": ["b"], "x": 1}]})
+        ))
+        .is_err());
     }
 
     #[test]
     fn invalid_values_name_their_path() {
         let cases = [
-            (provider(json!({"algorithms": ["none"]})), "jwt.providers[0].algorithms[0]"),
-            (provider(json!({"algorithms": ["RS256", "HS1"]})), "jwt.providers[0].algorithms[1]"),
-            (provider(json!({"algorithms": []})), "jwt.providers[0].algorithms"),
-            (provider(json!({"algorithms": ["RS256"]})), "jwt.providers[0].jwks.keys[0]"),
+            (
+                provider(json!({"algorithms": ["none"]})),
+                "jwt.providers[0].algorithms[0]",
+            ),
+            (
+                provider(json!({"algorithms": ["RS256", "HS1"]})),
+                "jwt.providers[0].algorithms[1]",
+            ),
+            (
+                provider(json!({"algorithms": []})),
+                "jwt.providers[0].algorithms",
+            ),
+            (
+                provider(json!({"algorithms": ["RS256"]})),
+                "jwt.providers[0].jwks.keys[0]",
+            ),
             (provider(json!({"issuer": ""})), "jwt.providers[0].issuer"),
-            (provider(json!({"audiences": ["a", ""]})), "jwt.providers[0].audiences[1]"),
-            (provider(json!({"clock_skew_seconds": 601})), "jwt.providers[0].clock_skew_seconds"),
-            (provider(json!({"max_lifetime_seconds": 0})), "jwt.providers[0].max_lifetime_seconds"),
-            (provider(json!({"jwks": {"keys": []}})), "jwt.providers[0].jwks.keys"),
-            (provider(json!({"jwks": {"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}})), "jwt.providers[0].jwks.keys[0].n"),
-            (provider(json!({"jwks": {"keys": [test_keys::hmac_jwk(), {"kty": "oct", "k": "!"}]}})), "jwt.providers[0].jwks.keys[1].k"),
-            (provider(json!({"jwks": "{\"keys\": ["})), "jwt.providers[0].jwks"),
+            (
+                provider(json!({"audiences": ["a", ""]})),
+                "jwt.providers[0].audiences[1]",
+            ),
+            (
+                provider(json!({"clock_skew_seconds": 601})),
+                "jwt.providers[0].clock_skew_seconds",
+            ),
+            (
+                provider(json!({"max_lifetime_seconds": 0})),
+                "jwt.providers[0].max_lifetime_seconds",
+            ),
+            (
+                provider(json!({"jwks": {"keys": []}})),
+                "jwt.providers[0].jwks.keys",
+            ),
+            (
+                provider(json!({"jwks": {"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}})),
+                "jwt.providers[0].jwks.keys[0].n",
+            ),
+            (
+                provider(
+                    json!({"jwks": {"keys": [test_keys::hmac_jwk(), {"kty": "oct", "k": "!"}]}}),
+                ),
+                "jwt.providers[0].jwks.keys[1].k",
+            ),
+            (
+                provider(json!({"jwks": "{\"keys\": ["})),
+                "jwt.providers[0].jwks",
+            ),
             (provider(json!({"jwks": [1]})), "jwt.providers[0].jwks"),
             (provider(json!({"jwks": null})), "jwt.providers[0].jwks"),
-            (provider(json!({"forward_claims": {"tenant": "tenant"}})), "jwt.providers[0].forward_claims.tenant"),
-            (provider(json!({"forward_claims": {"sub": "x-apiguard-subject"}})), "jwt.providers[0].forward_claims.sub"),
-            (provider(json!({"forward_claims": {"a": "x-a", "b": "X-A"}})), "jwt.providers[0].forward_claims.b"),
-            (provider(json!({"forward_claims": {"a": "x-a b"}})), "jwt.providers[0].forward_claims.a"),
-            (provider(json!({"refresh_token_claims": [{"claim": "x", "values": []}]})), "jwt.providers[0].refresh_token_claims[0]"),
-            (provider(json!({"remote_jwks": {"cluster": ""}})), "jwt.providers[0].remote_jwks.cluster"),
-            (provider(json!({"remote_jwks": {"cluster": "c", "path": "keys"}})), "jwt.providers[0].remote_jwks.path"),
-            (provider(json!({"remote_jwks": {"cluster": "c", "timeout_ms": 0}})), "jwt.providers[0].remote_jwks.timeout_ms"),
-            (provider(json!({"remote_jwks": {"cluster": "c", "refresh_interval_seconds": 1}})), "jwt.providers[0].remote_jwks.refresh_interval_seconds"),
-            (provider(json!({"remote_jwks": {"cluster": "c", "min_refetch_interval_seconds": 0}})), "jwt.providers[0].remote_jwks.min_refetch_interval_seconds"),
+            (
+                provider(json!({"forward_claims": {"tenant": "tenant"}})),
+                "jwt.providers[0].forward_claims.tenant",
+            ),
+            (
+                provider(json!({"forward_claims": {"sub": "x-apiguard-subject"}})),
+                "jwt.providers[0].forward_claims.sub",
+            ),
+            (
+                provider(json!({"forward_claims": {"a": "x-a", "b": "X-A"}})),
+                "jwt.providers[0].forward_claims.b",
+            ),
+            (
+                provider(json!({"forward_claims": {"a": "x-a b"}})),
+                "jwt.providers[0].forward_claims.a",
+            ),
+            (
+                provider(json!({"refresh_token_claims": [{"claim": "x", "values": []}]})),
+                "jwt.providers[0].refresh_token_claims[0]",
+            ),
+            (
+                provider(json!({"remote_jwks": {"cluster": ""}})),
+                "jwt.providers[0].remote_jwks.cluster",
+            ),
+            (
+                provider(json!({"remote_jwks": {"cluster": "c", "path": "keys"}})),
+                "jwt.providers[0].remote_jwks.path",
+            ),
+            (
+                provider(json!({"remote_jwks": {"cluster": "c", "timeout_ms": 0}})),
+                "jwt.providers[0].remote_jwks.timeout_ms",
+            ),
+            (
+                provider(json!({"remote_jwks": {"cluster": "c", "refresh_interval_seconds": 1}})),
+                "jwt.providers[0].remote_jwks.refresh_interval_seconds",
+            ),
+            (
+                provider(
+                    json!({"remote_jwks": {"cluster": "c", "min_refetch_interval_seconds": 0}}),
+                ),
+                "jwt.providers[0].remote_jwks.min_refetch_interval_seconds",
+            ),
             (json!({"providers": []}), "jwt.providers"),
-            (json!({"header": "bad header", "providers": []}), "jwt.header"),
-            (json!({"max_token_bytes": 10, "providers": []}), "jwt.max_token_bytes"),
+            (
+                json!({"header": "bad header", "providers": []}),
+                "jwt.header",
+            ),
+            (
+                json!({"max_token_bytes": 10, "providers": []}),
+                "jwt.max_token_bytes",
+            ),
         ];
         for (config, path) in cases {
             assert_eq!(err_path(config.clone()), path, "{config}");
@@ -567,17 +751,32 @@ mod tests {
     #[test]
     fn duplicate_issuers_and_kids_are_refused() {
         let p = json!({"issuer": "a", "jwks": {"keys": [test_keys::ec_public_jwk()]}});
-        assert_eq!(err_path(json!({"providers": [p.clone(), p]})), "jwt.providers[1].issuer");
+        assert_eq!(
+            err_path(json!({"providers": [p.clone(), p]})),
+            "jwt.providers[1].issuer"
+        );
         let mut k = test_keys::ec_public_jwk();
         k["kid"] = json!("one");
-        assert_eq!(err_path(provider(json!({"jwks": {"keys": [k.clone(), k]}}))), "jwt.providers[0].jwks.keys[1].kid");
+        assert_eq!(
+            err_path(provider(json!({"jwks": {"keys": [k.clone(), k]}}))),
+            "jwt.providers[0].jwks.keys[1].kid"
+        );
     }
 
     #[test]
     fn remote_only_provider_is_valid_and_authority_defaults_to_cluster() {
-        let s = compile(json!({"providers": [{"issuer": "a", "remote_jwks": {"cluster": "idp"}}]})).unwrap();
+        let s = compile(json!({"providers": [{"issuer": "a", "remote_jwks": {"cluster": "idp"}}]}))
+            .unwrap();
         let r = s.providers[0].remote.as_ref().unwrap();
-        assert_eq!((r.authority.as_str(), r.path.as_str(), r.timeout_ms, r.min_refetch_interval), ("idp", "/.well-known/jwks.json", 2000, 30));
+        assert_eq!(
+            (
+                r.authority.as_str(),
+                r.path.as_str(),
+                r.timeout_ms,
+                r.min_refetch_interval
+            ),
+            ("idp", "/.well-known/jwks.json", 2000, 30)
+        );
         assert!(s.providers[0].inline_keys.is_empty());
     }
 
@@ -589,7 +788,10 @@ mod tests {
         let broken = json!({"providers": [{"issuer": "a", "jwks": format!("{{\"keys\":[{{\"k\":\"{}\" ", test_keys::HMAC_K)}]});
         assert!(!compile(broken).err().unwrap().message.contains("AyM1"));
 
-        let dto: JwtConfig = serde_json::from_value(json!({"providers": [{"issuer": "a", "jwks": {"keys": [test_keys::hmac_jwk()]}}]})).unwrap();
+        let dto: JwtConfig = serde_json::from_value(
+            json!({"providers": [{"issuer": "a", "jwks": {"keys": [test_keys::hmac_jwk()]}}]}),
+        )
+        .unwrap();
         assert!(!format!("{dto:?}").contains("AyM1"));
         let settings = JwtSettings::compile(dto, "jwt").unwrap();
         assert!(!format!("{settings:?}").contains("AyM1"));

@@ -35,34 +35,59 @@ impl Malformed {
 /// A refused bearer token. Every variant maps to one stable [`JwtError::code`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwtError {
-    TokenTooLarge { bytes: usize, max: usize },
+    TokenTooLarge {
+        bytes: usize,
+        max: usize,
+    },
     Malformed(Malformed),
     AlgNone,
     /// `alg` is unknown, or not on the provider's allow-list. Only a known name is kept.
-    AlgNotAllowed { alg: Option<Alg> },
+    AlgNotAllowed {
+        alg: Option<Alg>,
+    },
     /// An HMAC `alg` aimed at an asymmetric (public) key, or the reverse: the classic
     /// "verify HS256 with the RSA public key as secret" attack.
-    AlgorithmConfusion { alg: Alg, key: KeyFamily },
+    AlgorithmConfusion {
+        alg: Alg,
+        key: KeyFamily,
+    },
     /// The selected key cannot verify this algorithm (wrong type, curve, JWK `alg`, or too short).
-    KeyTypeMismatch { alg: Alg, key: KeyFamily },
+    KeyTypeMismatch {
+        alg: Alg,
+        key: KeyFamily,
+    },
     UnknownKid,
     /// The provider has no usable key at all yet (remote JWKS not fetched or never valid).
     NoVerificationKey,
     CritHeader,
     InvalidSignature,
-    Expired { exp: i64, now: i64 },
-    NotYetValid { nbf: i64, now: i64 },
-    IssuedInFuture { iat: i64, now: i64 },
+    Expired {
+        exp: i64,
+        now: i64,
+    },
+    NotYetValid {
+        nbf: i64,
+        now: i64,
+    },
+    IssuedInFuture {
+        iat: i64,
+        now: i64,
+    },
     UnknownIssuer,
     AudienceMismatch,
     MissingExp,
     MissingSub,
     InvalidSub,
     RefreshToken,
-    LifetimeTooLong { lifetime: i64, max: u64 },
+    LifetimeTooLong {
+        lifetime: i64,
+        max: u64,
+    },
     /// A claim configured in `forward_claims` holds a value that cannot be a header value.
     /// `claim` is the operator's configured claim name, not caller data.
-    UnforwardableClaim { claim: String },
+    UnforwardableClaim {
+        claim: String,
+    },
 }
 
 impl JwtError {
@@ -133,7 +158,13 @@ impl JwtError {
     pub fn description(&self) -> String {
         self.to_string()
             .chars()
-            .map(|c| if c.is_ascii() && (' '..='~').contains(&c) && c != '"' && c != '\\' { c } else { '?' })
+            .map(|c| {
+                if c.is_ascii() && (' '..='~').contains(&c) && c != '"' && c != '\\' {
+                    c
+                } else {
+                    '?'
+                }
+            })
             .collect()
     }
 }
@@ -156,18 +187,36 @@ impl fmt::Display for JwtError {
                 key.describe()
             ),
             Self::KeyTypeMismatch { alg, key } => {
-                write!(f, "the {} key selected cannot verify algorithm {alg}", key.describe())
+                write!(
+                    f,
+                    "the {} key selected cannot verify algorithm {alg}",
+                    key.describe()
+                )
             }
             Self::UnknownKid => f.write_str("token key id is not in the issuer key set"),
-            Self::NoVerificationKey => f.write_str("no verification key is available for this issuer yet"),
-            Self::CritHeader => f.write_str("token has critical header extensions, none are supported"),
+            Self::NoVerificationKey => {
+                f.write_str("no verification key is available for this issuer yet")
+            }
+            Self::CritHeader => {
+                f.write_str("token has critical header extensions, none are supported")
+            }
             Self::InvalidSignature => f.write_str("token signature is invalid"),
-            Self::Expired { exp, now } => write!(f, "token expired {} seconds ago", now.saturating_sub(*exp)),
+            Self::Expired { exp, now } => {
+                write!(f, "token expired {} seconds ago", now.saturating_sub(*exp))
+            }
             Self::NotYetValid { nbf, now } => {
-                write!(f, "token is not valid for another {} seconds", nbf.saturating_sub(*now))
+                write!(
+                    f,
+                    "token is not valid for another {} seconds",
+                    nbf.saturating_sub(*now)
+                )
             }
             Self::IssuedInFuture { iat, now } => {
-                write!(f, "token is issued {} seconds in the future", iat.saturating_sub(*now))
+                write!(
+                    f,
+                    "token is issued {} seconds in the future",
+                    iat.saturating_sub(*now)
+                )
             }
             Self::UnknownIssuer => f.write_str("token issuer is not trusted"),
             Self::AudienceMismatch => f.write_str("token audience does not include this api"),
@@ -178,7 +227,10 @@ impl fmt::Display for JwtError {
             }
             Self::RefreshToken => f.write_str("a refresh token cannot be used as an access token"),
             Self::LifetimeTooLong { lifetime, max } => {
-                write!(f, "token lifetime of {lifetime} seconds exceeds the maximum of {max}")
+                write!(
+                    f,
+                    "token lifetime of {lifetime} seconds exceeds the maximum of {max}"
+                )
             }
             Self::UnforwardableClaim { claim } => {
                 write!(f, "claim {claim} cannot be forwarded as a header value")
@@ -193,17 +245,29 @@ impl std::error::Error for JwtError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksError {
     /// `provider` is out of range or has no `remote_jwks`.
-    UnknownProvider { provider: usize },
+    UnknownProvider {
+        provider: usize,
+    },
     /// Connection failure, reset or timeout.
     Transport,
-    HttpStatus { status: u16 },
-    BodyTooLarge { bytes: usize, max: usize },
+    HttpStatus {
+        status: u16,
+    },
+    BodyTooLarge {
+        bytes: usize,
+        max: usize,
+    },
     /// Not JSON at all.
-    InvalidJson { line: usize, column: usize },
+    InvalidJson {
+        line: usize,
+        column: usize,
+    },
     /// JSON, but not an object with a `keys` array.
     NotAKeySet,
     /// The document parsed, but no key in it is usable.
-    NoUsableKeys { skipped: usize },
+    NoUsableKeys {
+        skipped: usize,
+    },
 }
 
 impl JwksError {
@@ -232,7 +296,10 @@ impl fmt::Display for JwksError {
                 write!(f, "jwks body is {bytes} bytes, more than the {max} allowed")
             }
             Self::InvalidJson { line, column } => {
-                write!(f, "jwks body is not valid json (line {line} column {column})")
+                write!(
+                    f,
+                    "jwks body is not valid json (line {line} column {column})"
+                )
             }
             Self::NotAKeySet => f.write_str("jwks body is not a json object with a keys array"),
             Self::NoUsableKeys { skipped } => {
@@ -253,9 +320,15 @@ mod tests {
 
     #[test]
     fn description_is_rfc6750_safe_even_with_odd_operator_names() {
-        let err = JwtError::UnforwardableClaim { claim: "t\"en\\ant\u{e9}\n".to_owned() };
+        let err = JwtError::UnforwardableClaim {
+            claim: "t\"en\\ant\u{e9}\n".to_owned(),
+        };
         let d = err.description();
-        assert!(d.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'), "{d}");
+        assert!(
+            d.bytes()
+                .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'),
+            "{d}"
+        );
         assert!(d.contains("t?en?ant??"));
     }
 
@@ -266,7 +339,10 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), JwtError::ALL_CODES.len());
         for code in codes {
-            assert!(code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{code}");
+            assert!(
+                code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code}"
+            );
         }
     }
 }

@@ -95,10 +95,16 @@ pub struct JwkProblem {
 }
 
 fn problem(field: &'static str, message: impl Into<Cow<'static, str>>) -> JwkProblem {
-    JwkProblem { field, message: message.into() }
+    JwkProblem {
+        field,
+        message: message.into(),
+    }
 }
 
-fn opt_str<'a>(jwk: &'a Map<String, Value>, field: &'static str) -> Result<Option<&'a str>, JwkProblem> {
+fn opt_str<'a>(
+    jwk: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<&'a str>, JwkProblem> {
     match jwk.get(field) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -135,7 +141,9 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
         }
     }
     if let Some(ops) = jwk.get("key_ops") {
-        let verify = ops.as_array().is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
+        let verify = ops
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
         if !verify {
             return Err(problem("key_ops", "does not include verify"));
         }
@@ -143,7 +151,10 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
     let alg = match opt_str(jwk, "alg")? {
         None => None,
         Some(name) => Some(Alg::from_name(name).ok_or_else(|| {
-            problem("alg", "is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 EdDSA")
+            problem(
+                "alg",
+                "is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 EdDSA",
+            )
         })?),
     };
 
@@ -155,7 +166,10 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
             }
             let secret = req_bytes(jwk, "k")?;
             if secret.len() < 32 {
-                return Err(problem("k", "an HMAC secret must be at least 32 bytes (RFC 7518 section 3.2)"));
+                return Err(problem(
+                    "k",
+                    "an HMAC secret must be at least 32 bytes (RFC 7518 section 3.2)",
+                ));
             }
             let len = secret.len();
             (KeyMaterial::Hmac(Hs256Key::new(secret)), len)
@@ -166,10 +180,24 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
             let e = req_bytes(jwk, "e")?;
             let bits = bit_length(&n);
             if bits < MIN_RSA_BITS {
-                return Err(problem("n", format!("the RSA modulus has {bits} bits, at least {MIN_RSA_BITS} are required")));
+                return Err(problem(
+                    "n",
+                    format!(
+                        "the RSA modulus has {bits} bits, at least {MIN_RSA_BITS} are required"
+                    ),
+                ));
             }
-            let jwk = JsonWebKey::Rsa { modulus: Cow::Owned(n), public_exponent: Cow::Owned(e), private_parts: None };
-            let key = RsaPublicKey::try_from(&jwk).map_err(|_| problem("n", "is not a valid RSA public key (modulus up to 4096 bits, valid exponent)"))?;
+            let jwk = JsonWebKey::Rsa {
+                modulus: Cow::Owned(n),
+                public_exponent: Cow::Owned(e),
+                private_parts: None,
+            };
+            let key = RsaPublicKey::try_from(&jwk).map_err(|_| {
+                problem(
+                    "n",
+                    "is not a valid RSA public key (modulus up to 4096 bits, valid exponent)",
+                )
+            })?;
             (KeyMaterial::Rsa(key), bits)
         }
         "EC" => {
@@ -179,8 +207,14 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
             }
             let x = req_bytes(jwk, "x")?;
             let y = req_bytes(jwk, "y")?;
-            let jwk = JsonWebKey::EllipticCurve { curve: Cow::Borrowed("P-256"), x: Cow::Owned(x), y: Cow::Owned(y), secret: None };
-            let key = Es256PublicKey::try_from(&jwk).map_err(|_| problem("x", "x and y are not a point on P-256"))?;
+            let jwk = JsonWebKey::EllipticCurve {
+                curve: Cow::Borrowed("P-256"),
+                x: Cow::Owned(x),
+                y: Cow::Owned(y),
+                secret: None,
+            };
+            let key = Es256PublicKey::try_from(&jwk)
+                .map_err(|_| problem("x", "x and y are not a point on P-256"))?;
             (KeyMaterial::Es256(key), 256)
         }
         "OKP" => {
@@ -189,16 +223,32 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
                 return Err(problem("crv", "only Ed25519 is supported for OKP keys"));
             }
             let x = req_bytes(jwk, "x")?;
-            let jwk = JsonWebKey::KeyPair { curve: Cow::Borrowed("Ed25519"), x: Cow::Owned(x), secret: None };
-            let key = Ed25519PublicKey::try_from(&jwk).map_err(|_| problem("x", "is not a 32-byte Ed25519 public key"))?;
+            let jwk = JsonWebKey::KeyPair {
+                curve: Cow::Borrowed("Ed25519"),
+                x: Cow::Owned(x),
+                secret: None,
+            };
+            let key = Ed25519PublicKey::try_from(&jwk)
+                .map_err(|_| problem("x", "is not a 32-byte Ed25519 public key"))?;
             (KeyMaterial::Ed25519(key), 256)
         }
         _ => return Err(problem("kty", "must be oct, RSA, EC or OKP")),
     };
-    let key = VerifyKey { kid: kid.map(str::to_owned), alg, material, size };
+    let key = VerifyKey {
+        kid: kid.map(str::to_owned),
+        alg,
+        material,
+        size,
+    };
     if let Some(alg) = alg {
         if !key.supports(alg) {
-            return Err(problem("alg", format!("{alg} cannot be used with a {} key of this size", key.family().describe())));
+            return Err(problem(
+                "alg",
+                format!(
+                    "{alg} cannot be used with a {} key of this size",
+                    key.family().describe()
+                ),
+            ));
         }
     }
     Ok(key)
@@ -207,7 +257,10 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
 fn refuse_private(jwk: &Map<String, Value>) -> Result<(), JwkProblem> {
     // A published private key is compromised; refusing it also keeps it out of VM memory.
     match PRIVATE_MEMBERS.iter().find(|m| jwk.contains_key(**m)) {
-        Some(member) => Err(problem(member, "private key material must not be in a JWKS: publish the public key only")),
+        Some(member) => Err(problem(
+            member,
+            "private key material must not be in a JWKS: publish the public key only",
+        )),
         None => Ok(()),
     }
 }
@@ -295,7 +348,17 @@ mod tests {
         assert_eq!(rsa.family(), KeyFamily::Rsa);
         assert_eq!(rsa.size, 2048);
         let algs: Vec<_> = rsa.algorithms().collect();
-        assert_eq!(algs, vec![Alg::Rs256, Alg::Rs384, Alg::Rs512, Alg::Ps256, Alg::Ps384, Alg::Ps512]);
+        assert_eq!(
+            algs,
+            vec![
+                Alg::Rs256,
+                Alg::Rs384,
+                Alg::Rs512,
+                Alg::Ps256,
+                Alg::Ps384,
+                Alg::Ps512
+            ]
+        );
 
         let ec = parse_jwk(&obj(test_keys::ec_public_jwk()), KeySource::Remote).unwrap();
         assert_eq!(ec.algorithms().collect::<Vec<_>>(), vec![Alg::Es256]);
@@ -305,7 +368,10 @@ mod tests {
 
         let hmac = parse_jwk(&obj(test_keys::hmac_jwk()), KeySource::Inline).unwrap();
         // The RFC 7515 A.1 key is 64 bytes: long enough for every HS algorithm.
-        assert_eq!(hmac.algorithms().collect::<Vec<_>>(), vec![Alg::Hs256, Alg::Hs384, Alg::Hs512]);
+        assert_eq!(
+            hmac.algorithms().collect::<Vec<_>>(),
+            vec![Alg::Hs256, Alg::Hs384, Alg::Hs512]
+        );
     }
 
     #[test]
@@ -314,7 +380,10 @@ mod tests {
         let key = parse_jwk(&obj(k32), KeySource::Inline).unwrap();
         assert_eq!(key.algorithms().collect::<Vec<_>>(), vec![Alg::Hs256]);
         let k16 = json!({"kty": "oct", "k": "AAAAAAAAAAAAAAAAAAAAAA"});
-        assert_eq!(parse_jwk(&obj(k16), KeySource::Inline).unwrap_err().field, "k");
+        assert_eq!(
+            parse_jwk(&obj(k16), KeySource::Inline).unwrap_err().field,
+            "k"
+        );
     }
 
     #[test]
@@ -326,10 +395,16 @@ mod tests {
 
         let mut wrong = test_keys::rsa_public_jwk();
         wrong["alg"] = json!("ES256");
-        assert_eq!(parse_jwk(&obj(wrong), KeySource::Inline).unwrap_err().field, "alg");
+        assert_eq!(
+            parse_jwk(&obj(wrong), KeySource::Inline).unwrap_err().field,
+            "alg"
+        );
         let mut none = test_keys::rsa_public_jwk();
         none["alg"] = json!("none");
-        assert_eq!(parse_jwk(&obj(none), KeySource::Inline).unwrap_err().field, "alg");
+        assert_eq!(
+            parse_jwk(&obj(none), KeySource::Inline).unwrap_err().field,
+            "alg"
+        );
     }
 
     #[test]
@@ -340,21 +415,34 @@ mod tests {
             (json!({"kty": "oct", "k": "abc"}), "k"),
             (json!({"kty": "RSA", "n": "AQAB"}), "e"),
             (json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}), "n"),
-            (json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}), "crv"),
-            (json!({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}), "x"),
+            (
+                json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}),
+                "crv",
+            ),
+            (
+                json!({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}),
+                "x",
+            ),
             (json!({"kty": "OKP", "crv": "X25519", "x": "AA"}), "crv"),
             (json!({"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}), "x"),
             (json!({"kty": "XYZ"}), "kty"),
             (json!({"k": "AAAA"}), "kty"),
             (json!({"kty": 5}), "kty"),
             (json!({"kty": "oct", "k": secret, "use": "enc"}), "use"),
-            (json!({"kty": "oct", "k": secret, "key_ops": ["sign"]}), "key_ops"),
+            (
+                json!({"kty": "oct", "k": secret, "key_ops": ["sign"]}),
+                "key_ops",
+            ),
             (json!({"kty": "oct", "k": secret, "kid": ""}), "kid"),
         ];
         for (jwk, field) in cases {
             let err = parse_jwk(&obj(jwk.clone()), KeySource::Inline).unwrap_err();
             assert_eq!(err.field, field, "{jwk}");
-            assert!(!err.message.contains(secret) && !err.message.contains("AAAA"), "{}", err.message);
+            assert!(
+                !err.message.contains(secret) && !err.message.contains("AAAA"),
+                "{}",
+                err.message
+            );
         }
     }
 
@@ -365,7 +453,12 @@ mod tests {
         let err = parse_jwk(&obj(private), KeySource::Inline).unwrap_err();
         assert_eq!(err.field, "d");
         assert!(!err.message.contains("jpsQ"));
-        assert_eq!(parse_jwk(&obj(test_keys::hmac_jwk()), KeySource::Remote).unwrap_err().field, "kty");
+        assert_eq!(
+            parse_jwk(&obj(test_keys::hmac_jwk()), KeySource::Remote)
+                .unwrap_err()
+                .field,
+            "kty"
+        );
     }
 
     #[test]

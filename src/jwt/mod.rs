@@ -14,9 +14,9 @@ mod config;
 mod error;
 mod jwks;
 mod remote;
-mod token;
 #[cfg(test)]
 pub(crate) mod test_keys;
+mod token;
 
 use std::rc::Rc;
 
@@ -24,7 +24,9 @@ use serde_json::Value;
 
 pub use self::alg::Alg;
 pub use self::claims::VerifiedJwt;
-pub use self::config::{JwtConfig, JwtSettings, ProviderConfig, RefreshClaimConfig, RemoteJwksConfig};
+pub use self::config::{
+    JwtConfig, JwtSettings, ProviderConfig, RefreshClaimConfig, RemoteJwksConfig,
+};
 pub use self::error::{JwksError, JwtError, Malformed};
 
 use self::alg::KeyFamily;
@@ -66,9 +68,17 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     pub fn new(settings: Rc<JwtSettings>) -> Self {
-        let providers = settings.providers.iter().map(|_| ProviderState::default()).collect();
+        let providers = settings
+            .providers
+            .iter()
+            .map(|_| ProviderState::default())
+            .collect();
         let cache = TokenCache::new(settings.cache_max_entries);
-        Self { settings, providers, cache }
+        Self {
+            settings,
+            providers,
+            cache,
+        }
     }
 
     pub fn settings(&self) -> &JwtSettings {
@@ -84,7 +94,10 @@ impl JwtVerifier {
     pub fn verify(&mut self, token: &str, now_unix: i64) -> Result<VerifiedJwt, JwtError> {
         let max = self.settings.max_token_bytes;
         if token.len() > max {
-            return Err(JwtError::TokenTooLarge { bytes: token.len(), max });
+            return Err(JwtError::TokenTooLarge {
+                bytes: token.len(),
+                max,
+            });
         }
         let digest = self.cache.enabled().then(|| cache::digest(token));
         if let Some(key) = &digest {
@@ -120,12 +133,24 @@ impl JwtVerifier {
             }
         };
         let settings = Rc::clone(&self.settings);
-        let provider = settings.providers.get(index).ok_or(JwtError::UnknownIssuer)?;
-        let (verified, times) =
-            claims::validate(provider, index, parsed.header_typ(), unverified.into_verified(proof), now_unix)?;
+        let provider = settings
+            .providers
+            .get(index)
+            .ok_or(JwtError::UnknownIssuer)?;
+        let (verified, times) = claims::validate(
+            provider,
+            index,
+            parsed.header_typ(),
+            unverified.into_verified(proof),
+            now_unix,
+        )?;
         // Tokens without exp are not cached: nothing would ever expire them.
         if let (Some(key), Some(exp)) = (digest, times.exp) {
-            let entry = CacheEntry { verified: verified.clone(), times, valid_until: exp.saturating_add(provider.clock_skew) };
+            let entry = CacheEntry {
+                verified: verified.clone(),
+                times,
+                valid_until: exp.saturating_add(provider.clock_skew),
+            };
             self.cache.insert(key, entry, now_unix);
         }
         Ok(verified)
@@ -133,12 +158,23 @@ impl JwtVerifier {
 
     /// Finds the key and checks the signature. The algorithm must be on the provider's
     /// allow-list *and* supported by the key; the header's `alg` alone never decides.
-    fn check_signature(&self, index: usize, parsed: &ParsedToken<'_>) -> Result<SignatureChecked, JwtError> {
-        let (Some(provider), Some(state)) = (self.settings.providers.get(index), self.providers.get(index)) else {
+    fn check_signature(
+        &self,
+        index: usize,
+        parsed: &ParsedToken<'_>,
+    ) -> Result<SignatureChecked, JwtError> {
+        let (Some(provider), Some(state)) = (
+            self.settings.providers.get(index),
+            self.providers.get(index),
+        ) else {
             return Err(JwtError::UnknownIssuer);
         };
         let alg = parsed.alg();
-        if provider.algorithms.as_ref().is_some_and(|list| !list.contains(&alg)) {
+        if provider
+            .algorithms
+            .as_ref()
+            .is_some_and(|list| !list.contains(&alg))
+        {
             return Err(JwtError::AlgNotAllowed { alg: Some(alg) });
         }
         let keys = || provider.inline_keys.iter().chain(state.remote_keys.iter());
@@ -154,7 +190,11 @@ impl JwtVerifier {
                 let mut named = keys().filter(|k| k.kid.as_deref() == Some(kid)).peekable();
                 let Some(first_family) = named.peek().map(|k| k.family()) else {
                     // Distinguish "this kid is unknown" from "no keys at all yet" for operators.
-                    return Err(if keys().next().is_some() { JwtError::UnknownKid } else { JwtError::NoVerificationKey });
+                    return Err(if keys().next().is_some() {
+                        JwtError::UnknownKid
+                    } else {
+                        JwtError::NoVerificationKey
+                    });
                 };
                 match named.find(|k| k.supports(alg)) {
                     Some(key) => parsed.check_signature(key),
@@ -176,7 +216,10 @@ impl JwtVerifier {
                 let mut families = keys().map(VerifyKey::family);
                 let first = families.next().ok_or(JwtError::NoVerificationKey)?;
                 if first == alg.family() || families.any(|f| f == alg.family()) {
-                    Err(JwtError::KeyTypeMismatch { alg, key: alg.family() })
+                    Err(JwtError::KeyTypeMismatch {
+                        alg,
+                        key: alg.family(),
+                    })
                 } else {
                     Err(mismatch(first))
                 }
@@ -185,9 +228,13 @@ impl JwtVerifier {
     }
 
     fn request_refetch(&mut self, index: usize, now: i64) {
-        if let (Some(remote), Some(state)) =
-            (self.settings.providers.get(index).and_then(|p| p.remote.as_ref()), self.providers.get_mut(index))
-        {
+        if let (Some(remote), Some(state)) = (
+            self.settings
+                .providers
+                .get(index)
+                .and_then(|p| p.remote.as_ref()),
+            self.providers.get_mut(index),
+        ) {
             state.schedule.request_refetch(remote, now);
         }
     }
@@ -196,8 +243,16 @@ impl JwtVerifier {
     /// retry after failure, unknown-kid refetch rate-limited). Marks them in flight.
     pub fn jwks_fetches_due(&mut self, now_unix: i64) -> Vec<JwksFetch> {
         let mut due = Vec::new();
-        for (index, (provider, state)) in self.settings.providers.iter().zip(self.providers.iter_mut()).enumerate() {
-            let Some(remote) = &provider.remote else { continue };
+        for (index, (provider, state)) in self
+            .settings
+            .providers
+            .iter()
+            .zip(self.providers.iter_mut())
+            .enumerate()
+        {
+            let Some(remote) = &provider.remote else {
+                continue;
+            };
             if state.schedule.due(remote, now_unix) {
                 state.schedule.started(now_unix);
                 due.push(JwksFetch {
@@ -223,9 +278,13 @@ impl JwtVerifier {
         now_unix: i64,
     ) -> Result<usize, JwksError> {
         let settings = Rc::clone(&self.settings);
-        let (Some(remote), Some(state)) =
-            (settings.providers.get(provider).and_then(|p| p.remote.as_ref()), self.providers.get_mut(provider))
-        else {
+        let (Some(remote), Some(state)) = (
+            settings
+                .providers
+                .get(provider)
+                .and_then(|p| p.remote.as_ref()),
+            self.providers.get_mut(provider),
+        ) else {
             return Err(JwksError::UnknownProvider { provider });
         };
         let keys = match parse_remote_jwks(status, body) {
@@ -254,20 +313,31 @@ fn parse_remote_jwks(status: Option<u16>, body: &[u8]) -> Result<Vec<VerifyKey>,
         Some(status) => return Err(JwksError::HttpStatus { status }),
     }
     if body.len() > MAX_JWKS_BYTES {
-        return Err(JwksError::BodyTooLarge { bytes: body.len(), max: MAX_JWKS_BYTES });
+        return Err(JwksError::BodyTooLarge {
+            bytes: body.len(),
+            max: MAX_JWKS_BYTES,
+        });
     }
-    let doc: Value = serde_json::from_slice(body)
-        .map_err(|e| JwksError::InvalidJson { line: e.line(), column: e.column() })?;
+    let doc: Value = serde_json::from_slice(body).map_err(|e| JwksError::InvalidJson {
+        line: e.line(),
+        column: e.column(),
+    })?;
     let entries = key_array(&doc).ok_or(JwksError::NotAKeySet)?;
     // Keys we cannot use (encryption keys, other curves, oct, malformed) are skipped, not fatal:
     // real JWKS documents mix purposes.
     let keys: Vec<VerifyKey> = entries
         .iter()
         .take(MAX_KEYS_PER_SET)
-        .filter_map(|entry| entry.as_object().and_then(|jwk| parse_jwk(jwk, KeySource::Remote).ok()))
+        .filter_map(|entry| {
+            entry
+                .as_object()
+                .and_then(|jwk| parse_jwk(jwk, KeySource::Remote).ok())
+        })
         .collect();
     if keys.is_empty() {
-        return Err(JwksError::NoUsableKeys { skipped: entries.len() });
+        return Err(JwksError::NoUsableKeys {
+            skipped: entries.len(),
+        });
     }
     Ok(keys)
 }

@@ -19,7 +19,8 @@ impl FetchSchedule {
     /// blocking after twice its timeout.
     pub fn due(&self, r: &RemoteJwks, now: i64) -> bool {
         if let Some(since) = self.in_flight_since {
-            let give_up = i64::try_from(r.timeout_ms.saturating_mul(2) / 1000 + 1).unwrap_or(i64::MAX);
+            let give_up =
+                i64::try_from(r.timeout_ms.saturating_mul(2) / 1000 + 1).unwrap_or(i64::MAX);
             if now < since.saturating_add(give_up) {
                 return false;
             }
@@ -47,7 +48,9 @@ impl FetchSchedule {
     /// A token named a `kid` we do not know: bring the next fetch forward if the rate limit
     /// allows. Returns whether it did.
     pub fn request_refetch(&mut self, r: &RemoteJwks, now: i64) -> bool {
-        let allowed = self.last_started.map_or(true, |t| now >= t.saturating_add(r.min_refetch_interval));
+        let allowed = self
+            .last_started
+            .map_or(true, |t| now >= t.saturating_add(r.min_refetch_interval));
         if allowed && self.in_flight_since.is_none() {
             self.next_at = Some(self.next_at.map_or(now, |at| at.min(now)));
             return true;
@@ -111,7 +114,10 @@ mod tests {
         let mut s = FetchSchedule::default();
         s.started(0);
         s.succeeded(&r, 0);
-        assert!(!s.request_refetch(&r, 10), "within min_refetch_interval of the last fetch");
+        assert!(
+            !s.request_refetch(&r, 10),
+            "within min_refetch_interval of the last fetch"
+        );
         assert!(!s.due(&r, 10));
         assert!(s.request_refetch(&r, 30));
         assert!(s.due(&r, 30));

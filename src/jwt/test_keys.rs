@@ -1,7 +1,9 @@
 //! Test-only fixed keys (all from RFC examples, so no key generation at test time) and a small
 //! token minter that can write any header, including hostile ones.
 
-use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa, RsaPrivateKey};
+use jwt_compact::alg::{
+    Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa, RsaPrivateKey,
+};
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use serde_json::{json, Value};
@@ -9,7 +11,8 @@ use serde_json::{json, Value};
 use super::alg::Alg;
 
 /// RFC 7515 Appendix A.1: the HMAC SHA-256 key (64 bytes).
-pub const HMAC_K: &str = "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
+pub const HMAC_K: &str =
+    "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
 
 /// RFC 7515 Appendix A.1 / A.2 / A.3 JWS examples (payload
 /// `{"iss":"joe","exp":1300819380,"http://example.com/is_root":true}`).
@@ -61,7 +64,10 @@ pub fn other_ec_public_jwk() -> Value {
 }
 
 fn other_ec_signing_key() -> <Es256 as Algorithm>::SigningKey {
-    <<Es256 as Algorithm>::SigningKey as jwt_compact::alg::SigningKey<Es256>>::from_slice(&[7u8; 32]).unwrap()
+    <<Es256 as Algorithm>::SigningKey as jwt_compact::alg::SigningKey<Es256>>::from_slice(
+        &[7u8; 32],
+    )
+    .unwrap()
 }
 
 fn private_jwk(v: Value) -> JsonWebKey<'static> {
@@ -81,7 +87,11 @@ pub fn b64url(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -93,31 +103,73 @@ pub fn b64url(bytes: &[u8]) -> String {
 
 /// Signs `header.claims` (both given as JSON values, written verbatim) with `alg`.
 pub fn mint_with(alg: Alg, signer: Signer, header: &Value, claims: &Value) -> String {
-    let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
     let hmac_secret = match signer {
         Signer::Rfc => crate::jwt::jwks::b64url_decode(HMAC_K).unwrap(),
         Signer::Other => vec![0x42; 64],
     };
-    let rsa = || RsaPrivateKey::try_from(&private_jwk(json!({"kty": "RSA", "n": RSA_N, "e": "AQAB", "d": RSA_D, "p": RSA_P, "q": RSA_Q}))).unwrap();
+    let rsa = || {
+        RsaPrivateKey::try_from(&private_jwk(
+            json!({"kty": "RSA", "n": RSA_N, "e": "AQAB", "d": RSA_D, "p": RSA_P, "q": RSA_Q}),
+        ))
+        .unwrap()
+    };
     let sig: Vec<u8> = match alg {
-        Alg::Hs256 => Hs256.sign(&Hs256Key::new(&hmac_secret), input.as_bytes()).as_bytes().to_vec(),
-        Alg::Hs384 => Hs384.sign(&Hs384Key::new(&hmac_secret), input.as_bytes()).as_bytes().to_vec(),
-        Alg::Hs512 => Hs512.sign(&Hs512Key::new(&hmac_secret), input.as_bytes()).as_bytes().to_vec(),
-        Alg::Rs256 => Rsa::rs256().sign(&rsa(), input.as_bytes()).as_bytes().to_vec(),
-        Alg::Rs384 => Rsa::rs384().sign(&rsa(), input.as_bytes()).as_bytes().to_vec(),
-        Alg::Rs512 => Rsa::rs512().sign(&rsa(), input.as_bytes()).as_bytes().to_vec(),
-        Alg::Ps256 => Rsa::ps256().sign(&rsa(), input.as_bytes()).as_bytes().to_vec(),
-        Alg::Ps384 => Rsa::ps384().sign(&rsa(), input.as_bytes()).as_bytes().to_vec(),
-        Alg::Ps512 => Rsa::ps512().sign(&rsa(), input.as_bytes()).as_bytes().to_vec(),
+        Alg::Hs256 => Hs256
+            .sign(&Hs256Key::new(&hmac_secret), input.as_bytes())
+            .as_bytes()
+            .to_vec(),
+        Alg::Hs384 => Hs384
+            .sign(&Hs384Key::new(&hmac_secret), input.as_bytes())
+            .as_bytes()
+            .to_vec(),
+        Alg::Hs512 => Hs512
+            .sign(&Hs512Key::new(&hmac_secret), input.as_bytes())
+            .as_bytes()
+            .to_vec(),
+        Alg::Rs256 => Rsa::rs256()
+            .sign(&rsa(), input.as_bytes())
+            .as_bytes()
+            .to_vec(),
+        Alg::Rs384 => Rsa::rs384()
+            .sign(&rsa(), input.as_bytes())
+            .as_bytes()
+            .to_vec(),
+        Alg::Rs512 => Rsa::rs512()
+            .sign(&rsa(), input.as_bytes())
+            .as_bytes()
+            .to_vec(),
+        Alg::Ps256 => Rsa::ps256()
+            .sign(&rsa(), input.as_bytes())
+            .as_bytes()
+            .to_vec(),
+        Alg::Ps384 => Rsa::ps384()
+            .sign(&rsa(), input.as_bytes())
+            .as_bytes()
+            .to_vec(),
+        Alg::Ps512 => Rsa::ps512()
+            .sign(&rsa(), input.as_bytes())
+            .as_bytes()
+            .to_vec(),
         Alg::Es256 => {
             let key = match signer {
-                Signer::Rfc => <Es256 as Algorithm>::SigningKey::try_from(&private_jwk(json!({"kty": "EC", "crv": "P-256", "x": EC_X, "y": EC_Y, "d": EC_D}))).unwrap(),
+                Signer::Rfc => <Es256 as Algorithm>::SigningKey::try_from(&private_jwk(
+                    json!({"kty": "EC", "crv": "P-256", "x": EC_X, "y": EC_Y, "d": EC_D}),
+                ))
+                .unwrap(),
                 Signer::Other => other_ec_signing_key(),
             };
             Es256.sign(&key, input.as_bytes()).as_bytes().to_vec()
         }
         Alg::EdDsa => {
-            let key = <Ed25519 as Algorithm>::SigningKey::try_from(&private_jwk(json!({"kty": "OKP", "crv": "Ed25519", "x": ED_X, "d": ED_D}))).unwrap();
+            let key = <Ed25519 as Algorithm>::SigningKey::try_from(&private_jwk(
+                json!({"kty": "OKP", "crv": "Ed25519", "x": ED_X, "d": ED_D}),
+            ))
+            .unwrap();
             Ed25519.sign(&key, input.as_bytes()).as_bytes().to_vec()
         }
     };

@@ -70,7 +70,6 @@ fn kid_for(alg: Alg) -> &'static str {
     }
 }
 
-
 #[test]
 fn every_algorithm_verifies_with_its_key() {
     let mut v = verifier(all_keys_config());
@@ -78,11 +77,16 @@ fn every_algorithm_verifies_with_its_key() {
         // With and without kid: without, the key is found by algorithm support.
         for kid in [Some(kid_for(alg)), None] {
             let token = mint(alg, kid, &claims());
-            let verified = v.verify(&token, NOW).unwrap_or_else(|e| panic!("{alg} kid {kid:?}: {e}"));
+            let verified = v
+                .verify(&token, NOW)
+                .unwrap_or_else(|e| panic!("{alg} kid {kid:?}: {e}"));
             assert_eq!(verified.subject, "user-1");
             assert_eq!(verified.issuer, ISS);
             assert_eq!(verified.provider, 0);
-            assert_eq!(verified.forward_headers, vec![("x-tenant".to_owned(), "acme".to_owned())]);
+            assert_eq!(
+                verified.forward_headers,
+                vec![("x-tenant".to_owned(), "acme".to_owned())]
+            );
         }
     }
 }
@@ -99,11 +103,21 @@ fn every_algorithm_refuses_a_signature_by_another_key() {
     let rs = mint(Alg::Rs256, Some("rsa"), &claims());
     let ps = mint(Alg::Ps256, Some("rsa"), &claims());
     let ps_sig = ps.rsplit('.').next().unwrap_or_default();
-    assert_eq!(code(&mut v, &with_segment(&rs, 2, ps_sig)), "invalid_signature");
+    assert_eq!(
+        code(&mut v, &with_segment(&rs, 2, ps_sig)),
+        "invalid_signature"
+    );
     let ed = mint(Alg::EdDsa, Some("ed"), &claims());
-    let ed_other = mint(Alg::EdDsa, Some("ed"), &with(claims(), "sub", json!("user-2")));
+    let ed_other = mint(
+        Alg::EdDsa,
+        Some("ed"),
+        &with(claims(), "sub", json!("user-2")),
+    );
     let sig = ed_other.rsplit('.').next().unwrap_or_default();
-    assert_eq!(code(&mut v, &with_segment(&ed, 2, sig)), "invalid_signature");
+    assert_eq!(
+        code(&mut v, &with_segment(&ed, 2, sig)),
+        "invalid_signature"
+    );
 }
 
 /// RFC 7515 A.1–A.3 tokens have no `sub`: the full path must get past the signature (it
@@ -113,16 +127,43 @@ fn every_algorithm_refuses_a_signature_by_another_key() {
 fn rfc7515_appendix_a1_a2_a3_examples_pass_the_signature_step() {
     let before_exp = test_keys::RFC7515_EXP - 100;
     for (token, good, wrong) in [
-        (test_keys::RFC7515_A1_HS256, test_keys::hmac_jwk(), json!({"kty": "oct", "k": b64url(&[9; 64])})),
-        (test_keys::RFC7515_A2_RS256, test_keys::rsa_public_jwk(), test_keys::other_rsa_public_jwk()),
-        (test_keys::RFC7515_A3_ES256, test_keys::ec_public_jwk(), test_keys::other_ec_public_jwk()),
+        (
+            test_keys::RFC7515_A1_HS256,
+            test_keys::hmac_jwk(),
+            json!({"kty": "oct", "k": b64url(&[9; 64])}),
+        ),
+        (
+            test_keys::RFC7515_A2_RS256,
+            test_keys::rsa_public_jwk(),
+            test_keys::other_rsa_public_jwk(),
+        ),
+        (
+            test_keys::RFC7515_A3_ES256,
+            test_keys::ec_public_jwk(),
+            test_keys::other_ec_public_jwk(),
+        ),
     ] {
-        let config = |jwk: &Value| json!({"providers": [{"issuer": "joe", "jwks": {"keys": [jwk]}}]});
+        let config =
+            |jwk: &Value| json!({"providers": [{"issuer": "joe", "jwks": {"keys": [jwk]}}]});
         let mut v = verifier(config(&good));
-        assert_eq!(v.verify(token, before_exp).map(|j| j.subject), Err(JwtError::MissingSub), "{token}");
-        assert_eq!(v.verify(token, test_keys::RFC7515_EXP + 60).err(), Some(JwtError::Expired { exp: test_keys::RFC7515_EXP, now: test_keys::RFC7515_EXP + 60 }));
+        assert_eq!(
+            v.verify(token, before_exp).map(|j| j.subject),
+            Err(JwtError::MissingSub),
+            "{token}"
+        );
+        assert_eq!(
+            v.verify(token, test_keys::RFC7515_EXP + 60).err(),
+            Some(JwtError::Expired {
+                exp: test_keys::RFC7515_EXP,
+                now: test_keys::RFC7515_EXP + 60
+            })
+        );
         let mut w = verifier(config(&wrong));
-        assert_eq!(w.verify(token, before_exp).err(), Some(JwtError::InvalidSignature), "{token}");
+        assert_eq!(
+            w.verify(token, before_exp).err(),
+            Some(JwtError::InvalidSignature),
+            "{token}"
+        );
     }
 }
 
@@ -131,7 +172,10 @@ fn rfc8037_a4_example_verifies_as_jws_but_is_not_a_jwt() {
     // The signature step accepts it (see token.rs); as an access token its text payload is
     // refused before any key is consulted.
     let mut v = verifier(all_keys_config());
-    assert_eq!(v.verify(test_keys::RFC8037_A4_JWS, NOW).err(), Some(JwtError::Malformed(Malformed::Claims)));
+    assert_eq!(
+        v.verify(test_keys::RFC8037_A4_JWS, NOW).err(),
+        Some(JwtError::Malformed(Malformed::Claims))
+    );
 }
 
 #[test]
@@ -141,12 +185,16 @@ fn every_bit_flip_of_a_valid_token_is_refused() {
         let token = mint(alg, Some(kid_for(alg)), &claims());
         assert!(v.verify(&token, NOW).is_ok());
         for index in 0..3 {
-            let mut bytes = jwks::b64url_decode(token.split('.').nth(index).unwrap_or_default()).unwrap();
+            let mut bytes =
+                jwks::b64url_decode(token.split('.').nth(index).unwrap_or_default()).unwrap();
             for bit in 0..bytes.len() * 8 {
                 bytes[bit / 8] ^= 1 << (bit % 8);
                 let mutated = with_segment(&token, index, &b64url(&bytes));
                 bytes[bit / 8] ^= 1 << (bit % 8);
-                assert!(v.verify(&mutated, NOW).is_err(), "{alg} segment {index} bit {bit}");
+                assert!(
+                    v.verify(&mutated, NOW).is_err(),
+                    "{alg} segment {index} bit {bit}"
+                );
             }
         }
         // The original is still fine (and was cached: the mutations were not cache hits).
@@ -159,12 +207,16 @@ fn rsa_bit_flips_of_header_claims_and_signature_are_refused() {
     let mut v = verifier(all_keys_config());
     let token = mint(Alg::Rs256, Some("rsa"), &claims());
     for index in 0..3 {
-        let mut bytes = jwks::b64url_decode(token.split('.').nth(index).unwrap_or_default()).unwrap();
+        let mut bytes =
+            jwks::b64url_decode(token.split('.').nth(index).unwrap_or_default()).unwrap();
         for bit in (0..bytes.len() * 8).step_by(97) {
             bytes[bit / 8] ^= 1 << (bit % 8);
             let mutated = with_segment(&token, index, &b64url(&bytes));
             bytes[bit / 8] ^= 1 << (bit % 8);
-            assert!(v.verify(&mutated, NOW).is_err(), "segment {index} bit {bit}");
+            assert!(
+                v.verify(&mutated, NOW).is_err(),
+                "segment {index} bit {bit}"
+            );
         }
     }
 }
@@ -182,34 +234,127 @@ fn every_refusal_code_is_reachable() {
 
     expect(&mut v, &"a".repeat(8193), "token_too_large");
     expect(&mut v, "not-a-token", "malformed_token");
-    expect(&mut v, &format!("{}.{}.", b64url(br#"{"alg":"none"}"#), b64url(claims().to_string().as_bytes())), "alg_none");
-    expect(&mut v, &mint_with(Alg::Es256, Signer::Rfc, &json!({"alg": "ES256", "kid": "ec", "crit": ["b64"], "b64": false}), &claims()), "unsupported_crit_header");
-    expect(&mut v, &mint(Alg::Es256, Some("nope"), &claims()), "unknown_kid");
+    expect(
+        &mut v,
+        &format!(
+            "{}.{}.",
+            b64url(br#"{"alg":"none"}"#),
+            b64url(claims().to_string().as_bytes())
+        ),
+        "alg_none",
+    );
+    expect(
+        &mut v,
+        &mint_with(
+            Alg::Es256,
+            Signer::Rfc,
+            &json!({"alg": "ES256", "kid": "ec", "crit": ["b64"], "b64": false}),
+            &claims(),
+        ),
+        "unsupported_crit_header",
+    );
+    expect(
+        &mut v,
+        &mint(Alg::Es256, Some("nope"), &claims()),
+        "unknown_kid",
+    );
     // HS256 aimed at the RSA key: algorithm confusion.
-    expect(&mut v, &mint(Alg::Hs256, Some("rsa"), &claims()), "algorithm_confusion");
+    expect(
+        &mut v,
+        &mint(Alg::Hs256, Some("rsa"), &claims()),
+        "algorithm_confusion",
+    );
     // ES256 aimed at the RSA key: wrong key type.
-    expect(&mut v, &mint(Alg::Es256, Some("rsa"), &claims()), "key_type_mismatch");
-    expect(&mut v, &with_segment(&es(&claims()), 2, &b64url(&[7; 64])), "invalid_signature");
-    expect(&mut v, &es(&with(claims(), "exp", json!(NOW - 61))), "token_expired");
-    expect(&mut v, &es(&with(claims(), "nbf", json!(NOW + 61))), "token_not_yet_valid");
-    expect(&mut v, &es(&with(with(claims(), "iat", json!(NOW + 61)), "exp", json!(NOW + 700))), "token_issued_in_future");
-    expect(&mut v, &es(&with(claims(), "iss", json!("https://evil.example"))), "unknown_issuer");
+    expect(
+        &mut v,
+        &mint(Alg::Es256, Some("rsa"), &claims()),
+        "key_type_mismatch",
+    );
+    expect(
+        &mut v,
+        &with_segment(&es(&claims()), 2, &b64url(&[7; 64])),
+        "invalid_signature",
+    );
+    expect(
+        &mut v,
+        &es(&with(claims(), "exp", json!(NOW - 61))),
+        "token_expired",
+    );
+    expect(
+        &mut v,
+        &es(&with(claims(), "nbf", json!(NOW + 61))),
+        "token_not_yet_valid",
+    );
+    expect(
+        &mut v,
+        &es(&with(
+            with(claims(), "iat", json!(NOW + 61)),
+            "exp",
+            json!(NOW + 700),
+        )),
+        "token_issued_in_future",
+    );
+    expect(
+        &mut v,
+        &es(&with(claims(), "iss", json!("https://evil.example"))),
+        "unknown_issuer",
+    );
     expect(&mut v, &es(&without(claims(), "iss")), "unknown_issuer");
-    expect(&mut v, &es(&with(claims(), "aud", json!(["other"]))), "audience_mismatch");
+    expect(
+        &mut v,
+        &es(&with(claims(), "aud", json!(["other"]))),
+        "audience_mismatch",
+    );
     expect(&mut v, &es(&without(claims(), "exp")), "missing_exp");
     expect(&mut v, &es(&without(claims(), "sub")), "missing_sub");
-    expect(&mut v, &es(&with(claims(), "sub", json!("a\u{7f}b"))), "invalid_sub");
-    expect(&mut v, &es(&with(claims(), "token_use", json!("refresh"))), "refresh_token_not_allowed");
-    expect(&mut v, &mint_with(Alg::Es256, Signer::Rfc, &json!({"alg": "ES256", "kid": "ec", "typ": "refresh+jwt"}), &claims()), "refresh_token_not_allowed");
-    expect(&mut v, &es(&with(claims(), "exp", json!(NOW + 3601))), "token_lifetime_too_long");
-    expect(&mut v, &es(&with(claims(), "tenant", json!(["a", {"b": 1}]))), "unforwardable_claim");
+    expect(
+        &mut v,
+        &es(&with(claims(), "sub", json!("a\u{7f}b"))),
+        "invalid_sub",
+    );
+    expect(
+        &mut v,
+        &es(&with(claims(), "token_use", json!("refresh"))),
+        "refresh_token_not_allowed",
+    );
+    expect(
+        &mut v,
+        &mint_with(
+            Alg::Es256,
+            Signer::Rfc,
+            &json!({"alg": "ES256", "kid": "ec", "typ": "refresh+jwt"}),
+            &claims(),
+        ),
+        "refresh_token_not_allowed",
+    );
+    expect(
+        &mut v,
+        &es(&with(claims(), "exp", json!(NOW + 3601))),
+        "token_lifetime_too_long",
+    );
+    expect(
+        &mut v,
+        &es(&with(claims(), "tenant", json!(["a", {"b": 1}]))),
+        "unforwardable_claim",
+    );
 
-    let mut only_es = verifier(json!({"providers": [{"issuer": ISS, "algorithms": ["ES256"],
-        "jwks": {"keys": [test_keys::ec_public_jwk()]}}]}));
-    expect(&mut only_es, &mint(Alg::Hs256, None, &claims()), "alg_not_allowed");
-    expect(&mut only_es, &mint(Alg::EdDsa, None, &claims()), "alg_not_allowed");
+    let mut only_es = verifier(
+        json!({"providers": [{"issuer": ISS, "algorithms": ["ES256"],
+        "jwks": {"keys": [test_keys::ec_public_jwk()]}}]}),
+    );
+    expect(
+        &mut only_es,
+        &mint(Alg::Hs256, None, &claims()),
+        "alg_not_allowed",
+    );
+    expect(
+        &mut only_es,
+        &mint(Alg::EdDsa, None, &claims()),
+        "alg_not_allowed",
+    );
 
-    let mut remote_only = verifier(json!({"providers": [{"issuer": ISS, "remote_jwks": {"cluster": "idp"}}]}));
+    let mut remote_only =
+        verifier(json!({"providers": [{"issuer": ISS, "remote_jwks": {"cluster": "idp"}}]}));
     expect(&mut remote_only, &es(&claims()), "no_verification_key");
 
     let all: BTreeSet<&str> = JwtError::ALL_CODES.into_iter().collect();
@@ -219,20 +364,39 @@ fn every_refusal_code_is_reachable() {
 #[test]
 fn algorithm_confusion_with_the_public_key_as_hmac_secret_is_refused() {
     // The attack: sign HS256 with the RSA public key's bytes (here: the JWK's n) as secret.
-    let mut v = verifier(json!({"providers": [{"issuer": ISS, "jwks": {"keys": [test_keys::rsa_public_jwk()]}}]}));
-    let n = jwks::b64url_decode(test_keys::rsa_public_jwk()["n"].as_str().unwrap_or_default()).unwrap();
-    let input = format!("{}.{}", b64url(br#"{"alg":"HS256"}"#), b64url(claims().to_string().as_bytes()));
+    let mut v = verifier(
+        json!({"providers": [{"issuer": ISS, "jwks": {"keys": [test_keys::rsa_public_jwk()]}}]}),
+    );
+    let n = jwks::b64url_decode(
+        test_keys::rsa_public_jwk()["n"]
+            .as_str()
+            .unwrap_or_default(),
+    )
+    .unwrap();
+    let input = format!(
+        "{}.{}",
+        b64url(br#"{"alg":"HS256"}"#),
+        b64url(claims().to_string().as_bytes())
+    );
     use jwt_compact::{Algorithm, AlgorithmSignature};
     let sig = jwt_compact::alg::Hs256.sign(&jwt_compact::alg::Hs256Key::new(&n), input.as_bytes());
     let forged = format!("{input}.{}", b64url(&sig.as_bytes()));
     assert_eq!(
         v.verify(&forged, NOW).err(),
-        Some(JwtError::AlgorithmConfusion { alg: Alg::Hs256, key: KeyFamily::Rsa })
+        Some(JwtError::AlgorithmConfusion {
+            alg: Alg::Hs256,
+            key: KeyFamily::Rsa
+        })
     );
     // Even if the operator allow-lists HS256 for this issuer, the RSA key never becomes a secret.
-    let mut listed = verifier(json!({"providers": [{"issuer": ISS, "algorithms": ["RS256", "HS256"],
-        "jwks": {"keys": [test_keys::rsa_public_jwk()]}}]}));
-    assert_eq!(listed.verify(&forged, NOW).err().map(|e| e.code()), Some("algorithm_confusion"));
+    let mut listed = verifier(
+        json!({"providers": [{"issuer": ISS, "algorithms": ["RS256", "HS256"],
+        "jwks": {"keys": [test_keys::rsa_public_jwk()]}}]}),
+    );
+    assert_eq!(
+        listed.verify(&forged, NOW).err().map(|e| e.code()),
+        Some("algorithm_confusion")
+    );
 }
 
 #[test]
@@ -241,9 +405,17 @@ fn jwk_alg_pins_the_key_to_one_algorithm() {
     jwk["alg"] = json!("PS256");
     jwk["kid"] = json!("k");
     let mut v = verifier(json!({"providers": [{"issuer": ISS, "jwks": {"keys": [jwk]}}]}));
-    assert!(v.verify(&mint(Alg::Ps256, Some("k"), &claims()), NOW).is_ok());
-    assert_eq!(code(&mut v, &mint(Alg::Rs256, Some("k"), &claims())), "key_type_mismatch");
-    assert_eq!(code(&mut v, &mint(Alg::Rs256, None, &claims())), "key_type_mismatch");
+    assert!(v
+        .verify(&mint(Alg::Ps256, Some("k"), &claims()), NOW)
+        .is_ok());
+    assert_eq!(
+        code(&mut v, &mint(Alg::Rs256, Some("k"), &claims())),
+        "key_type_mismatch"
+    );
+    assert_eq!(
+        code(&mut v, &mint(Alg::Rs256, None, &claims())),
+        "key_type_mismatch"
+    );
 }
 
 #[test]
@@ -253,10 +425,21 @@ fn issuer_selects_the_provider() {
         {"issuer": "b", "audiences": ["api"], "jwks": {"keys": [test_keys::ed25519_public_jwk()]}}
     ]}));
     let c = |iss: &str| with(claims(), "iss", json!(iss));
-    assert_eq!(v.verify(&mint(Alg::EdDsa, None, &c("b")), NOW).map(|j| j.provider), Ok(1));
-    assert_eq!(v.verify(&mint(Alg::Es256, None, &c("a")), NOW).map(|j| j.provider), Ok(0));
+    assert_eq!(
+        v.verify(&mint(Alg::EdDsa, None, &c("b")), NOW)
+            .map(|j| j.provider),
+        Ok(1)
+    );
+    assert_eq!(
+        v.verify(&mint(Alg::Es256, None, &c("a")), NOW)
+            .map(|j| j.provider),
+        Ok(0)
+    );
     // Provider a's key cannot vouch for issuer b.
-    assert_eq!(code(&mut v, &mint(Alg::Es256, None, &c("b"))), "key_type_mismatch");
+    assert_eq!(
+        code(&mut v, &mint(Alg::Es256, None, &c("b"))),
+        "key_type_mismatch"
+    );
 }
 
 #[test]
@@ -266,16 +449,34 @@ fn cache_hit_skips_the_signature_but_rechecks_time() {
     assert!(v.verify(&token, NOW).is_ok());
     assert_eq!(v.cached_tokens(), 1);
     // Remove every key: only a cache hit can still accept the token.
-    let mut hollow = verifier(json!({"providers": [{"issuer": ISS, "audiences": ["api"], "remote_jwks": {"cluster": "idp"}}]}));
+    let mut hollow = verifier(
+        json!({"providers": [{"issuer": ISS, "audiences": ["api"], "remote_jwks": {"cluster": "idp"}}]}),
+    );
     hollow.cache = std::mem::replace(&mut v.cache, cache::TokenCache::new(16));
-    assert_eq!(hollow.verify(&token, NOW + 10).map(|j| j.subject), Ok("user-1".to_owned()));
+    assert_eq!(
+        hollow.verify(&token, NOW + 10).map(|j| j.subject),
+        Ok("user-1".to_owned())
+    );
     // exp is re-checked on a hit; the expired entry is dropped.
-    assert_eq!(hollow.verify(&token, NOW + 660).err(), Some(JwtError::Expired { exp: NOW + 600, now: NOW + 660 }));
+    assert_eq!(
+        hollow.verify(&token, NOW + 660).err(),
+        Some(JwtError::Expired {
+            exp: NOW + 600,
+            now: NOW + 660
+        })
+    );
     assert_eq!(hollow.cached_tokens(), 0);
     // nbf too: a token cached once is not valid before its nbf.
-    let future = mint(Alg::Es256, Some("ec"), &with(claims(), "nbf", json!(NOW + 30)));
+    let future = mint(
+        Alg::Es256,
+        Some("ec"),
+        &with(claims(), "nbf", json!(NOW + 30)),
+    );
     assert!(v.verify(&future, NOW).is_ok());
-    assert_eq!(v.verify(&future, NOW - 100).err().map(|e| e.code()), Some("token_not_yet_valid"));
+    assert_eq!(
+        v.verify(&future, NOW - 100).err().map(|e| e.code()),
+        Some("token_not_yet_valid")
+    );
 }
 
 #[test]
@@ -324,14 +525,24 @@ fn remote_jwks_lifecycle() {
     let fetches = v.jwks_fetches_due(NOW);
     assert_eq!(
         fetches,
-        vec![JwksFetch { provider: 0, cluster: "idp".into(), path: "/jwks".into(), authority: "idp.example".into(), timeout_ms: 1500 }]
+        vec![JwksFetch {
+            provider: 0,
+            cluster: "idp".into(),
+            path: "/jwks".into(),
+            authority: "idp.example".into(),
+            timeout_ms: 1500
+        }]
     );
     assert!(v.jwks_fetches_due(NOW).is_empty(), "in flight");
     let token = mint(Alg::Es256, Some("k1"), &claims());
     assert_eq!(code(&mut v, &token), "no_verification_key");
 
     // Mixed-purpose JWKS: unusable keys are skipped.
-    let body = jwks_body(&[ec_with_kid("k1"), json!({"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}), test_keys::hmac_jwk()]);
+    let body = jwks_body(&[
+        ec_with_kid("k1"),
+        json!({"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}),
+        test_keys::hmac_jwk(),
+    ]);
     assert_eq!(v.on_jwks_response(0, Some(200), &body, NOW), Ok(1));
     assert!(v.verify(&token, NOW).is_ok());
 
@@ -341,38 +552,69 @@ fn remote_jwks_lifecycle() {
         (Some(503), &b"{}"[..]),
         (Some(200), &b"<html>"[..]),
         (Some(200), &b"{\"keys\": 5}"[..]),
-        (Some(200), &b"{\"keys\": [{\"kty\": \"oct\", \"k\": \"AAAA\"}]}"[..]),
+        (
+            Some(200),
+            &b"{\"keys\": [{\"kty\": \"oct\", \"k\": \"AAAA\"}]}"[..],
+        ),
     ] {
         assert!(v.on_jwks_response(0, status, bad, NOW + 1).is_err());
         v.cache = cache::TokenCache::new(16);
         assert!(v.verify(&token, NOW + 1).is_ok(), "{status:?}");
     }
     let huge = vec![b' '; MAX_JWKS_BYTES + 1];
-    assert_eq!(v.on_jwks_response(0, Some(200), &huge, NOW), Err(JwksError::BodyTooLarge { bytes: MAX_JWKS_BYTES + 1, max: MAX_JWKS_BYTES }));
-    assert_eq!(v.on_jwks_response(0, Some(404), b"", NOW).map_err(|e| e.code()), Err("jwks_http_status"));
-    assert_eq!(v.on_jwks_response(7, Some(200), &body, NOW), Err(JwksError::UnknownProvider { provider: 7 }));
+    assert_eq!(
+        v.on_jwks_response(0, Some(200), &huge, NOW),
+        Err(JwksError::BodyTooLarge {
+            bytes: MAX_JWKS_BYTES + 1,
+            max: MAX_JWKS_BYTES
+        })
+    );
+    assert_eq!(
+        v.on_jwks_response(0, Some(404), b"", NOW)
+            .map_err(|e| e.code()),
+        Err("jwks_http_status")
+    );
+    assert_eq!(
+        v.on_jwks_response(7, Some(200), &body, NOW),
+        Err(JwksError::UnknownProvider { provider: 7 })
+    );
 }
 
 #[test]
 fn remote_refresh_and_unknown_kid_refetch_are_scheduled() {
     let mut v = verifier(remote_config());
     assert_eq!(v.jwks_fetches_due(NOW).len(), 1);
-    assert_eq!(v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW), Ok(1));
+    assert_eq!(
+        v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW),
+        Ok(1)
+    );
     assert!(v.jwks_fetches_due(NOW + 299).is_empty());
 
     // Unknown kid right after a fetch: rate-limited, no fetch yet.
     let rotated = mint(Alg::Es256, Some("k2"), &claims());
-    assert_eq!(v.verify(&rotated, NOW + 5).err(), Some(JwtError::UnknownKid));
+    assert_eq!(
+        v.verify(&rotated, NOW + 5).err(),
+        Some(JwtError::UnknownKid)
+    );
     assert!(v.jwks_fetches_due(NOW + 5).is_empty());
     // After the refetch interval, the next unknown kid brings the fetch forward.
-    assert_eq!(v.verify(&rotated, NOW + 30).err(), Some(JwtError::UnknownKid));
+    assert_eq!(
+        v.verify(&rotated, NOW + 30).err(),
+        Some(JwtError::UnknownKid)
+    );
     assert_eq!(v.jwks_fetches_due(NOW + 30).len(), 1);
     // Many unknown kids while in flight do not queue more fetches.
     for i in 0..50 {
-        let _ = v.verify(&mint(Alg::Es256, Some(&format!("x{i}")), &claims()), NOW + 31);
+        let _ = v.verify(
+            &mint(Alg::Es256, Some(&format!("x{i}")), &claims()),
+            NOW + 31,
+        );
     }
     assert!(v.jwks_fetches_due(NOW + 31).is_empty());
-    assert_eq!(v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k2")]), NOW + 31), Ok(1));
+    assert_eq!(
+        v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k2")]), NOW + 31),
+        Ok(1)
+    );
     assert!(v.verify(&rotated, NOW + 31).is_ok());
     // Periodic refresh.
     assert!(v.jwks_fetches_due(NOW + 330).is_empty());
@@ -383,15 +625,29 @@ fn remote_refresh_and_unknown_kid_refetch_are_scheduled() {
 fn key_rotation_flushes_cached_tokens_of_that_provider() {
     let mut v = verifier(remote_config());
     let _ = v.jwks_fetches_due(NOW);
-    assert_eq!(v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW), Ok(1));
+    assert_eq!(
+        v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW),
+        Ok(1)
+    );
     let token = mint(Alg::Es256, Some("k1"), &claims());
     assert!(v.verify(&token, NOW).is_ok());
     assert_eq!(v.cached_tokens(), 1);
     // Same document again: the cache stays.
-    assert_eq!(v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW + 300), Ok(1));
+    assert_eq!(
+        v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW + 300),
+        Ok(1)
+    );
     assert_eq!(v.cached_tokens(), 1);
     // k1 withdrawn: its tokens stop working at once, cached or not.
-    assert_eq!(v.on_jwks_response(0, Some(200), &jwks_body(&[test_keys::ed25519_public_jwk()]), NOW + 600), Ok(1));
+    assert_eq!(
+        v.on_jwks_response(
+            0,
+            Some(200),
+            &jwks_body(&[test_keys::ed25519_public_jwk()]),
+            NOW + 600
+        ),
+        Ok(1)
+    );
     assert_eq!(v.cached_tokens(), 0);
     assert_eq!(v.verify(&token, NOW + 1).err(), Some(JwtError::UnknownKid));
 }
@@ -400,19 +656,42 @@ fn key_rotation_flushes_cached_tokens_of_that_provider() {
 fn inline_only_provider_never_asks_for_fetches() {
     let mut v = verifier(all_keys_config());
     assert!(v.jwks_fetches_due(NOW).is_empty());
-    assert_eq!(v.on_jwks_response(0, Some(200), b"{}", NOW), Err(JwksError::UnknownProvider { provider: 0 }));
+    assert_eq!(
+        v.on_jwks_response(0, Some(200), b"{}", NOW),
+        Err(JwksError::UnknownProvider { provider: 0 })
+    );
 }
 
 #[test]
 fn error_text_never_contains_token_or_key_material() {
     let mut v = verifier(all_keys_config());
-    let token = mint(Alg::Hs256, Some("hmac"), &with(with(claims(), "sub", json!("\"quoted\\sub\"")), "aud", json!("x")));
-    let secret_sub = mint(Alg::Es256, Some("ec"), &with(claims(), "aud", json!("SECRET-AUD")));
+    let token = mint(
+        Alg::Hs256,
+        Some("hmac"),
+        &with(
+            with(claims(), "sub", json!("\"quoted\\sub\"")),
+            "aud",
+            json!("x"),
+        ),
+    );
+    let secret_sub = mint(
+        Alg::Es256,
+        Some("ec"),
+        &with(claims(), "aud", json!("SECRET-AUD")),
+    );
     for t in [token.as_str(), secret_sub.as_str(), "x.y.z"] {
         let err = v.verify(t, NOW).unwrap_err();
         let text = format!("{err} {err:?} {}", err.description());
-        assert!(!text.contains(t.get(..10).unwrap_or(t)) && !text.contains("SECRET") && !text.contains("quoted"), "{text}");
-        assert!(err.description().bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'));
+        assert!(
+            !text.contains(t.get(..10).unwrap_or(t))
+                && !text.contains("SECRET")
+                && !text.contains("quoted"),
+            "{text}"
+        );
+        assert!(err
+            .description()
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'));
         assert_eq!((err.status(), err.rfc6750_error()), (401, "invalid_token"));
     }
 }

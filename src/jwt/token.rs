@@ -44,7 +44,11 @@ impl<'a> ParsedToken<'a> {
             .rsplit_once('.')
             .map(|(input, _)| input.as_bytes())
             .ok_or(JwtError::Malformed(Malformed::Structure))?;
-        Ok(Self { inner, alg, signing_input })
+        Ok(Self {
+            inner,
+            alg,
+            signing_input,
+        })
     }
 
     /// The header's `alg`, already known to be a supported algorithm. It only says which
@@ -73,7 +77,14 @@ impl<'a> ParsedToken<'a> {
     /// Verifies the signature over the signing input with `key`, using the token's `alg` only if
     /// `key` supports it (so an RSA key is never used as an HMAC secret).
     pub fn check_signature(&self, key: &VerifyKey) -> Result<SignatureChecked, JwtError> {
-        if key.supports(self.alg) && signature_valid(key, self.alg, self.signing_input, self.inner.signature_bytes()) {
+        if key.supports(self.alg)
+            && signature_valid(
+                key,
+                self.alg,
+                self.signing_input,
+                self.inner.signature_bytes(),
+            )
+        {
             Ok(SignatureChecked(()))
         } else {
             Err(JwtError::InvalidSignature)
@@ -163,7 +174,10 @@ mod tests {
     }
 
     fn sig_ok(token: &str, key: &VerifyKey) -> bool {
-        ParsedToken::parse(token).unwrap().check_signature(key).is_ok()
+        ParsedToken::parse(token)
+            .unwrap()
+            .check_signature(key)
+            .is_ok()
     }
 
     #[test]
@@ -171,26 +185,42 @@ mod tests {
         let parsed = ParsedToken::parse(test_keys::RFC7515_A1_HS256).unwrap();
         assert_eq!(parsed.alg(), Alg::Hs256);
         assert_eq!(parsed.header_typ(), Some("JWT"));
-        assert!(parsed.check_signature(&key(test_keys::hmac_jwk(), KeySource::Inline)).is_ok());
+        assert!(parsed
+            .check_signature(&key(test_keys::hmac_jwk(), KeySource::Inline))
+            .is_ok());
         let claims = parsed.unverified_claims().unwrap();
         assert_eq!(claims.issuer_hint(), Some("joe"));
-        let proof = parsed.check_signature(&key(test_keys::hmac_jwk(), KeySource::Inline)).unwrap();
+        let proof = parsed
+            .check_signature(&key(test_keys::hmac_jwk(), KeySource::Inline))
+            .unwrap();
         let verified = claims.into_verified(proof);
         assert_eq!(verified.exp, Some(test_keys::RFC7515_EXP));
-        assert_eq!(verified.other.get("http://example.com/is_root"), Some(&json!(true)));
+        assert_eq!(
+            verified.other.get("http://example.com/is_root"),
+            Some(&json!(true))
+        );
     }
 
     #[test]
     fn rfc7515_a2_rs256_signature_verifies() {
         let rsa = key(test_keys::rsa_public_jwk(), KeySource::Remote);
         assert!(sig_ok(test_keys::RFC7515_A2_RS256, &rsa));
-        assert!(!sig_ok(test_keys::RFC7515_A2_RS256, &key(test_keys::other_rsa_public_jwk(), KeySource::Remote)));
+        assert!(!sig_ok(
+            test_keys::RFC7515_A2_RS256,
+            &key(test_keys::other_rsa_public_jwk(), KeySource::Remote)
+        ));
     }
 
     #[test]
     fn rfc7515_a3_es256_signature_verifies() {
-        assert!(sig_ok(test_keys::RFC7515_A3_ES256, &key(test_keys::ec_public_jwk(), KeySource::Remote)));
-        assert!(!sig_ok(test_keys::RFC7515_A3_ES256, &key(test_keys::other_ec_public_jwk(), KeySource::Remote)));
+        assert!(sig_ok(
+            test_keys::RFC7515_A3_ES256,
+            &key(test_keys::ec_public_jwk(), KeySource::Remote)
+        ));
+        assert!(!sig_ok(
+            test_keys::RFC7515_A3_ES256,
+            &key(test_keys::other_ec_public_jwk(), KeySource::Remote)
+        ));
     }
 
     #[test]
@@ -199,22 +229,43 @@ mod tests {
         // so it verifies here but can never pass as claims.
         let parsed = ParsedToken::parse(test_keys::RFC8037_A4_JWS).unwrap();
         assert_eq!(parsed.alg(), Alg::EdDsa);
-        assert!(parsed.check_signature(&key(test_keys::ed25519_public_jwk(), KeySource::Remote)).is_ok());
-        assert!(matches!(parsed.unverified_claims(), Err(JwtError::Malformed(Malformed::Claims))));
+        assert!(parsed
+            .check_signature(&key(test_keys::ed25519_public_jwk(), KeySource::Remote))
+            .is_ok());
+        assert!(matches!(
+            parsed.unverified_claims(),
+            Err(JwtError::Malformed(Malformed::Claims))
+        ));
     }
 
     #[test]
     fn rfc_vectors_fail_under_every_single_bit_flip() {
         let cases = [
-            (test_keys::RFC7515_A1_HS256, key(test_keys::hmac_jwk(), KeySource::Inline)),
-            (test_keys::RFC7515_A2_RS256, key(test_keys::rsa_public_jwk(), KeySource::Remote)),
-            (test_keys::RFC7515_A3_ES256, key(test_keys::ec_public_jwk(), KeySource::Remote)),
-            (test_keys::RFC8037_A4_JWS, key(test_keys::ed25519_public_jwk(), KeySource::Remote)),
+            (
+                test_keys::RFC7515_A1_HS256,
+                key(test_keys::hmac_jwk(), KeySource::Inline),
+            ),
+            (
+                test_keys::RFC7515_A2_RS256,
+                key(test_keys::rsa_public_jwk(), KeySource::Remote),
+            ),
+            (
+                test_keys::RFC7515_A3_ES256,
+                key(test_keys::ec_public_jwk(), KeySource::Remote),
+            ),
+            (
+                test_keys::RFC8037_A4_JWS,
+                key(test_keys::ed25519_public_jwk(), KeySource::Remote),
+            ),
         ];
         for (token, key) in &cases {
             let parts: Vec<&str> = token.split('.').collect();
             // Every bit, except for RSA (slow in debug builds): every 13th bit.
-            let step = if key.family() == crate::jwt::alg::KeyFamily::Rsa { 13 } else { 1 };
+            let step = if key.family() == crate::jwt::alg::KeyFamily::Rsa {
+                13
+            } else {
+                1
+            };
             for (index, part) in parts.iter().enumerate() {
                 let mut bytes = crate::jwt::jwks::b64url_decode(part).unwrap();
                 for bit in (0..bytes.len() * 8).step_by(step) {
@@ -223,7 +274,10 @@ mod tests {
                     bytes[bit / 8] ^= 1 << (bit % 8);
                     // Either the mutation breaks parsing, or the signature must fail.
                     if let Ok(parsed) = ParsedToken::parse(&mutated) {
-                        assert!(parsed.check_signature(key).is_err(), "segment {index} bit {bit} of {token}");
+                        assert!(
+                            parsed.check_signature(key).is_err(),
+                            "segment {index} bit {bit} of {token}"
+                        );
                     }
                 }
             }
@@ -233,10 +287,22 @@ mod tests {
     #[test]
     fn wrong_length_signatures_are_refused_without_panicking() {
         for (token, key) in [
-            (test_keys::RFC7515_A1_HS256, key(test_keys::hmac_jwk(), KeySource::Inline)),
-            (test_keys::RFC8037_A4_JWS, key(test_keys::ed25519_public_jwk(), KeySource::Remote)),
-            (test_keys::RFC7515_A3_ES256, key(test_keys::ec_public_jwk(), KeySource::Remote)),
-            (test_keys::RFC7515_A2_RS256, key(test_keys::rsa_public_jwk(), KeySource::Remote)),
+            (
+                test_keys::RFC7515_A1_HS256,
+                key(test_keys::hmac_jwk(), KeySource::Inline),
+            ),
+            (
+                test_keys::RFC8037_A4_JWS,
+                key(test_keys::ed25519_public_jwk(), KeySource::Remote),
+            ),
+            (
+                test_keys::RFC7515_A3_ES256,
+                key(test_keys::ec_public_jwk(), KeySource::Remote),
+            ),
+            (
+                test_keys::RFC7515_A2_RS256,
+                key(test_keys::rsa_public_jwk(), KeySource::Remote),
+            ),
         ] {
             for sig in ["", "AA", &b64url(&[0u8; 64]), &b64url(&[1u8; 300])] {
                 assert!(!sig_ok(&with_segment(token, 2, sig), &key));
@@ -255,23 +321,69 @@ mod tests {
     #[test]
     fn header_problems_have_distinct_errors() {
         let claims = b64url(br#"{"iss":"joe"}"#);
-        let tok = |header: &str| format!("{}.{claims}.{}", b64url(header.as_bytes()), b64url(&[1; 32]));
+        let tok = |header: &str| {
+            format!(
+                "{}.{claims}.{}",
+                b64url(header.as_bytes()),
+                b64url(&[1; 32])
+            )
+        };
         let err = |t: &str| ParsedToken::parse(t).err();
         assert_eq!(err(&tok(r#"{"alg":"none"}"#)), Some(JwtError::AlgNone));
-        assert_eq!(err(&format!("{}.{claims}.", b64url(br#"{"alg":"None"}"#))), Some(JwtError::AlgNone));
-        assert_eq!(err(&tok(r#"{"alg":"HS1"}"#)), Some(JwtError::AlgNotAllowed { alg: None }));
-        assert_eq!(err(&tok(r#"{"alg":"hs256"}"#)), Some(JwtError::AlgNotAllowed { alg: None }));
-        assert_eq!(err(&tok(r#"{"alg":"HS256","crit":["exp"],"exp":1}"#)), Some(JwtError::CritHeader));
-        assert_eq!(err(&tok(r#"{"typ":"JWT"}"#)), Some(JwtError::Malformed(Malformed::Header)));
-        assert_eq!(err(&tok(r#"{"alg":"HS256""#)), Some(JwtError::Malformed(Malformed::Header)));
-        assert_eq!(err(&tok(r#"{"alg":"HS256","cty":"JWT"}"#)), Some(JwtError::Malformed(Malformed::ContentType)));
+        assert_eq!(
+            err(&format!("{}.{claims}.", b64url(br#"{"alg":"None"}"#))),
+            Some(JwtError::AlgNone)
+        );
+        assert_eq!(
+            err(&tok(r#"{"alg":"HS1"}"#)),
+            Some(JwtError::AlgNotAllowed { alg: None })
+        );
+        assert_eq!(
+            err(&tok(r#"{"alg":"hs256"}"#)),
+            Some(JwtError::AlgNotAllowed { alg: None })
+        );
+        assert_eq!(
+            err(&tok(r#"{"alg":"HS256","crit":["exp"],"exp":1}"#)),
+            Some(JwtError::CritHeader)
+        );
+        assert_eq!(
+            err(&tok(r#"{"typ":"JWT"}"#)),
+            Some(JwtError::Malformed(Malformed::Header))
+        );
+        assert_eq!(
+            err(&tok(r#"{"alg":"HS256""#)),
+            Some(JwtError::Malformed(Malformed::Header))
+        );
+        assert_eq!(
+            err(&tok(r#"{"alg":"HS256","cty":"JWT"}"#)),
+            Some(JwtError::Malformed(Malformed::ContentType))
+        );
         assert_eq!(err("abc"), Some(JwtError::Malformed(Malformed::Structure)));
-        assert_eq!(err("a.b.c.d"), Some(JwtError::Malformed(Malformed::Structure)));
-        assert_eq!(err(&format!("{}.{claims}.a+b", b64url(br#"{"alg":"HS256"}"#))), Some(JwtError::Malformed(Malformed::Base64)));
-        assert_eq!(err(&format!("{}=.{claims}.AA", b64url(br#"{"alg":"HS256"}"#))), Some(JwtError::Malformed(Malformed::Base64)));
+        assert_eq!(
+            err("a.b.c.d"),
+            Some(JwtError::Malformed(Malformed::Structure))
+        );
+        assert_eq!(
+            err(&format!("{}.{claims}.a+b", b64url(br#"{"alg":"HS256"}"#))),
+            Some(JwtError::Malformed(Malformed::Base64))
+        );
+        assert_eq!(
+            err(&format!("{}=.{claims}.AA", b64url(br#"{"alg":"HS256"}"#))),
+            Some(JwtError::Malformed(Malformed::Base64))
+        );
         let not_json = format!("{}.{}.AA", b64url(br#"{"alg":"HS256"}"#), b64url(b"[1,2]"));
-        assert!(matches!(ParsedToken::parse(&not_json).unwrap().unverified_claims(), Err(JwtError::Malformed(Malformed::Claims))));
-        let bad_exp = format!("{}.{}.AA", b64url(br#"{"alg":"HS256"}"#), b64url(br#"{"exp":"soon"}"#));
-        assert!(matches!(ParsedToken::parse(&bad_exp).unwrap().unverified_claims(), Err(JwtError::Malformed(Malformed::Claims))));
+        assert!(matches!(
+            ParsedToken::parse(&not_json).unwrap().unverified_claims(),
+            Err(JwtError::Malformed(Malformed::Claims))
+        ));
+        let bad_exp = format!(
+            "{}.{}.AA",
+            b64url(br#"{"alg":"HS256"}"#),
+            b64url(br#"{"exp":"soon"}"#)
+        );
+        assert!(matches!(
+            ParsedToken::parse(&bad_exp).unwrap().unverified_claims(),
+            Err(JwtError::Malformed(Malformed::Claims))
+        ));
     }
 }
