@@ -4,7 +4,8 @@ upstream, and a pool of Envoy instances keyed by plugin configuration.
 Starting Envoy costs about a second, so every test that uses the same plugin configuration (and the
 same listener shape: TLS or not, path normalisation or not) shares one Envoy. The pool keeps a few
 instances alive and stops the least recently used one when it needs room; all of them are stopped at
-the end of the session.
+the end of the session. Test modules declare function-scoped `guard` fixtures that call
+`guards.get(config)`: a cache hit costs nothing, and an evicted instance is transparently restarted.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import re
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -207,7 +208,8 @@ def assert_no_secret(resp: Response, secrets: tuple[str, ...]):
 def assert_401(resp: Response, code: str, *, challenge: str = DEFAULT_CHALLENGE,
                secrets: tuple[str, ...] = ()):
     doc = assert_problem(resp, 401, code, secrets=secrets)
-    assert resp.header_all("www-authenticate") == [challenge], resp
+    got = resp.header_all("www-authenticate")
+    assert got == [challenge], f"WWW-Authenticate {got}, expected [{challenge!r}]"
     return doc
 
 
@@ -247,7 +249,7 @@ class Guard:
 
 
 class GuardPool:
-    def __init__(self, wasm: Path, upstream: EchoUpstream, tls_files: tuple[str, str], max_live: int = 3):
+    def __init__(self, wasm: Path, upstream: EchoUpstream, tls_files: tuple[str, str], max_live: int = 4):
         self.wasm = wasm
         self.upstream = upstream
         self.tls_files = tls_files

@@ -5,6 +5,7 @@ Everything listens on 127.0.0.1 on ports the kernel picks; readiness is polled, 
 """
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
@@ -231,6 +232,16 @@ def bootstrap(listen_port: int, admin_port: int, upstream_port: int, http_filter
     }
 
 
+_RUNNING: "set[Envoy]" = set()
+
+
+@atexit.register
+def _stop_leftover_envoys():
+    """A script that dies before calling stop() must not leave Envoy running behind it."""
+    for envoy in list(_RUNNING):
+        envoy.stop()
+
+
 class Envoy:
     """A real Envoy process. `start()` waits until the admin says LIVE and the listener accepts."""
 
@@ -255,6 +266,7 @@ class Envoy:
             [self.envoy_bin, "-c", str(cfg), "--concurrency", str(self.concurrency),
              "--disable-hot-restart", "-l", self.log_level, "--component-log-level", "wasm:debug"],
             stdout=self._log, stderr=subprocess.STDOUT)
+        _RUNNING.add(self)
         if expect_ready:
             wait_until(self._ready, timeout, f"envoy (log: {self.log_path})")
         return self
@@ -313,6 +325,7 @@ class Envoy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        _RUNNING.discard(self)
         if getattr(self, "_log", None):
             self._log.close()
 

@@ -1,6 +1,9 @@
 """API key outcomes end to end: the real key generator's keys, checked by the plugin inside Envoy."""
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from conftest import (
@@ -11,9 +14,10 @@ from conftest import (
     assert_problem,
     flip_char,
 )
+from harness import request
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def guard(guards, keys):
     return guards.get(api_key_config(keys))
 
@@ -70,6 +74,14 @@ def test_request_id_is_envoys_x_request_id(guard):
     resp = guard.get("/orders", {"x-request-id": "rid-4242-custom"})
     doc = assert_401(resp, "missing_credential")
     assert doc["request_id"] == "rid-4242-custom"
+
+
+def test_request_id_is_generated_by_envoy_when_absent(guard):
+    status, headers, body = request(guard.port, "GET", "/orders")
+    assert status == 401
+    doc = json.loads(body)
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", doc["request_id"]), doc
+    assert doc["code"] == "missing_credential"
 
 
 @pytest.mark.parametrize("mangle", [
@@ -148,7 +160,7 @@ def test_denial_does_not_echo_the_offered_key_anywhere(guard, keys):
 # ---------------------------------------------------------------------------- api_keys options
 
 class TestAuthorizationHeaderAllowed:
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(api_key_config(keys, api_keys={"allow_authorization_header": True}))
 
@@ -177,7 +189,7 @@ class TestAuthorizationHeaderAllowed:
 
 
 class TestStripCredentialFalse:
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(api_key_config(
             keys, api_keys={"strip_credential": False, "allow_authorization_header": True}))
@@ -198,7 +210,7 @@ class TestStripCredentialFalse:
 
 
 class TestCustomHeaderAndRealm:
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(api_key_config(keys, realm="payments", api_keys={"header": "x-client-key"}))
 
@@ -221,4 +233,3 @@ class TestCustomHeaderAndRealm:
     def test_repeated_custom_header_is_400(self, guard, keys):
         resp = guard.get("/", [("x-client-key", keys.alice.key), ("x-client-key", keys.dave.key)])
         assert_problem(resp, 400, "multiple_credentials", secrets=(keys.alice.key, keys.dave.key))
-

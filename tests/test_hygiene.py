@@ -1,5 +1,6 @@
 """Credential hygiene and what passes without a credential: credentials in query strings, exempt
-paths (segment-wise, never for non-canonical paths) and CORS preflights."""
+paths (segment-wise, never for non-canonical paths) and CORS preflights (OPTIONS with Origin and
+Access-Control-Request-Method)."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from conftest import api_key_config, apiguard_headers, assert_401, assert_problem
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def guard(guards, keys):
     return guards.get(api_key_config(keys))
 
@@ -53,7 +54,7 @@ def test_similar_query_params_are_not_credentials(guard, keys, query):
 
 
 class TestCustomQueryParams:
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(api_key_config(keys, query_credential_params=["sig", "X-Secret"]))
 
@@ -91,7 +92,7 @@ def test_non_exempt_paths_need_credentials(guard, path):
 class TestNonCanonicalPathsAreNeverExempt:
     """Without Envoy's normalize_path, the plugin sees the raw path and must not exempt it."""
 
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(api_key_config(keys), normalize_path=False)
 
@@ -139,6 +140,12 @@ def test_options_without_request_method_needs_credentials(guard):
     assert_401(guard.request("OPTIONS", "/orders", headers), "missing_credential")
 
 
+def test_options_without_origin_is_not_a_preflight(guard):
+    # docs: a preflight is OPTIONS with both Origin and Access-Control-Request-Method
+    headers = {k: v for k, v in PREFLIGHT.items() if k != "origin"}
+    assert_401(guard.request("OPTIONS", "/orders", headers), "missing_credential")
+
+
 def test_options_without_request_method_with_key_passes(guard, keys):
     resp = guard.request("OPTIONS", "/orders", {"x-api-key": keys.alice.key})
     assert resp.upstream_saw["headers"]["x-apiguard-consumer"] == ["alice"]
@@ -154,7 +161,7 @@ def test_preflight_cannot_smuggle_identity(guard):
 
 
 class TestPreflightDisabled:
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         return guards.get(api_key_config(keys, allow_cors_preflight=False))
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import api_key_config, apiguard_headers, flip_char
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def guard(guards, keys):
     return guards.get(api_key_config(keys, report_only=True))
 
@@ -74,7 +74,7 @@ def test_exempt_path_has_no_would_deny(guard):
 
 
 class TestReportOnlyHttps:
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def guard(self, guards, keys):
         cfg = api_key_config(keys, report_only=True)
         cfg["https"] = {"required": True}
