@@ -69,8 +69,10 @@ test-unit:
 test-wasm: setup-wasm-bindgen
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WBG_RUNNER) cargo test --target wasm32-unknown-unknown --lib
 
+# The key generator is built in the debug profile: its dependencies are already compiled by the unit tests.
 test-e2e: setup build
-	APIGUARD_WASM=$(WASM) ENVOY_BIN=$(ENVOY) $(PY) -m pytest -q tests
+	cargo build --quiet --bin apiguard-keygen
+	APIGUARD_WASM=$(WASM) ENVOY_BIN=$(ENVOY) APIGUARD_KEYGEN=$(ROOT)/target/debug/apiguard-keygen $(PY) -m pytest -q tests
 
 test: setup lint test-unit test-wasm test-e2e
 

@@ -1,25 +1,47 @@
-//! A proxy-wasm HTTP filter that does nothing: every request continues untouched.
-//! `make bench` loads it to measure what the wasm ABI alone costs per request.
+//! A proxy-wasm HTTP filter that does nothing: every request continues untouched. `make bench`
+//! loads it to measure what the wasm ABI alone costs per request.
+//!
+//! With the plugin configuration `hostcalls` it makes, per request, the same proxy-wasm host calls
+//! as apiguard forwarding a request with an API key (read every request header, read the clock,
+//! remove one header, add one, bump a counter) and nothing else, so the
+//! benchmark can tell the host-call cost apart from apiguard's own work.
 
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot::default()) });
 }}
 
-struct NoopRoot;
+#[derive(Default)]
+struct NoopRoot {
+    /// Some(counter id) when configured with `hostcalls`.
+    mimic: Rc<Cell<Option<u32>>>,
+}
 
 impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if config == b"hostcalls" {
+            let id = hostcalls::define_metric(MetricType::Counter, "noop_requests_total").ok();
+            self.mimic.set(id);
+        }
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(NoopHttp))
+        Some(Box::new(NoopHttp { mimic: self.mimic.get() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -27,12 +49,24 @@ impl RootContext for NoopRoot {
     }
 }
 
-struct NoopHttp;
+struct NoopHttp {
+    mimic: Option<u32>,
+}
 
 impl Context for NoopHttp {}
 
 impl HttpContext for NoopHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(counter) = self.mimic {
+            let headers: Vec<(String, String)> = hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+                .map(|pairs| pairs.into_iter().map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned())).collect())
+                .unwrap_or_default();
+            let now = hostcalls::get_current_time().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+            std::hint::black_box((&headers, now));
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-api-key", None);
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-noop-consumer", Some("bench"));
+            let _ = hostcalls::increment_metric(counter, 1);
+        }
         Action::Continue
     }
 
