@@ -74,11 +74,12 @@ fn with_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The single value of a header, or an error when it was sent more than once.
+/// The single value of a header, or an error when it was sent more than once. Envoy joins
+/// repeated inline headers (such as `authorization`) with commas; no key or token contains one.
 fn single<'a>(req: &'a RequestFacts, name: &'a str) -> Result<Option<&'a str>, Ambiguous> {
     let mut values = req.header_values(name);
     let first = values.next();
-    if values.next().is_some() {
+    if values.next().is_some() || first.is_some_and(|v| v.contains(',')) {
         return Err(Ambiguous {
             header: name.to_owned(),
         });
@@ -190,6 +191,8 @@ mod tests {
         assert!(sources.extract(&both_differ).is_err());
         let twice = req(&[("x-api-key", "k1"), ("x-api-key", "k2")]);
         assert_eq!(sources.extract(&twice).unwrap_err().header, "x-api-key");
+        let joined = req(&[("authorization", "ApiKey k1,ApiKey k2")]);
+        assert_eq!(sources.extract(&joined).unwrap_err().header, "authorization");
         assert_eq!(
             sources.extract(&req(&[("x-api-key", "  ")])).unwrap(),
             Presented::default()
