@@ -180,7 +180,11 @@ pub fn parse(text: &[u8]) -> Result<PluginConfig, ConfigError> {
     let parsed: PluginConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         // "." is the root; "?" means a syntax error before any field was known.
-        let path = if path == "." || path == "?" { String::new() } else { path };
+        let path = if path == "." || path == "?" {
+            String::new()
+        } else {
+            path
+        };
         ConfigError::new(path, without_value(&e.into_inner().to_string()))
     })?;
     de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
@@ -192,9 +196,17 @@ pub fn parse(text: &[u8]) -> Result<PluginConfig, ConfigError> {
 /// the expectation are kept.
 fn without_value(message: &str) -> String {
     for lead in ["invalid type: ", "invalid value: ", "unknown variant"] {
-        let Some(rest) = message.strip_prefix(lead) else { continue };
-        let Some(expected) = message.rfind(", expected") else { break };
-        let kind = if lead == "unknown variant" { "" } else { rest.split(' ').next().unwrap_or("") };
+        let Some(rest) = message.strip_prefix(lead) else {
+            continue;
+        };
+        let Some(expected) = message.rfind(", expected") else {
+            break;
+        };
+        let kind = if lead == "unknown variant" {
+            ""
+        } else {
+            rest.split(' ').next().unwrap_or("")
+        };
         let kind = kind.trim_end_matches(',');
         let suffix = message.get(expected..).unwrap_or("");
         return format!("{lead}{kind}{suffix}");
@@ -255,13 +267,20 @@ mod tests {
         ] {
             let err = parse(json.as_bytes()).unwrap_err();
             let shown = err.to_string();
-            assert!(!shown.contains("s3cretMark") && !shown.contains("12345"), "{shown}");
+            assert!(
+                !shown.contains("s3cretMark") && !shown.contains("12345"),
+                "{shown}"
+            );
             assert!(shown.contains("expected"), "{shown}");
         }
         let err = parse(br#"{"credentials": "s3cretMark"}"#).unwrap_err();
         assert_eq!(err.message, "unknown variant, expected one of `api_key`, `jwt`, `either`, `both` at line 1 column 28");
         let err = parse(br#"{"https": {"required": "x"}}"#).unwrap_err();
-        assert!(err.message.starts_with("invalid type: string, expected a boolean"), "{err}");
+        assert!(
+            err.message
+                .starts_with("invalid type: string, expected a boolean"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -192,7 +192,10 @@ mod tests {
         let twice = req(&[("x-api-key", "k1"), ("x-api-key", "k2")]);
         assert_eq!(sources.extract(&twice).unwrap_err().header, "x-api-key");
         let joined = req(&[("authorization", "ApiKey k1,ApiKey k2")]);
-        assert_eq!(sources.extract(&joined).unwrap_err().header, "authorization");
+        assert_eq!(
+            sources.extract(&joined).unwrap_err().header,
+            "authorization"
+        );
         assert_eq!(
             sources.extract(&req(&[("x-api-key", "  ")])).unwrap(),
             Presented::default()

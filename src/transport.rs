@@ -48,6 +48,11 @@ impl HttpsPolicy {
             .is_some_and(|s| s.trim().eq_ignore_ascii_case("https"))
     }
 
+    /// Whether the connection's TLS state can change any outcome (else the host need not read it).
+    pub fn needs_connection_state(&self) -> bool {
+        !self.trust_x_forwarded_proto && (self.required || self.hsts.is_some())
+    }
+
     /// None when the request may go on; otherwise how to answer it.
     pub fn check(&self, req: &RequestFacts) -> Option<PlainHttp> {
         if !self.required || self.is_https(req) {
@@ -161,6 +166,24 @@ mod tests {
             ..policy(false, false)
         };
         assert_eq!(not_required.check(&get), None);
+    }
+
+    #[test]
+    fn connection_state_is_read_only_when_it_can_matter() {
+        assert!(policy(false, false).needs_connection_state());
+        assert!(!policy(true, false).needs_connection_state());
+        let relaxed = HttpsPolicy {
+            required: false,
+            hsts: None,
+            ..policy(false, false)
+        };
+        assert!(!relaxed.needs_connection_state());
+        let hsts_only = HttpsPolicy {
+            required: false,
+            hsts: Some("max-age=1".into()),
+            ..policy(false, false)
+        };
+        assert!(hsts_only.needs_connection_state());
     }
 
     #[test]

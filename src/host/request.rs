@@ -53,10 +53,14 @@ impl Context for ApiguardRequest {}
 
 impl HttpContext for ApiguardRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let facts = RequestFacts::new(header_map(MapType::HttpRequestHeaders))
-            .with_downstream_tls(downstream_is_tls());
-        let decision = match self.guard.try_borrow_mut() {
-            Ok(mut guard) => guard.decide(&facts, HostClock.unix_seconds()),
+        let (decision, facts) = match self.guard.try_borrow_mut() {
+            Ok(mut guard) => {
+                // One host call fewer per request when the connection's TLS state cannot matter.
+                let tls = guard.policy().https.needs_connection_state() && downstream_is_tls();
+                let facts = RequestFacts::new(header_map(MapType::HttpRequestHeaders))
+                    .with_downstream_tls(tls);
+                (guard.decide(&facts, HostClock.unix_seconds()), facts)
+            }
             Err(_) => {
                 // Cannot happen on a single-threaded VM; fail closed if it ever does.
                 self.reply(500, &[], b"");
