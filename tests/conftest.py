@@ -6,10 +6,13 @@ same listener shape: TLS or not, path normalisation or not) shares one Envoy. Th
 instances alive and stops the least recently used one when it needs room; all of them are stopped at
 the end of the session. Test modules declare function-scoped `guard` fixtures that call
 `guards.get(config)`: a cache hit costs nothing, and an evicted instance is transparently restarted.
+Tests that need an Envoy of their own for a whole module (the JWT suites: one Envoy's log and
+caches, an "idp" cluster) start it with `new_guard(config, extra_clusters=...)` and stop it.
 """
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import re
@@ -173,11 +176,11 @@ class Response:
         """What the upstream received, from the echo body (and cross-checked with its own record)."""
         assert self.status == 200, f"expected the upstream's 200, got {self.status}: {self.body[:500]!r}"
         echo = self.json()
-        assert echo in self.seen_upstream, "echo body does not match what the upstream recorded"
+        assert self.seen_upstream == [echo], "echo body does not match what the upstream recorded"
         return echo
 
     def __repr__(self):
-        return f"<Response {self.status} {self.headers} {self.body[:300]!r}>"
+        return f"<Response {self.status} {self.headers} {self.body[:400]!r}>"
 
 
 def assert_problem(resp: Response, status: int, code: str, *, secrets: tuple[str, ...] = ()):
@@ -205,11 +208,25 @@ def assert_no_secret(resp: Response, secrets: tuple[str, ...]):
             assert secret not in value, f"response header {name} contains the credential"
 
 
+def assert_challenges(resp: Response, expected) -> list[str]:
+    """The WWW-Authenticate values are exactly `expected` (each once; in any order)."""
+    got = resp.header_all("www-authenticate")
+    assert sorted(got) == sorted(expected), f"WWW-Authenticate {got}, expected {list(expected)}"
+    return got
+
+
 def assert_401(resp: Response, code: str, *, challenge: str = DEFAULT_CHALLENGE,
                secrets: tuple[str, ...] = ()):
     doc = assert_problem(resp, 401, code, secrets=secrets)
-    got = resp.header_all("www-authenticate")
-    assert got == [challenge], f"WWW-Authenticate {got}, expected [{challenge!r}]"
+    assert_challenges(resp, [challenge])
+    return doc
+
+
+def assert_missing(resp: Response, challenges) -> dict:
+    """401 missing_credential offering exactly `challenges`, none of them carrying an error."""
+    doc = assert_problem(resp, 401, "missing_credential")
+    for value in assert_challenges(resp, challenges):
+        assert "error=" not in value, value
     return doc
 
 
@@ -222,7 +239,7 @@ def apiguard_headers(seen: dict) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------------------------
 
 class Guard:
-    """One Envoy with apiguard loaded, in front of the shared echo upstream."""
+    """One Envoy (two workers, V8) with apiguard loaded, in front of the shared echo upstream."""
 
     def __init__(self, envoy: Envoy, upstream: EchoUpstream, tls: bool):
         self.envoy = envoy
@@ -247,6 +264,25 @@ class Guard:
     def get(self, path: str = "/", headers=None, **kw) -> Response:
         return self.request("GET", path, headers, **kw)
 
+    def stop(self):
+        self.envoy.stop()
+
+
+def start_guard(wasm: Path, upstream: EchoUpstream, config, *, tls_files: tuple[str, str] | None = None,
+                normalize_path: bool = True, extra_clusters: dict[str, int] | None = None) -> Guard:
+    """A new Envoy loading apiguard with `config` (a dict or raw text) in front of `upstream`; the
+    caller stops it. `tls_files` terminates TLS on the listener; `extra_clusters` as in bootstrap()."""
+    text = config if isinstance(config, str) else json.dumps(config, sort_keys=True)
+    cfg = bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(text, wasm)], tls=tls_files,
+                    normalize_path=normalize_path, extra_clusters=extra_clusters)
+    envoy = Envoy(cfg)
+    try:
+        envoy.start()
+    except BaseException:
+        envoy.stop()
+        raise
+    return Guard(envoy, upstream, tls=tls_files is not None)
+
 
 class GuardPool:
     def __init__(self, wasm: Path, upstream: EchoUpstream, tls_files: tuple[str, str], max_live: int = 4):
@@ -267,23 +303,16 @@ class GuardPool:
             del self.live[key]
         while len(self.live) >= self.max_live:
             _, old = self.live.popitem(last=False)
-            old.envoy.stop()
-        cfg = bootstrap(free_port(), free_port(), self.upstream.port, [wasm_filter(text, self.wasm)],
-                        tls=self.tls_files if tls else None, normalize_path=normalize_path)
-        envoy = Envoy(cfg)
-        try:
-            envoy.start()
-        except BaseException:
-            envoy.stop()
-            raise
-        guard = Guard(envoy, self.upstream, tls)
+            old.stop()
+        guard = start_guard(self.wasm, self.upstream, text, tls_files=self.tls_files if tls else None,
+                            normalize_path=normalize_path)
         self.live[key] = guard
         return guard
 
     def close(self):
         while self.live:
             _, guard = self.live.popitem()
-            guard.envoy.stop()
+            guard.stop()
 
 
 @pytest.fixture(scope="session")
@@ -305,21 +334,9 @@ def guards(wasm_path, upstream, tls_files, request):
     return pool
 
 
-@pytest.fixture
-def start_envoy(upstream, request):
-    """start_envoy(http_filters, expect_ready=True, **bootstrap_kw) -> Envoy, stopped after the test."""
-    started: list[Envoy] = []
-
-    def start(plugin_filters: list[dict], expect_ready: bool = True, **kw) -> Envoy:
-        cfg = bootstrap(free_port(), free_port(), upstream.port, plugin_filters, **kw)
-        envoy = Envoy(cfg)
-        started.append(envoy)
-        envoy.start(expect_ready=expect_ready)
-        return envoy
-
-    def stop_all():
-        for envoy in started:
-            envoy.stop()
-
-    request.addfinalizer(stop_all)
-    return start
+@pytest.fixture(scope="session")
+def new_guard(wasm_path, upstream):
+    """new_guard(config, **start_guard_kw) -> Guard: an Envoy of its own, outside the pool, for
+    tests that need one for a whole module (its log, its caches) or extra clusters; the caller
+    stops it."""
+    return functools.partial(start_guard, wasm_path, upstream)

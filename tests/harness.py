@@ -64,7 +64,52 @@ class _QuietServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-class EchoUpstream:
+class _BackgroundServer:
+    """A threaded HTTP server on 127.0.0.1 (a kernel-picked port) serving `handler` in the background.
+
+    stop() really takes it down: closing the listening socket is not enough, because a keep-alive
+    connection Envoy pooled to the cluster stays open and its handler thread goes on answering (a
+    "stopped" JWKS server would still serve every later fetch), so the open connections are shut
+    down as well.
+    """
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        owner = self
+
+        class Tracking(handler):
+            def setup(self):
+                super().setup()
+                with owner._connections_lock:
+                    owner._connections.add(self.connection)
+
+            def finish(self):
+                with owner._connections_lock:
+                    owner._connections.discard(self.connection)
+                super().finish()
+
+        self.server = _QuietServer(("127.0.0.1", 0), Tracking)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class EchoUpstream(_BackgroundServer):
     """Answers every request with 200 and a JSON body of what it received."""
 
     def __init__(self):
@@ -96,20 +141,10 @@ class EchoUpstream:
             def log_message(self, *args):
                 pass
 
-        self.server = _QuietServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> "EchoUpstream":
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
-class StaticServer:
+class StaticServer(_BackgroundServer):
     """Serves a body that the test can change (a JWKS endpoint); can be told to fail."""
 
     def __init__(self, body: bytes = b"{}", status: int = 200):
@@ -133,17 +168,7 @@ class StaticServer:
             def log_message(self, *args):
                 pass
 
-        self.server = _QuietServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> "StaticServer":
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def _cluster(name: str, port: int) -> dict:

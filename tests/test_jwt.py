@@ -10,18 +10,17 @@ import time
 
 import pytest
 
+from conftest import DEFAULT_CHALLENGE as APIKEY_CHALLENGE
+from conftest import apiguard_headers as identity
+from conftest import assert_missing, assert_no_secret, assert_problem
 from harness import wait_until
 from jwt_support import (
     AUDIENCE,
     ISSUER,
     MISSING_CHALLENGE,
-    assert_missing,
-    assert_no_secret,
-    assert_problem,
     assert_token_refused,
     b64u,
     b64u_json,
-    bearer,
     claims,
     craft,
     ec_key,
@@ -30,9 +29,7 @@ from jwt_support import (
     hmac_key,
     hs256_with_secret,
     jwks,
-    keygen,
     rsa_key,
-    start_guard,
     token_secrets,
 )
 
@@ -40,12 +37,11 @@ RSA_ONLY = "https://rsa-only.apiguard.test/"     # one RSA key, no kid needed
 STRICT = "https://strict.apiguard.test/"         # clock_skew_seconds 0
 PS_ONLY = "https://ps-only.apiguard.test/"       # algorithms: [PS256]
 PINNED = "https://pinned.apiguard.test/"         # RSA key with JWK alg RS256
-APIKEY_CHALLENGE = 'ApiKey realm="apiguard", header="x-api-key"'
 MAX_TOKEN_BYTES = 8192
 
 
 class Keys:
-    def __init__(self):
+    def __init__(self, keygen):
         self.ec = ec_key("ec1")
         self.rsa = rsa_key("rsa1")
         self.ed = ed25519_key("ed1")
@@ -57,8 +53,8 @@ class Keys:
 
 
 @pytest.fixture(scope="module")
-def k() -> Keys:
-    return Keys()
+def k(keygen) -> Keys:
+    return Keys(keygen)
 
 
 def main_config(k: Keys, **jwt_top) -> dict:
@@ -91,15 +87,15 @@ SENT_TOKENS: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def guard(k):
-    g = start_guard(main_config(k))
+def guard(new_guard, k):
+    g = new_guard(main_config(k))
     yield g
     g.stop()
 
 
 @pytest.fixture(scope="module")
-def keep_guard(k):
-    g = start_guard(main_config(k, strip_token=False))
+def keep_guard(new_guard, k):
+    g = new_guard(main_config(k, strip_token=False))
     yield g
     g.stop()
 
@@ -108,10 +104,6 @@ def send(guard, token: str, path: str = "/orders/1", extra: dict | None = None, 
     SENT_TOKENS.append(token)
     headers = {"authorization": f"{scheme} {token}", **(extra or {})}
     return guard.get(path, headers)
-
-
-def identity(seen: dict) -> dict:
-    return {k: v for k, v in seen["headers"].items() if k.startswith("x-apiguard-")}
 
 
 # ------------------------------------------------------------------------------ accepted tokens

@@ -13,15 +13,13 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness import wait_until
+from conftest import Guard, assert_problem
+from harness import StaticServer, wait_until
 from jwt_support import (
     AUDIENCE,
     ISSUER,
     LOG_THREAD,
-    Guard,
-    JwksServer,
     SigningKey,
-    assert_problem,
     assert_token_refused,
     b64u,
     bearer,
@@ -32,7 +30,6 @@ from jwt_support import (
     jwks,
     log_lines,
     rsa_key,
-    start_guard,
     token_secrets,
 )
 
@@ -110,7 +107,7 @@ def passes_in_a_row(guard: Guard, token: str, n: int = IN_A_ROW) -> bool:
 class Idp:
     """A JWKS server and an Envoy whose "idp" cluster points at it."""
 
-    def __init__(self, server: JwksServer, guard: Guard):
+    def __init__(self, server: StaticServer, guard: Guard):
         self.server = server
         self.guard = guard
 
@@ -122,15 +119,18 @@ class Idp:
         self.server.body = body
         self.server.status = status
 
+    def stop(self):
+        self.guard.stop()
+        self.server.stop()
 
-def start_idp(body: bytes, status: int = 200, **remote) -> Idp:
-    server = JwksServer(body, status).start()
+
+def start_idp(new_guard, body: bytes, status: int = 200, **remote) -> Idp:
+    server = StaticServer(body, status).start()
     try:
-        guard = start_guard(remote_config(**remote), extra_clusters={"idp": server.port})
+        guard = new_guard(remote_config(**remote), extra_clusters={"idp": server.port})
     except BaseException:
         server.stop()
         raise
-    guard.servers.append(server)
     return Idp(server, guard)
 
 
@@ -150,13 +150,13 @@ def ks() -> KeySet:
 
 
 @pytest.fixture(scope="module")
-def shared(ks):
-    idp = start_idp(json.dumps(jwks(ks.k1, ks.r1)).encode())
+def shared(new_guard, ks):
+    idp = start_idp(new_guard, json.dumps(jwks(ks.k1, ks.r1)).encode())
     try:
         wait_workers_logged(idp.guard, LOADED, 0, 10)
         yield idp
     finally:
-        idp.guard.stop()
+        idp.stop()
 
 
 @pytest.fixture
@@ -314,8 +314,8 @@ def test_withdrawn_key_stops_verifying_after_refetch(idp, ks):
 
 # ------------------------------------------------------------------------------ own Envoys
 
-def test_no_verification_key_until_first_good_fetch(ks):
-    idp = start_idp(b"internal error", status=500)
+def test_no_verification_key_until_first_good_fetch(new_guard, ks):
+    idp = start_idp(new_guard, b"internal error", status=500)
     try:
         wait_workers_logged(idp.guard, IGNORED, 0, 10)
         token = ks.k1.sign(claims("cold"))
@@ -329,12 +329,12 @@ def test_no_verification_key_until_first_good_fetch(ks):
         wait_workers_logged(idp.guard, LOADED, 0, 10)
         all_pass(idp.guard, token, "cold")
     finally:
-        idp.guard.stop()
+        idp.stop()
 
 
-def test_jwks_server_down_keeps_cached_keys_across_periodic_refresh(ks):
+def test_jwks_server_down_keeps_cached_keys_across_periodic_refresh(new_guard, ks):
     # Nothing pokes this one: the failed fetch is the periodic refresh (refresh_interval 10 s).
-    idp = start_idp(json.dumps(jwks(ks.k1)).encode())
+    idp = start_idp(new_guard, json.dumps(jwks(ks.k1)).encode())
     try:
         wait_workers_logged(idp.guard, LOADED, 0, 10)
         token = ks.k1.sign(claims("server-down"))
@@ -346,4 +346,4 @@ def test_jwks_server_down_keeps_cached_keys_across_periodic_refresh(ks):
         fresh = ks.k1.sign(claims("server-down-fresh"))   # not cached: verified with the kept keys
         all_pass(idp.guard, fresh, "server-down-fresh")
     finally:
-        idp.guard.stop()
+        idp.stop()
