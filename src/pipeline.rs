@@ -43,6 +43,13 @@ pub enum Decision {
     Reply(LocalReply),
 }
 
+/// Why the checks stopped short of forwarding the request.
+enum Stop<'p> {
+    Refuse(Refusal<'p>),
+    /// Plain HTTP, to be redirected to this `https://` URL.
+    Redirect(String),
+}
+
 /// A refusal with the challenges its route calls for.
 struct Refusal<'p> {
     denial: Denial,
@@ -107,10 +114,10 @@ impl Guard {
                 forward.caller = caller;
                 Decision::Forward(forward)
             }
-            Err(Err(location)) if !policy.report_only => {
+            Err(Stop::Redirect(location)) if !policy.report_only => {
                 Decision::Reply(LocalReply::redirect(location))
             }
-            Err(Err(_)) => {
+            Err(Stop::Redirect(_)) => {
                 forward.set_headers.push((
                     WOULD_DENY_HEADER.to_owned(),
                     Denial::HttpsRequired.code().to_owned(),
@@ -118,7 +125,7 @@ impl Guard {
                 forward.unenforced = Some(Denial::HttpsRequired);
                 Decision::Forward(forward)
             }
-            Err(Ok(refusal)) if policy.report_only => {
+            Err(Stop::Refuse(refusal)) if policy.report_only => {
                 forward.set_headers.push((
                     WOULD_DENY_HEADER.to_owned(),
                     refusal.denial.code().to_owned(),
@@ -129,7 +136,7 @@ impl Guard {
                 forward.unenforced = Some(refusal.denial);
                 Decision::Forward(forward)
             }
-            Err(Ok(refusal)) => {
+            Err(Stop::Refuse(refusal)) => {
                 let mut reply = LocalReply::denial(
                     &refusal.denial,
                     refusal.challenges,
@@ -160,7 +167,7 @@ impl Guard {
     }
 }
 
-/// The checks proper. `Err(Err(url))` is a redirect to HTTPS; `Err(Ok(_))` a refusal.
+/// The checks proper, in order.
 /// Credential headers to strip are added to `forward` as soon as they are seen, so that they
 /// are stripped in report-only mode too.
 fn check<'p>(
@@ -169,21 +176,23 @@ fn check<'p>(
     req: &RequestFacts,
     now: i64,
     forward: &mut Forward,
-) -> Result<Caller, Result<Refusal<'p>, String>> {
+) -> Result<Caller, Stop<'p>> {
     mark_for_stripping(policy, req, forward);
     if let Some(param) = req
         .query()
         .and_then(|q| credential_in_query(q, &policy.query_params))
     {
-        return Err(Ok(Denial::CredentialInQuery {
-            param: param.to_owned(),
-        }
-        .into()));
+        return Err(Stop::Refuse(
+            Denial::CredentialInQuery {
+                param: param.to_owned(),
+            }
+            .into(),
+        ));
     }
     match policy.https.check(req) {
         None => {}
-        Some(PlainHttp::Refuse) => return Err(Ok(Denial::HttpsRequired.into())),
-        Some(PlainHttp::Redirect(location)) => return Err(Err(location)),
+        Some(PlainHttp::Refuse) => return Err(Stop::Refuse(Denial::HttpsRequired.into())),
+        Some(PlainHttp::Redirect(location)) => return Err(Stop::Redirect(location)),
     }
     let route = policy.route_for(req.path());
     let rule = route.map_or(policy.credentials, |r| r.credentials);
@@ -195,7 +204,7 @@ fn check<'p>(
             .map(|k| k.header.as_str()),
         bearer: rule.accepts_jwt(),
     };
-    let refuse = |denial: Denial| Err(Ok(Refusal { denial, challenges }));
+    let refuse = |denial: Denial| Err(Stop::Refuse(Refusal { denial, challenges }));
 
     let presented = match policy.sources.extract(req) {
         Ok(p) => p,
