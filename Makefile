@@ -9,7 +9,6 @@ ENVOY       := $(VENV)/bin/envoy
 TOOLS       := $(ROOT)/.tools
 WASM_TARGET := wasm32-wasip1
 WASM        := $(ROOT)/target/$(WASM_TARGET)/release/apiguard.wasm
-NOOP_WASM   := $(ROOT)/target/$(WASM_TARGET)/release/apiguard_noop.wasm
 # wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
 WBG_VERSION  = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 WBG_RUNNER  := $(TOOLS)/bin/wasm-bindgen-test-runner
@@ -21,7 +20,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 help:
 	@echo "make run     build the plugin and start the demo (Envoy + apiguard + echo upstream)"
 	@echo "make test    run every test layer: lint, native unit, wasm unit (Node), end-to-end in Envoy"
-	@echo "make bench   measure the filter's cost (writes BENCHMARKS.md)"
+	@echo "make bench   measure the filter's cost (writes BENCHMARKS.md; ARGS=--quick for a short run)"
 	@echo "make keygen  print a new API key and its configuration entry"
 
 setup: setup-rust setup-venv
@@ -77,7 +76,7 @@ test-e2e: setup build
 test: setup lint test-unit test-wasm test-e2e
 
 bench: setup setup-wrk build
-	$(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM)
+	$(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM) $(ARGS)
 
 keygen:
 	@cargo run --quiet --bin apiguard-keygen -- $(ARGS)
