@@ -1110,7 +1110,7 @@ def write_report(path: Path, info: dict, args, load: Load, ctx: Ctx, outcomes: l
     else:
         w("bench/pipeline times the pure core (no Envoy, no wasm) with `std::time::Instant` over many "
           "iterations, on the same key, token and request headers as the load test, compiled natively "
-          "for this CPU with the plugin's release profile (opt-level \"s\", LTO). Inside Envoy the same "
+          "for this CPU with the plugin's release profile (opt-level 3, LTO). Inside Envoy the same "
           "code runs as wasm32 under V8; compare with *wasm code per request* above to see how much "
           "slower that is, before the proxy-wasm host calls are even counted.")
         w("")
