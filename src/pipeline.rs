@@ -566,6 +566,9 @@ mod tests {
     }
 
     mod tokens {
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
+
         use super::*;
         use crate::jwt::test_keys::{ec_public_jwk, mint};
         use crate::jwt::Alg;

@@ -1,4 +1,11 @@
-//! Claim checks on signature-verified claims, and the identity they yield.
+//! The claim rules, and the identity a verified token yields.
+//!
+//! [`check_rules`] only ever refuses. It runs on the claims *before* the signature is checked
+//! (a signature check costs far more than all the rules together, and most refused tokens are
+//! refused for what their claims say, typically `exp`), so it sees attacker data: it returns a
+//! verdict, never anything that is trusted. The identity, forwarded headers and cache entry are
+//! built by [`identity`], which only takes [`VerifiedClaims`]: claims that passed the rules *and*
+//! whose signature verified (see `token.rs`).
 
 use std::fmt;
 use std::rc::Rc;
@@ -126,25 +133,21 @@ fn check_start(t: TimeClaims, now: i64, skew: i64) -> Result<(), JwtError> {
     Ok(())
 }
 
-/// Runs every claim check in a fixed order and builds the identity.
-pub fn validate(
+/// Every claim rule, in order: refresh-token markers → `exp`/`nbf`/`iat`/lifetime → `iss`/`aud` →
+/// `sub`. Refuse-only: called on the unverified claims, before the signature check. Returns the
+/// `sub` it checked, which the caller must keep untrusted until the signature has verified.
+pub fn check_rules<'c>(
     p: &Provider,
-    provider: usize,
     header_typ: Option<&str>,
-    claims: VerifiedClaims,
+    times: TimeClaims,
+    claims: &'c Map<String, Value>,
     now: i64,
-) -> Result<(VerifiedJwt, TimeClaims), JwtError> {
-    let times = TimeClaims {
-        exp: claims.exp,
-        nbf: claims.nbf,
-        iat: claims.iat,
-    };
-    let claims = claims.other;
-    if is_refresh_token(p, header_typ, &claims) {
+) -> Result<&'c str, JwtError> {
+    if is_refresh_token(p, header_typ, claims) {
         return Err(JwtError::RefreshToken);
     }
     check_times(p, times, now)?;
-    // The provider was chosen by this claim; check again now that it is signed.
+    // The provider was chosen by this claim; kept here so the rules stand on their own.
     if claims.get("iss").and_then(Value::as_str) != Some(p.issuer.as_str()) {
         return Err(JwtError::UnknownIssuer);
     }
@@ -152,12 +155,27 @@ pub fn validate(
         return Err(JwtError::AudienceMismatch);
     }
     let subject = match claims.get("sub") {
-        Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
+        Some(Value::String(sub)) if !sub.is_empty() => sub.as_str(),
         _ => return Err(JwtError::MissingSub),
     };
-    if !valid_subject(&subject) {
+    if !valid_subject(subject) {
         return Err(JwtError::InvalidSub);
     }
+    Ok(subject)
+}
+
+/// Builds the identity from claims that passed [`check_rules`] and whose signature verified;
+/// the last check is that the forwarded claims can be header values.
+pub fn identity(
+    p: &Provider,
+    provider: usize,
+    claims: VerifiedClaims,
+) -> Result<(VerifiedJwt, TimeClaims), JwtError> {
+    let VerifiedClaims {
+        times,
+        subject,
+        other: claims,
+    } = claims;
     let mut forward_headers = Vec::with_capacity(p.forward_claims.len());
     for (claim, header) in &p.forward_claims {
         if let Some(value) = claims.get(claim) {
@@ -267,18 +285,33 @@ mod tests {
         TimeClaims { exp, nbf, iat }
     }
 
+    /// The verifier's sequence without the signature: the rules, then the identity.
+    fn validate(
+        p: &Provider,
+        typ: Option<&str>,
+        times: TimeClaims,
+        other: Map<String, Value>,
+    ) -> Result<VerifiedJwt, JwtError> {
+        let subject = check_rules(p, typ, times, &other, NOW)?.to_owned();
+        let vc = VerifiedClaims {
+            times,
+            subject,
+            other,
+        };
+        identity(p, 0, vc).map(|(v, _)| v)
+    }
+
     fn run(claims: Value, typ: Option<&str>) -> Result<VerifiedJwt, JwtError> {
         let other = match claims {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        let vc = VerifiedClaims {
-            exp: Some(NOW + 600),
-            nbf: None,
-            iat: Some(NOW),
+        validate(
+            &provider(),
+            typ,
+            times(Some(NOW + 600), None, Some(NOW)),
             other,
-        };
-        validate(&provider(), 0, typ, vc, NOW).map(|(v, _)| v)
+        )
     }
 
     #[test]
@@ -471,12 +504,6 @@ mod tests {
         let mut other = Map::new();
         other.insert("iss".to_owned(), json!("iss"));
         other.insert("sub".to_owned(), json!("u"));
-        let vc = VerifiedClaims {
-            exp: Some(NOW + 10),
-            nbf: None,
-            iat: None,
-            other,
-        };
-        assert!(validate(&p, 0, None, vc, NOW).is_ok());
+        assert!(validate(&p, None, times(Some(NOW + 10), None, None), other).is_ok());
     }
 }

@@ -3,9 +3,16 @@
 //!
 //! Order of checks for one token (cheapest and least trusting first):
 //! size → cache hit (re-checks time claims only) → parse header (`alg` none/unknown, `crit`) →
-//! parse claims → provider by `iss` → `alg` allow-list → key by `kid` and key family →
-//! signature → refresh-token markers → `exp`/`nbf`/`iat`/lifetime → `iss`/`aud` → `sub` →
-//! forwarded claims.
+//! parse claims → provider by `iss` → claim rules on the *unverified* claims (refresh-token
+//! markers → `exp`/`nbf`/`iat`/lifetime → `iss`/`aud` → `sub`) → `alg` allow-list → key by `kid`
+//! and key family → signature → forwarded claims.
+//!
+//! The claim rules run before the signature because a signature check is by far the most
+//! expensive step, and most refused tokens are refused for what their claims say (above all
+//! `exp`). They can only refuse: the claims are trusted — identity, forwarded claims, cache
+//! entry — only once the signature has verified. So a forged token whose claims break a rule is
+//! refused for that rule, not as `invalid_signature`; the client learns nothing it could not read
+//! from its own token.
 
 mod alg;
 mod cache;
@@ -119,10 +126,19 @@ impl JwtVerifier {
 
         let parsed = ParsedToken::parse(token)?;
         let unverified = parsed.unverified_claims()?;
-        let index = unverified
+        let settings = Rc::clone(&self.settings);
+        let (index, provider) = unverified
             .issuer_hint()
-            .and_then(|iss| self.settings.providers.iter().position(|p| p.issuer == iss))
+            .and_then(|iss| {
+                settings
+                    .providers
+                    .iter()
+                    .enumerate()
+                    .find(|(_, p)| p.issuer == iss)
+            })
             .ok_or(JwtError::UnknownIssuer)?;
+        // Refuse-only, before the costly signature check; nothing is trusted yet.
+        let screened = unverified.screen(provider, parsed.header_typ(), now_unix)?;
         let proof = match self.check_signature(index, &parsed) {
             Ok(proof) => proof,
             Err(err) => {
@@ -132,18 +148,7 @@ impl JwtVerifier {
                 return Err(err);
             }
         };
-        let settings = Rc::clone(&self.settings);
-        let provider = settings
-            .providers
-            .get(index)
-            .ok_or(JwtError::UnknownIssuer)?;
-        let (verified, times) = claims::validate(
-            provider,
-            index,
-            parsed.header_typ(),
-            unverified.into_verified(proof),
-            now_unix,
-        )?;
+        let (verified, times) = claims::identity(provider, index, screened.into_verified(proof))?;
         // Tokens without exp are not cached: nothing would ever expire them.
         if let (Some(key), Some(exp)) = (digest, times.exp) {
             let entry = CacheEntry {

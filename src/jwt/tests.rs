@@ -120,9 +120,10 @@ fn every_algorithm_refuses_a_signature_by_another_key() {
     );
 }
 
-/// RFC 7515 A.1–A.3 tokens have no `sub`: the full path must get past the signature (it
-/// uses the RFC keys and the RFC token bytes) and stop at the claim checks with `missing_sub`;
-/// with the wrong key it stops at the signature.
+/// RFC 7515 A.1–A.3 tokens have no `sub`. The verifier's key-selection and signature step
+/// accepts the RFC token bytes with the RFC keys (from JWKs) and refuses them with other keys of
+/// the same type; the full path refuses them for their claims (`missing_sub`, or `token_expired`)
+/// before computing any signature, whatever the key.
 #[test]
 fn rfc7515_appendix_a1_a2_a3_examples_pass_the_signature_step() {
     let before_exp = test_keys::RFC7515_EXP - 100;
@@ -145,25 +146,216 @@ fn rfc7515_appendix_a1_a2_a3_examples_pass_the_signature_step() {
     ] {
         let config =
             |jwk: &Value| json!({"providers": [{"issuer": "joe", "jwks": {"keys": [jwk]}}]});
+        let parsed = ParsedToken::parse(token).unwrap();
         let mut v = verifier(config(&good));
-        assert_eq!(
-            v.verify(token, before_exp).map(|j| j.subject),
-            Err(JwtError::MissingSub),
-            "{token}"
-        );
-        assert_eq!(
-            v.verify(token, test_keys::RFC7515_EXP + 60).err(),
-            Some(JwtError::Expired {
-                exp: test_keys::RFC7515_EXP,
-                now: test_keys::RFC7515_EXP + 60
-            })
-        );
+        assert!(v.check_signature(0, &parsed).is_ok(), "{token}");
         let mut w = verifier(config(&wrong));
         assert_eq!(
-            w.verify(token, before_exp).err(),
+            w.check_signature(0, &parsed).err(),
             Some(JwtError::InvalidSignature),
             "{token}"
         );
+        let checks = token::signature_checks();
+        for verifier in [&mut v, &mut w] {
+            assert_eq!(
+                verifier.verify(token, before_exp).err(),
+                Some(JwtError::MissingSub),
+                "{token}"
+            );
+            assert_eq!(
+                verifier.verify(token, test_keys::RFC7515_EXP + 60).err(),
+                Some(JwtError::Expired {
+                    exp: test_keys::RFC7515_EXP,
+                    now: test_keys::RFC7515_EXP + 60
+                })
+            );
+        }
+        assert_eq!(token::signature_checks(), checks, "{token}");
+    }
+}
+
+/// Tokens refused for their claims are refused before the signature: the refusal is the same
+/// whether the signature is good, made by another key, garbage, or by a key never heard of —
+/// and no signature is computed.
+#[test]
+fn claim_refusals_come_before_the_signature() {
+    let mut v = verifier(all_keys_config());
+    let cases = [
+        (with(claims(), "exp", json!(NOW - 61)), "token_expired"),
+        (
+            with(claims(), "nbf", json!(NOW + 61)),
+            "token_not_yet_valid",
+        ),
+        (
+            with(
+                with(claims(), "iat", json!(NOW + 61)),
+                "exp",
+                json!(NOW + 700),
+            ),
+            "token_issued_in_future",
+        ),
+        (
+            with(claims(), "exp", json!(NOW + 3601)),
+            "token_lifetime_too_long",
+        ),
+        (without(claims(), "exp"), "missing_exp"),
+        (with(claims(), "aud", json!("other")), "audience_mismatch"),
+        (
+            with(claims(), "token_use", json!("refresh")),
+            "refresh_token_not_allowed",
+        ),
+        (without(claims(), "sub"), "missing_sub"),
+        (with(claims(), "sub", json!(" alice")), "invalid_sub"),
+        (
+            with(claims(), "iss", json!("https://evil.example")),
+            "unknown_issuer",
+        ),
+    ];
+    for (c, want) in &cases {
+        let good = mint(Alg::Es256, Some("ec"), c);
+        let forgeries = [
+            good.clone(),
+            mint_with(
+                Alg::Es256,
+                Signer::Other,
+                &json!({"alg": "ES256", "kid": "ec"}),
+                c,
+            ),
+            with_segment(&good, 2, &b64url(&[7; 64])),
+            with_segment(&good, 2, "AA"),
+            mint(Alg::Es256, Some("unknown"), c),
+            mint_with(Alg::Es256, Signer::Other, &json!({"alg": "ES256"}), c),
+            // Even an HMAC token aimed at the RSA key: the claims refuse it first.
+            mint(Alg::Hs256, Some("rsa"), c),
+        ];
+        for token in &forgeries {
+            let checks = token::signature_checks();
+            assert_eq!(code(&mut v, token), *want, "{c}");
+            assert_eq!(
+                token::signature_checks(),
+                checks,
+                "{want}: no signature computed"
+            );
+        }
+    }
+    let typ = json!({"alg": "ES256", "kid": "ec", "typ": "refresh+jwt"});
+    let checks = token::signature_checks();
+    assert_eq!(
+        code(
+            &mut v,
+            &mint_with(Alg::Es256, Signer::Other, &typ, &claims())
+        ),
+        "refresh_token_not_allowed"
+    );
+    assert_eq!(token::signature_checks(), checks);
+    assert_eq!(v.cached_tokens(), 0);
+}
+
+/// With claims that pass every rule, the signature still decides, and the steps before the
+/// claim rules (header, claims JSON) still come first.
+#[test]
+fn signature_and_header_refusals_are_unchanged_for_otherwise_valid_tokens() {
+    let mut v = verifier(all_keys_config());
+    let checks = token::signature_checks();
+    let forged = mint_with(
+        Alg::Es256,
+        Signer::Other,
+        &json!({"alg": "ES256", "kid": "ec"}),
+        &claims(),
+    );
+    assert_eq!(code(&mut v, &forged), "invalid_signature");
+    assert_eq!(token::signature_checks(), checks + 1);
+    let garbage = with_segment(
+        &mint(Alg::Es256, Some("ec"), &claims()),
+        2,
+        &b64url(&[7; 64]),
+    );
+    assert_eq!(code(&mut v, &garbage), "invalid_signature");
+    assert_eq!(
+        code(&mut v, &mint(Alg::Es256, Some("nope"), &claims())),
+        "unknown_kid"
+    );
+    assert_eq!(
+        code(&mut v, &mint(Alg::Hs256, Some("rsa"), &claims())),
+        "algorithm_confusion"
+    );
+    assert_eq!(v.cached_tokens(), 0);
+
+    // Header and structure problems win over an expired exp.
+    let expired = with(claims(), "exp", json!(NOW - 61));
+    let body = b64url(expired.to_string().as_bytes());
+    assert_eq!(
+        code(&mut v, &format!("{}.{body}.", b64url(br#"{"alg":"none"}"#))),
+        "alg_none"
+    );
+    assert_eq!(
+        code(
+            &mut v,
+            &mint_with(
+                Alg::Es256,
+                Signer::Rfc,
+                &json!({"alg": "ES256", "kid": "ec", "crit": ["b64"]}),
+                &expired
+            )
+        ),
+        "unsupported_crit_header"
+    );
+    assert_eq!(
+        code(
+            &mut v,
+            &format!("{}.{body}.AA", b64url(br#"{"alg":"HS1"}"#))
+        ),
+        "alg_not_allowed"
+    );
+    assert_eq!(
+        code(
+            &mut v,
+            &format!("{}.{body}.a+b", b64url(br#"{"alg":"ES256"}"#))
+        ),
+        "malformed_token"
+    );
+    let bad_claims = with(expired, "nbf", json!("soon"));
+    assert_eq!(
+        code(&mut v, &mint(Alg::Es256, Some("ec"), &bad_claims)),
+        "malformed_token"
+    );
+}
+
+/// A good token with a kid not (yet) in the remote set is `unknown_kid` and brings a fetch
+/// forward; an expired one is refused for its `exp` and, being refused anyway, brings none.
+#[test]
+fn only_otherwise_valid_tokens_with_an_unknown_kid_bring_a_refetch_forward() {
+    let mut v = verifier(remote_config());
+    assert_eq!(v.jwks_fetches_due(NOW).len(), 1);
+    assert_eq!(
+        v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW),
+        Ok(1)
+    );
+    let stale = mint(
+        Alg::Es256,
+        Some("k2"),
+        &with(claims(), "exp", json!(NOW - 61)),
+    );
+    assert_eq!(code_at(&mut v, &stale, NOW + 30), "token_expired");
+    assert!(v.jwks_fetches_due(NOW + 30).is_empty());
+    let fresh = mint(
+        Alg::Es256,
+        Some("k2"),
+        &with(claims(), "exp", json!(NOW + 600)),
+    );
+    assert_eq!(code_at(&mut v, &fresh, NOW + 30), "unknown_kid");
+    assert_eq!(v.jwks_fetches_due(NOW + 30).len(), 1);
+
+    // Before the first good fetch, a token its claims condemn is a 401, not a 503.
+    let mut cold = verifier(remote_config());
+    assert_eq!(code(&mut cold, &stale), "token_expired");
+    assert_eq!(code(&mut cold, &fresh), "no_verification_key");
+}
+
+fn code_at(v: &mut JwtVerifier, token: &str, now: i64) -> &'static str {
+    match v.verify(token, now) {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
     }
 }
 

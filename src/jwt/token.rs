@@ -1,13 +1,20 @@
 //! Untrusted compact JWS → signature-checked claims. The types encode trust: a [`ParsedToken`]
 //! and its [`UnverifiedClaims`] are attacker data (only the issuer may be peeked at, to pick the
-//! key set); [`VerifiedClaims`] can only be built with a [`SignatureChecked`] proof, which only
+//! provider). [`UnverifiedClaims::screen`] runs the claim rules on them before any signature is
+//! checked; those rules can only refuse, and what passes is a [`ScreenedClaims`], still opaque.
+//! [`VerifiedClaims`] can only be built from that with a [`SignatureChecked`] proof, which only
 //! [`ParsedToken::check_signature`] creates.
+
+#[cfg(test)]
+use std::cell::Cell;
 
 use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
 use jwt_compact::{Algorithm, AlgorithmSignature, Claims, ParseError, UntrustedToken};
 use serde_json::{Map, Value};
 
 use super::alg::{is_none_alg, Alg};
+use super::claims::{self, TimeClaims};
+use super::config::Provider;
 use super::error::{JwtError, Malformed};
 use super::jwks::{KeyMaterial, VerifyKey};
 
@@ -105,30 +112,74 @@ impl UnverifiedClaims {
         self.0.custom.get("iss").and_then(Value::as_str)
     }
 
-    pub fn into_verified(self, _proof: SignatureChecked) -> VerifiedClaims {
+    /// Applies the claim rules ([`claims::check_rules`]) before the signature is checked, so a
+    /// token its own claims condemn costs no signature verification. The rules only refuse:
+    /// what passes stays untrusted until [`ScreenedClaims::into_verified`] gets a proof.
+    /// `header_typ` is the (equally unverified) header `typ`, for the refresh-token markers.
+    pub fn screen(
+        self,
+        provider: &Provider,
+        header_typ: Option<&str>,
+        now: i64,
+    ) -> Result<ScreenedClaims, JwtError> {
         let claims = self.0;
-        VerifiedClaims {
+        let times = TimeClaims {
             exp: claims.expiration.map(|t| t.timestamp()),
             nbf: claims.not_before.map(|t| t.timestamp()),
             iat: claims.issued_at.map(|t| t.timestamp()),
+        };
+        let subject = claims::check_rules(provider, header_typ, times, &claims.custom, now)?;
+        Ok(ScreenedClaims {
+            times,
+            subject: subject.to_owned(),
             other: claims.custom,
+        })
+    }
+}
+
+/// Claims that passed the claim rules, signature not yet checked: nothing can be read from them.
+pub struct ScreenedClaims {
+    times: TimeClaims,
+    subject: String,
+    other: Map<String, Value>,
+}
+
+impl ScreenedClaims {
+    pub fn into_verified(self, _proof: SignatureChecked) -> VerifiedClaims {
+        VerifiedClaims {
+            times: self.times,
+            subject: self.subject,
+            other: self.other,
         }
     }
 }
 
-/// Claims covered by a valid signature; their values still have to pass the claim checks.
+/// Claims that passed the claim rules and are covered by a valid signature.
 #[derive(Debug)]
 pub struct VerifiedClaims {
-    pub exp: Option<i64>,
-    pub nbf: Option<i64>,
-    pub iat: Option<i64>,
+    pub times: TimeClaims,
+    /// `sub`, as checked by the rules.
+    pub subject: String,
     /// Every claim other than `exp`, `nbf` and `iat`.
     pub other: Map<String, Value>,
+}
+
+#[cfg(test)]
+thread_local! {
+    static SIGNATURE_CHECKS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Test-only: how many signature verifications this thread has computed.
+#[cfg(test)]
+pub fn signature_checks() -> usize {
+    SIGNATURE_CHECKS.with(Cell::get)
 }
 
 /// Dispatches to jwt-compact's verifier for (key, alg). HMAC comparison is jwt-compact's
 /// constant-time `CtOutput` equality.
 fn signature_valid(key: &VerifyKey, alg: Alg, input: &[u8], signature: &[u8]) -> bool {
+    #[cfg(test)]
+    SIGNATURE_CHECKS.with(|n| n.set(n.get() + 1));
     match (&key.material, alg) {
         (KeyMaterial::Hmac(k), Alg::Hs256) => verify(&Hs256, k, input, signature),
         (KeyMaterial::Hmac(k), Alg::Hs384) => verify(&Hs384, &Hs384Key::new(k), input, signature),
@@ -190,15 +241,64 @@ mod tests {
             .is_ok());
         let claims = parsed.unverified_claims().unwrap();
         assert_eq!(claims.issuer_hint(), Some("joe"));
+        // The RFC payload has no sub: the claim rules refuse it (exp is read: see Expired).
+        let p = provider("joe");
+        let exp = test_keys::RFC7515_EXP;
+        assert_eq!(
+            claims.screen(&p, parsed.header_typ(), exp - 100).err(),
+            Some(JwtError::MissingSub)
+        );
+        let claims = parsed.unverified_claims().unwrap();
+        assert_eq!(
+            claims.screen(&p, parsed.header_typ(), exp + 60).err(),
+            Some(JwtError::Expired { exp, now: exp + 60 })
+        );
+    }
+
+    fn provider(issuer: &str) -> Provider {
+        Provider {
+            issuer: issuer.to_owned(),
+            audiences: Vec::new(),
+            algorithms: None,
+            inline_keys: Vec::new(),
+            remote: None,
+            clock_skew: 60,
+            max_lifetime: 3600,
+            require_expiration: true,
+            refresh_claims: Vec::new(),
+            refresh_header_types: Vec::new(),
+            forward_claims: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn screened_claims_become_verified_claims_with_a_proof() {
+        let now = 1_700_000_000;
+        let token = test_keys::mint(
+            Alg::Hs256,
+            None,
+            &json!({"iss": "joe", "sub": "u", "iat": now, "exp": now + 60, "is_root": true}),
+        );
+        let parsed = ParsedToken::parse(&token).unwrap();
+        let screened = parsed
+            .unverified_claims()
+            .unwrap()
+            .screen(&provider("joe"), parsed.header_typ(), now)
+            .unwrap();
         let proof = parsed
             .check_signature(&key(test_keys::hmac_jwk(), KeySource::Inline))
             .unwrap();
-        let verified = claims.into_verified(proof);
-        assert_eq!(verified.exp, Some(test_keys::RFC7515_EXP));
+        let verified = screened.into_verified(proof);
         assert_eq!(
-            verified.other.get("http://example.com/is_root"),
-            Some(&json!(true))
+            verified.times,
+            TimeClaims {
+                exp: Some(now + 60),
+                nbf: None,
+                iat: Some(now)
+            }
         );
+        assert_eq!(verified.subject, "u");
+        assert_eq!(verified.other.get("is_root"), Some(&json!(true)));
     }
 
     #[test]
