@@ -59,17 +59,21 @@ run: setup build
 	$(PY) envoy/demo.py --envoy $(ENVOY) --wasm $(WASM)
 
 lint: setup-rust
+	@echo "== lint $$(date +%T)"
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
 
 test-unit:
+	@echo "== test-unit $$(date +%T)"
 	cargo test
 
 test-wasm: setup-wasm-bindgen
+	@echo "== test-wasm $$(date +%T)"
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WBG_RUNNER) cargo test --target wasm32-unknown-unknown --lib
 
 # The key generator is built in the debug profile: its dependencies are already compiled by the unit tests.
 test-e2e: setup build
+	@echo "== test-e2e $$(date +%T)"
 	cargo build --quiet --bin apiguard-keygen
 	APIGUARD_WASM=$(WASM) ENVOY_BIN=$(ENVOY) APIGUARD_KEYGEN=$(ROOT)/target/debug/apiguard-keygen $(PY) -m pytest -q tests
 
