@@ -66,7 +66,7 @@ pub struct CredentialSources {
 }
 
 /// Splits `Scheme value` (scheme case-insensitive, RFC 9110 §11.4).
-fn with_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+pub fn with_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     let (given, rest) = value.trim().split_once([' ', '\t'])?;
     given
         .eq_ignore_ascii_case(scheme)

@@ -9,6 +9,8 @@ pub enum Denial {
     CredentialInQuery {
         param: String,
     },
+    /// The upstream could read the path differently than the route/exemption match did.
+    NonCanonicalPath,
     MultipleCredentials {
         header: String,
     },
@@ -29,7 +31,9 @@ pub enum Denial {
 impl Denial {
     pub fn status(&self) -> u16 {
         match self {
-            Self::CredentialInQuery { .. } | Self::MultipleCredentials { .. } => 400,
+            Self::CredentialInQuery { .. }
+            | Self::MultipleCredentials { .. }
+            | Self::NonCanonicalPath => 400,
             Self::HttpsRequired => 403,
             // The issuer's keys have not been fetched yet: the token may well be good, retry.
             Self::Jwt {
@@ -46,6 +50,7 @@ impl Denial {
     pub fn code(&self) -> &'static str {
         match self {
             Self::CredentialInQuery { .. } => "credential_in_query",
+            Self::NonCanonicalPath => "non_canonical_path",
             Self::MultipleCredentials { .. } => "multiple_credentials",
             Self::MissingCredential => "missing_credential",
             Self::ApiKey(KeyRejection::Malformed) => "malformed_api_key",
@@ -61,6 +66,7 @@ impl Denial {
     pub fn title(&self) -> &'static str {
         match self {
             Self::CredentialInQuery { .. } => "Credential in query string",
+            Self::NonCanonicalPath => "Path not in canonical form",
             Self::MultipleCredentials { .. } => "Ambiguous credentials",
             Self::MissingCredential => "Credential required",
             Self::ApiKey(KeyRejection::Malformed) => "Malformed API key",
@@ -78,6 +84,7 @@ impl Denial {
             Self::CredentialInQuery { param } => format!(
                 "credentials must not be sent in the query string (parameter '{param}'); send them in a header and rotate the exposed credential"
             ),
+            Self::NonCanonicalPath => "the path has dot segments, path parameters or needless percent-encoding; send it in plain form".to_owned(),
             Self::MultipleCredentials { header } => format!("the '{header}' header was sent more than once or disagrees with another credential"),
             Self::MissingCredential => "this API requires a credential".to_owned(),
             Self::ApiKey(KeyRejection::Malformed) => "the API key is not a well-formed apiguard key".to_owned(),

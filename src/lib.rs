@@ -1,7 +1,7 @@
 //! apiguard: API security enforced at the proxy.
 //!
 //! The pure core (everything but `host`) knows nothing of proxy-wasm: time comes in as an
-//! argument or through [`time::Clock`], randomness through [`api_key::RandomSource`], so the same
+//! argument (`now`, read from Envoy's clock by the host), randomness through [`api_key::RandomSource`], so the same
 //! code runs in native unit tests, in wasm under Node, and inside Envoy.
 
 pub mod api_key;

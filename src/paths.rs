@@ -1,10 +1,14 @@
-//! Path matching for exemptions and per-route policies: whole segments only, and never on a
-//! path that is not canonical (a `..` or an encoded slash could otherwise borrow a weaker policy).
+//! Path matching for exemptions and per-route policies: whole segments only, and only on a
+//! path in canonical form. An upstream may resolve `..`, `..;`, `;params` or `%70` to another
+//! path than the one apiguard matched, so such paths are refused when any exemption or route
+//! could be fooled by them (see [`is_canonical`]).
 
-/// True when `path` has no dot segments, backslashes, empty segments or percent-encoded `.`, `/`
-/// or `\`: the forms that an upstream might resolve to a different path than the one matched.
+/// True when `path` is in a form every upstream reads the same way: it starts with `/`, has no
+/// empty, `.` or `..` segments, no backslash, no `;` (path parameters: `..;` is `..` to Tomcat),
+/// no control or non-ASCII bytes, and no percent-encoding of an unreserved character (`%70` is
+/// `p`), of `/`, `\`, `;`, `%` or of a control byte.
 pub fn is_canonical(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
+    if !path.starts_with('/') || path.contains("//") {
         return false;
     }
     if path
@@ -13,11 +17,28 @@ pub fn is_canonical(path: &str) -> bool {
     {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    !(lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || lower.contains("%25"))
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = bytes.get(i) {
+        if c == b'\\' || c == b';' || !c.is_ascii_graphic() {
+            return false;
+        }
+        if c == b'%' {
+            let hex = |at: usize| bytes.get(at).and_then(|h| char::from(*h).to_digit(16));
+            let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
+                return false;
+            };
+            let decoded = (hi * 16 + lo) as u8;
+            let unreserved = decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded);
+            if unreserved || b"/\\;%".contains(&decoded) || decoded.is_ascii_control() {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// A configured prefix, matched on segment boundaries.
@@ -45,16 +66,32 @@ impl PathPrefix {
     /// Does this prefix cover `path` (without query)? `/healthz` covers `/healthz` and
     /// `/healthz/live`, not `/healthzz`. Non-canonical paths are covered only by `/`.
     pub fn matches(&self, path: &str) -> bool {
+        self.covers(path, false)
+    }
+
+    /// Like [`Self::matches`], ignoring ASCII case: for route policies, so that `/Payments`
+    /// cannot dodge the `/payments` rule on an upstream that routes without regard to case.
+    pub fn matches_ignoring_case(&self, path: &str) -> bool {
+        self.covers(path, true)
+    }
+
+    fn covers(&self, path: &str, ignore_case: bool) -> bool {
         if self.0.is_empty() {
             return true;
         }
         if !is_canonical(path) {
             return false;
         }
-        match path.strip_prefix(self.0.as_str()) {
-            Some(rest) => rest.is_empty() || rest.starts_with('/'),
-            None => false,
-        }
+        let Some(head) = path.get(..self.0.len()) else {
+            return false;
+        };
+        let same = if ignore_case {
+            head.eq_ignore_ascii_case(&self.0)
+        } else {
+            head == self.0
+        };
+        let rest = path.get(self.0.len()..).unwrap_or("");
+        same && (rest.is_empty() || rest.starts_with('/'))
     }
 }
 
@@ -83,6 +120,13 @@ mod tests {
     fn non_canonical_paths_never_match_a_specific_prefix() {
         let p = PathPrefix::new("/healthz").unwrap();
         for sneaky in [
+            "/healthz/..;/admin",
+            "/healthz;a=b",
+            "/%68ealthz",
+            "/healthz%00",
+            "/healthz/\u{7f}",
+            "/healthz/caf\u{e9}",
+            "/healthz/%zz",
             "/healthz/../admin",
             "/healthz/./x",
             "/healthz/%2e%2e/admin",
@@ -94,6 +138,23 @@ mod tests {
             assert!(!p.matches(sneaky), "{sneaky}");
         }
         assert!(PathPrefix::new("/").unwrap().matches("/healthz/../admin"));
+    }
+
+    #[test]
+    fn reserved_characters_may_stay_encoded() {
+        assert!(is_canonical("/files/a%20b/%3F%23%C3%A9"));
+        assert!(is_canonical("/a-b_c.d~e/x:y@z!$&'()*+,="));
+        assert!(!is_canonical("/a/%2f/b"));
+        assert!(!is_canonical("/a/%3B"));
+    }
+
+    #[test]
+    fn routes_can_match_ignoring_case_but_exemptions_cannot() {
+        let p = PathPrefix::new("/payments").unwrap();
+        assert!(p.matches_ignoring_case("/Payments/1"));
+        assert!(!p.matches("/Payments/1"));
+        assert!(!p.matches_ignoring_case("/paymentsx"));
+        assert!(!p.matches_ignoring_case("/pay"));
     }
 
     #[test]

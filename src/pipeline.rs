@@ -5,9 +5,10 @@
 use std::rc::Rc;
 
 use crate::config::CredentialPolicy;
-use crate::credentials::credential_in_query;
+use crate::credentials::{credential_in_query, with_scheme};
 use crate::denial::{Challenges, Denial, LocalReply};
 use crate::jwt::{JwtVerifier, VerifiedJwt};
+use crate::paths::is_canonical;
 use crate::policy::{
     Policy, CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER,
 };
@@ -96,7 +97,9 @@ impl Guard {
             add_hsts: is_https && policy.https.hsts.is_some(),
             ..Forward::default()
         };
-        if self.passes_unchecked(req) {
+        // Credentials are stripped whatever follows: exempt paths and report-only mode included.
+        mark_for_stripping(&policy, req, &mut forward);
+        if policy.exempt.iter().any(|p| p.matches(req.path())) {
             return Decision::Forward(forward);
         }
         match check(&policy, self.jwt.as_mut(), req, now, &mut forward) {
@@ -152,24 +155,20 @@ impl Guard {
             }
         }
     }
+}
 
-    /// Exempt paths and CORS preflights go through without credentials.
-    fn passes_unchecked(&self, req: &RequestFacts) -> bool {
-        let policy = &self.policy;
-        let path = req.path();
-        if policy.exempt.iter().any(|p| p.matches(path)) {
-            return true;
-        }
-        policy.allow_cors_preflight
-            && req.method() == "OPTIONS"
-            && req.header("access-control-request-method").is_some()
-            && req.header("origin").is_some()
-    }
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method` and no body (a
+/// body would be a real request dressed as a preflight, for upstreams that route `OPTIONS`).
+fn is_cors_preflight(req: &RequestFacts) -> bool {
+    req.method() == "OPTIONS"
+        && req.end_of_stream()
+        && req.header("origin").is_some()
+        && req
+            .header("access-control-request-method")
+            .is_some_and(|m| !m.is_empty() && m.bytes().all(|c| c.is_ascii_alphabetic()))
 }
 
 /// The checks proper, in order.
-/// Credential headers to strip are added to `forward` as soon as they are seen, so that they
-/// are stripped in report-only mode too.
 fn check<'p>(
     policy: &'p Policy,
     jwt: Option<&mut JwtVerifier>,
@@ -177,7 +176,10 @@ fn check<'p>(
     now: i64,
     forward: &mut Forward,
 ) -> Result<Caller, Stop<'p>> {
-    mark_for_stripping(policy, req, forward);
+    // An upstream could resolve such a path to one that another rule covers.
+    if policy.matches_paths() && !is_canonical(req.path()) {
+        return Err(Stop::Refuse(Denial::NonCanonicalPath.into()));
+    }
     if let Some(param) = req
         .query()
         .and_then(|q| credential_in_query(q, &policy.query_params))
@@ -193,6 +195,9 @@ fn check<'p>(
         None => {}
         Some(PlainHttp::Refuse) => return Err(Stop::Refuse(Denial::HttpsRequired.into())),
         Some(PlainHttp::Redirect(location)) => return Err(Stop::Redirect(location)),
+    }
+    if policy.allow_cors_preflight && is_cors_preflight(req) {
+        return Ok(Caller::default());
     }
     let route = policy.route_for(req.path());
     let rule = route.map_or(policy.credentials, |r| r.credentials);
@@ -276,12 +281,11 @@ fn mark_for_stripping(policy: &Policy, req: &RequestFacts, forward: &mut Forward
         if req.header(&keys.header).is_some() {
             forward.remove_headers.push(keys.header.clone());
         }
-        let apikey_scheme = req.header("authorization").is_some_and(|v| {
-            v.trim_start()
-                .get(..7)
-                .is_some_and(|s| s.eq_ignore_ascii_case("apikey "))
-        });
-        if keys.in_authorization && apikey_scheme {
+        // An ApiKey credential is stripped even where that scheme is not accepted: it is ours.
+        let apikey_scheme = req
+            .header_values("authorization")
+            .any(|v| with_scheme(v, "ApiKey").is_some());
+        if apikey_scheme {
             forward.remove_headers.push("authorization".to_owned());
         }
     }
@@ -373,7 +377,9 @@ mod tests {
             headers.push(((*n).to_owned(), (*v).to_owned()));
         }
         let tls = headers.contains(&(":scheme".to_owned(), "https".to_owned()));
-        RequestFacts::new(headers).with_downstream_tls(tls)
+        RequestFacts::new(headers)
+            .with_downstream_tls(tls)
+            .with_end_of_stream(true)
     }
 
     fn denial_code(decision: &Decision) -> Option<&'static str> {
@@ -481,7 +487,7 @@ mod tests {
         );
         assert_eq!(
             denial_code(&g.decide(&req("/healthz/../admin", &[]), NOW)),
-            Some("missing_credential")
+            Some("non_canonical_path")
         );
         let preflight = [
             (":method", "OPTIONS"),
@@ -497,6 +503,66 @@ mod tests {
         assert_eq!(
             denial_code(&strict.decide(&req("/v1", &preflight), NOW)),
             Some("missing_credential")
+        );
+    }
+
+    #[test]
+    fn paths_an_upstream_could_read_differently_are_refused_when_rules_match_paths() {
+        let mut g = guard("");
+        for sneaky in [
+            "/healthz/..;/admin",
+            "/healthz/../admin",
+            "/%68ealthz",
+            "/v1;x=y",
+            "/v1%00",
+        ] {
+            assert_eq!(
+                denial_code(&g.decide(&req(sneaky, &[]), NOW)),
+                Some("non_canonical_path"),
+                "{sneaky}"
+            );
+        }
+        // Without exemptions or routes nothing is matched on the path, so nothing to confuse.
+        let json = format!(
+            r#"{{"api_keys": {{"keys": [{}]}}}}"#,
+            entry(&key(1), "alice", "")
+        );
+        let mut plain = Guard::new(Rc::new(Policy::from_json(json.as_bytes()).unwrap()));
+        forwarded(plain.decide(&req("/v1;x=y", &[("x-api-key", &key(1))]), NOW));
+    }
+
+    #[test]
+    fn credentials_are_stripped_on_exempt_paths_and_in_any_spelling() {
+        let mut g = guard("");
+        let with_tab = format!("ApiKey\t{}", key(1));
+        let f = forwarded(g.decide(
+            &req(
+                "/healthz",
+                &[("x-api-key", &key(1)), ("authorization", &with_tab)],
+            ),
+            NOW,
+        ));
+        assert_eq!(f.remove_headers, ["authorization", "x-api-key"]);
+    }
+
+    #[test]
+    fn preflights_with_a_body_or_over_plain_http_are_not_preflights() {
+        let mut g = guard("");
+        let preflight = [
+            (":method", "OPTIONS"),
+            ("origin", "https://app.test"),
+            ("access-control-request-method", "POST"),
+        ];
+        let with_body = req("/v1", &preflight).with_end_of_stream(false);
+        assert_eq!(
+            denial_code(&g.decide(&with_body, NOW)),
+            Some("missing_credential")
+        );
+        let mut plain = preflight.to_vec();
+        plain.push((":scheme", "http"));
+        assert_eq!(
+            denial_code(&g.decide(&req("/v1", &plain), NOW)),
+            Some("https_required")
         );
     }
 

@@ -63,6 +63,21 @@ impl Policy {
             .enumerate()
             .map(|(i, r)| compile_route(i, r))
             .collect::<Result<Vec<_>, _>>()?;
+        // First match wins: a route behind a shorter prefix that covers it would never apply.
+        for (i, later) in routes.iter().enumerate() {
+            if let Some(j) = routes
+                .iter()
+                .take(i)
+                .position(|r| r.prefix.matches_ignoring_case(later.prefix.as_str()))
+            {
+                return Err(ConfigError::new(
+                    format!("routes[{i}].prefix"),
+                    format!(
+                        "is shadowed by routes[{j}] (first match wins: list longer prefixes first)"
+                    ),
+                ));
+            }
+        }
         let policies = std::iter::once(("credentials".to_owned(), cfg.credentials)).chain(
             routes
                 .iter()
@@ -165,9 +180,16 @@ impl Policy {
         })
     }
 
-    /// The route whose prefix covers `path` first, if any.
+    /// Whether a path that is not canonical could be matched wrongly (so must be refused).
+    pub fn matches_paths(&self) -> bool {
+        !self.exempt.is_empty() || !self.routes.is_empty()
+    }
+
+    /// The route whose prefix covers `path` first, if any (prefixes ignore ASCII case).
     pub fn route_for(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.prefix.matches(path))
+        self.routes
+            .iter()
+            .find(|r| r.prefix.matches_ignoring_case(path))
     }
 }
 
@@ -354,6 +376,10 @@ mod tests {
             (
                 r#"{"api_keys": {}, "routes": [{"prefix": "/a", "credentials": "jwt"}]}"#,
                 "jwt",
+            ),
+            (
+                r#"{"api_keys": {}, "routes": [{"prefix": "/a", "credentials": "api_key"}, {"prefix": "/A/b", "credentials": "api_key"}]}"#,
+                "routes[1].prefix",
             ),
             (r#"{}"#, "api_keys"),
         ];

@@ -3,10 +3,22 @@
 //! normalises them); values are kept as sent.
 
 /// A request's facts. Built once per request from a few host calls.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct RequestFacts {
     headers: Vec<(String, String)>,
     downstream_tls: bool,
+    end_of_stream: bool,
+}
+
+/// Header values may be credentials: Debug shows names only.
+impl std::fmt::Debug for RequestFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestFacts")
+            .field("header_names", &self.header_names().collect::<Vec<_>>())
+            .field("downstream_tls", &self.downstream_tls)
+            .field("end_of_stream", &self.end_of_stream)
+            .finish()
+    }
 }
 
 impl RequestFacts {
@@ -14,6 +26,7 @@ impl RequestFacts {
         Self {
             headers,
             downstream_tls: false,
+            end_of_stream: false,
         }
     }
 
@@ -22,6 +35,16 @@ impl RequestFacts {
     pub fn with_downstream_tls(mut self, tls: bool) -> Self {
         self.downstream_tls = tls;
         self
+    }
+
+    /// Records that the headers end the request (no body follows).
+    pub fn with_end_of_stream(mut self, end_of_stream: bool) -> Self {
+        self.end_of_stream = end_of_stream;
+        self
+    }
+
+    pub fn end_of_stream(&self) -> bool {
+        self.end_of_stream
     }
 
     pub fn downstream_tls(&self) -> bool {

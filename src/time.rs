@@ -1,19 +1,5 @@
-//! Time as the core sees it: whole Unix seconds from an injected clock, and RFC 3339 timestamps.
-
-/// The host's wall clock. Production reads Envoy's clock; tests fix the time.
-pub trait Clock {
-    fn unix_seconds(&self) -> i64;
-}
-
-/// A clock stopped at one instant (tests, tools).
-#[derive(Debug, Clone, Copy)]
-pub struct FixedClock(pub i64);
-
-impl Clock for FixedClock {
-    fn unix_seconds(&self) -> i64 {
-        self.0
-    }
-}
+//! Time as the core sees it: whole Unix seconds, handed in by the host with each request (the
+//! core never reads a clock), and RFC 3339 timestamps from configuration.
 
 /// Why an RFC 3339 timestamp was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

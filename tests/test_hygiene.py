@@ -3,9 +3,10 @@ paths (segment-wise, never for non-canonical paths) and CORS preflights (OPTIONS
 Access-Control-Request-Method)."""
 from __future__ import annotations
 
+import json
 import pytest
 
-from conftest import api_key_config, apiguard_headers, assert_401, assert_problem
+from conftest import api_key_config, apiguard_headers, assert_401, assert_missing, assert_problem
 
 
 @pytest.fixture
@@ -89,8 +90,9 @@ def test_non_exempt_paths_need_credentials(guard, path):
     assert_401(guard.get(path), "missing_credential")
 
 
-class TestNonCanonicalPathsAreNeverExempt:
-    """Without Envoy's normalize_path, the plugin sees the raw path and must not exempt it."""
+class TestNonCanonicalPathsAreRefused:
+    """Without Envoy's normalize_path the plugin sees the raw path. A path an upstream could read
+    differently than the exemption/route match did is refused outright, credential or not."""
 
     @pytest.fixture
     def guard(self, guards, keys):
@@ -100,20 +102,52 @@ class TestNonCanonicalPathsAreNeverExempt:
         "/healthz/../admin", "/healthz/./live", "/healthz/..", "/healthz/%2e%2e/admin",
         "/healthz/%2E%2E/admin", "/healthz/.%2e/admin", "/healthz%2F..%2Fadmin", "/healthz%2fadmin",
         "/healthz/..%2Fadmin", "/healthz%5C..%5Cadmin", "/healthz\\..\\admin", "/healthz\\live",
+        # Tomcat/Spring read ..; as .. and drop ;params; frameworks decode %68 to h.
+        "/healthz/..;/admin", "/healthz;x=1", "/%68ealthz", "/healthz%00",
     ])
-    def test_dot_segments_and_encoded_separators_are_not_exempt(self, guard, path):
-        resp = guard.get(path)
-        assert_401(resp, "missing_credential")
+    def test_paths_an_upstream_could_resolve_elsewhere_are_refused(self, guard, path):
+        assert_problem(guard.get(path), 400, "non_canonical_path")
 
     def test_canonical_exempt_path_still_exempt(self, guard):
         resp = guard.get("/healthz/live")
         assert resp.upstream_saw["path"] == "/healthz/live"
 
-    def test_credential_still_works_on_non_canonical_path(self, guard, keys):
+    def test_a_valid_credential_does_not_make_the_path_acceptable(self, guard, keys):
         resp = guard.get("/healthz/../admin", {"x-api-key": keys.alice.key})
-        seen = resp.upstream_saw
-        assert seen["path"] == "/healthz/../admin"
-        assert seen["headers"]["x-apiguard-consumer"] == ["alice"]
+        assert_problem(resp, 400, "non_canonical_path", secrets=(keys.alice.key,))
+
+    def test_reserved_characters_may_stay_encoded(self, guard, keys):
+        resp = guard.get("/files/a%20b%3F", {"x-api-key": keys.alice.key})
+        assert resp.upstream_saw["path"] == "/files/a%20b%3F"
+
+
+class TestRoutesIgnoreCase:
+    """/PAYMENTS must not dodge the /payments rule on an upstream that routes regardless of case."""
+
+    JWT = {"providers": [{"issuer": "https://idp.test",
+                          "jwks": {"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYnk"}]}}]}
+
+    @pytest.fixture
+    def guard(self, guards, keys):
+        cfg = api_key_config(keys, jwt=self.JWT, routes=[{"prefix": "/payments", "credentials": "jwt"}])
+        return guards.get(cfg, normalize_path=False)
+
+    def test_case_variants_of_a_route_prefix_fall_under_the_route(self, guard, keys):
+        resp = guard.get("/PAYMENTS/1", {"x-api-key": keys.alice.key})
+        assert_missing(resp, ['Bearer realm="apiguard"'])
+
+    def test_other_paths_keep_the_default_policy(self, guard, keys):
+        assert guard.get("/orders/1", {"x-api-key": keys.alice.key}).upstream_saw["path"] == "/orders/1"
+
+    def test_exemptions_do_not_ignore_case(self, guard):
+        assert_401(guard.get("/HEALTHZ"), "missing_credential")
+
+
+def test_credentials_are_stripped_on_exempt_paths(guard, keys):
+    resp = guard.get("/healthz", {"x-api-key": keys.alice.key, "authorization": "ApiKey\t" + keys.alice.key})
+    seen = resp.upstream_saw
+    assert "x-api-key" not in seen["headers"] and "authorization" not in seen["headers"], seen
+    assert keys.alice.key not in json.dumps(seen)
 
 
 def test_normalized_dot_segments_land_outside_the_exempt_prefix(guard):
@@ -133,6 +167,11 @@ def test_preflight_passes_without_credentials(guard):
     assert seen["method"] == "OPTIONS"
     assert seen["headers"]["access-control-request-method"] == ["POST"]
     assert apiguard_headers(seen) == {}
+
+
+def test_preflight_with_a_body_is_a_request_and_needs_credentials(guard):
+    # A body means a real request dressed as a preflight, for upstreams that route OPTIONS.
+    assert_401(guard.request("OPTIONS", "/orders", PREFLIGHT, body=b'{"amount": 1}'), "missing_credential")
 
 
 def test_options_without_request_method_needs_credentials(guard):

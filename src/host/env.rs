@@ -6,23 +6,17 @@ use std::time::UNIX_EPOCH;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 
-use crate::time::Clock;
-
 pub fn log(level: LogLevel, message: &str) {
     // Nowhere to report a failure to log.
     let _ = hostcalls::log(level, message);
 }
 
-/// Envoy's wall clock.
-pub struct HostClock;
-
-impl Clock for HostClock {
-    fn unix_seconds(&self) -> i64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-    }
+/// Envoy's wall clock in Unix seconds; None when the host cannot tell (callers fail closed).
+pub fn host_now() -> Option<i64> {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
 }
 
 /// All pairs of a header map. Values that are not UTF-8 are decoded lossily: such a value can

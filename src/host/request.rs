@@ -8,11 +8,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
 
-use super::env::{header_map, log, set_header, HostClock};
+use super::env::{header_map, host_now, log, set_header};
 use super::metrics::Metrics;
 use crate::pipeline::{Decision, Guard};
 use crate::request::RequestFacts;
-use crate::time::Clock;
 
 pub struct ApiguardRequest {
     guard: Rc<RefCell<Guard>>,
@@ -52,14 +51,24 @@ fn downstream_is_tls() -> bool {
 impl Context for ApiguardRequest {}
 
 impl HttpContext for ApiguardRequest {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // Without a clock, expiry cannot be checked: fail closed.
+        let Some(now) = host_now() else {
+            log(
+                LogLevel::Error,
+                "the host clock is unavailable; refusing the request",
+            );
+            self.reply(500, &[], b"");
+            return Action::Pause;
+        };
         let (decision, facts) = match self.guard.try_borrow_mut() {
             Ok(mut guard) => {
                 // One host call fewer per request when the connection's TLS state cannot matter.
                 let tls = guard.policy().https.needs_connection_state() && downstream_is_tls();
                 let facts = RequestFacts::new(header_map(MapType::HttpRequestHeaders))
-                    .with_downstream_tls(tls);
-                (guard.decide(&facts, HostClock.unix_seconds()), facts)
+                    .with_downstream_tls(tls)
+                    .with_end_of_stream(end_of_stream);
+                (guard.decide(&facts, now), facts)
             }
             Err(_) => {
                 // Cannot happen on a single-threaded VM; fail closed if it ever does.

@@ -10,12 +10,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
-use super::env::{buffer, log, HostClock};
+use super::env::{buffer, host_now, log};
 use super::metrics::Metrics;
 use super::request::ApiguardRequest;
 use crate::pipeline::Guard;
 use crate::policy::Policy;
-use crate::time::Clock;
 
 /// How often the root wakes up to start due JWKS fetches.
 const TICK: Duration = Duration::from_secs(1);
@@ -37,7 +36,7 @@ impl ApiguardRoot {
         let Some(verifier) = guard.jwt_verifier() else {
             return;
         };
-        let now = HostClock.unix_seconds();
+        let Some(now) = host_now() else { return };
         for fetch in verifier.jwks_fetches_due(now) {
             let headers = vec![
                 (":method", "GET"),
@@ -96,7 +95,7 @@ impl Context for ApiguardRoot {
         let Some(verifier) = guard.jwt_verifier() else {
             return;
         };
-        match verifier.on_jwks_response(provider, status, &body, HostClock.unix_seconds()) {
+        match verifier.on_jwks_response(provider, status, &body, host_now().unwrap_or(0)) {
             Ok(keys) => log(
                 LogLevel::Info,
                 &format!("jwt provider {provider}: loaded {keys} keys"),
@@ -133,6 +132,8 @@ impl RootContext for ApiguardRoot {
             .as_ref()
             .is_some_and(|j| j.providers.iter().any(|p| p.remote.is_some()));
         self.guard = Some(Rc::new(RefCell::new(Guard::new(Rc::new(policy)))));
+        // Responses to fetches started under a previous configuration must not land here.
+        self.jwks_in_flight.clear();
         if has_remote_jwks {
             if hostcalls::set_tick_period(TICK).is_err() {
                 log(LogLevel::Error, "cannot schedule jwks refreshes");

@@ -65,6 +65,9 @@ struct ProviderState {
     schedule: FetchSchedule,
 }
 
+/// Keys tried for a token without `kid` (issuers that rotate keys put a `kid` in their tokens).
+pub const MAX_KIDLESS_ATTEMPTS: usize = 3;
+
 /// Per-VM verification state: remote key sets, the verified-token cache and fetch bookkeeping.
 #[derive(Debug)]
 pub struct JwtVerifier {
@@ -207,9 +210,13 @@ impl JwtVerifier {
                 }
             }
             None => {
-                // No kid: try each key that supports the algorithm (bounded by MAX_KEYS_PER_SET).
+                // No kid: try the keys that support the algorithm, but only a few: a forged
+                // kid-less token must not buy one signature check per key in the set.
                 let mut tried = false;
-                for key in keys().filter(|k| k.supports(alg)) {
+                for key in keys()
+                    .filter(|k| k.supports(alg))
+                    .take(MAX_KIDLESS_ATTEMPTS)
+                {
                     tried = true;
                     if let Ok(proof) = parsed.check_signature(key) {
                         return Ok(proof);
