@@ -887,3 +887,23 @@ fn error_text_never_contains_token_or_key_material() {
         assert_eq!((err.status(), err.rfc6750_error()), (401, "invalid_token"));
     }
 }
+
+#[test]
+fn a_kidless_forgery_buys_at_most_three_signature_checks() {
+    // Five HMAC keys without kid; the token is signed with none of them.
+    let keys: Vec<Value> = (1u8..=5)
+        .map(|i| json!({"kty": "oct", "k": b64url(&[i; 32])}))
+        .collect();
+    let mut v = verifier(
+        json!({"providers": [{"issuer": ISS, "audiences": ["api"], "jwks": {"keys": keys}}]}),
+    );
+    let forged = mint_with(
+        Alg::Hs256,
+        Signer::Other,
+        &json!({"alg": "HS256"}),
+        &claims(),
+    );
+    let before = token::signature_checks();
+    assert_eq!(code(&mut v, &forged), "invalid_signature");
+    assert_eq!(token::signature_checks() - before, MAX_KIDLESS_ATTEMPTS);
+}
