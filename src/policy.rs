@@ -165,6 +165,24 @@ impl Policy {
                 ));
             }
         }
+        // A forwarded claim must never land in a header that carries a credential.
+        if let Some(j) = &jwt {
+            let credential_headers = [
+                api_keys.as_ref().map(|k| k.header.as_str()),
+                Some(j.header()),
+                Some("authorization"),
+            ];
+            if let Some(clash) = j
+                .forwarded_header_names()
+                .into_iter()
+                .find(|h| credential_headers.contains(&Some(*h)))
+            {
+                return Err(ConfigError::new(
+                    "jwt",
+                    format!("forward_claims writes to {clash}, a credential header"),
+                ));
+            }
+        }
         Ok(Self {
             credentials: cfg.credentials,
             routes,
@@ -233,7 +251,8 @@ pub fn is_header_name(name: &str) -> bool {
         })
 }
 
-fn is_consumer_id(id: &str) -> bool {
+/// A consumer id as configuration accepts it (it is forwarded in a header).
+pub fn is_consumer_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id
             .bytes()
@@ -375,6 +394,10 @@ mod tests {
             ),
             (
                 r#"{"api_keys": {}, "routes": [{"prefix": "/a", "credentials": "jwt"}]}"#,
+                "jwt",
+            ),
+            (
+                r#"{"api_keys": {"header": "x-key"}, "jwt": {"providers": [{"issuer": "i", "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYnk"}]}, "forward_claims": {"tenant": "x-key"}}]}}"#,
                 "jwt",
             ),
             (

@@ -34,3 +34,10 @@ def test_json_output_is_one_object(keygen_bin):
     doc = json.loads(out.stdout)
     assert set(doc) == {"key", "entry"}
     assert doc["key"] not in out.stderr
+
+
+def test_bad_arguments_are_refused_before_any_key_is_made(keygen_bin):
+    for args in (["--consumer", "has space"], ["--consumer", ""], ["--consumer", "a", "--expires-at", "soon"], []):
+        out = subprocess.run([str(keygen_bin), *args, "--json"], capture_output=True, text=True)
+        assert out.returncode == 2, (args, out)
+        assert out.stdout == "", (args, out.stdout)

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use apiguard::api_key::{self, RandomError, RandomSource};
+use apiguard::policy::is_consumer_id;
 use apiguard::secret::to_hex;
 use apiguard::time::parse_rfc3339;
 
@@ -37,6 +38,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     let consumer = consumer.ok_or_else(|| format!("--consumer is required\n{USAGE}"))?;
+    if !is_consumer_id(&consumer) {
+        return Err("--consumer: must be 1-128 characters of A-Z a-z 0-9 . _ - : @".to_owned());
+    }
     if let Some(at) = &expires_at {
         parse_rfc3339(at).map_err(|e| format!("--expires-at: {e}"))?;
     }
