@@ -1,7 +1,7 @@
 //! Finding credentials in a request: where they may be (headers), where they must never be
 //! (the query string), and refusing ambiguity.
 
-use crate::request::RequestFacts;
+use crate::request::{percent_escape_at, RequestFacts};
 use crate::secret::Secret;
 
 /// The first configured query parameter present in `query`, if any. Names are percent-decoded
@@ -25,13 +25,12 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&c) = bytes.get(i) {
-        let hex = |at: usize| bytes.get(at).and_then(|h| char::from(*h).to_digit(16));
-        match (c, hex(i + 1), hex(i + 2)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
+        match (c, percent_escape_at(bytes, i)) {
+            (_, Some(decoded)) => {
+                out.push(decoded);
                 i += 3;
             }
-            (b'+', _, _) => {
+            (b'+', None) => {
                 out.push(b' ');
                 i += 1;
             }

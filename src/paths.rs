@@ -3,6 +3,8 @@
 //! path than the one apiguard matched, so such paths are refused when any exemption or route
 //! could be fooled by them (see [`is_canonical`]).
 
+use crate::request::percent_escape_at;
+
 /// True when `path` is in a form every upstream reads the same way: it starts with `/`, has no
 /// empty, `.` or `..` segments, no backslash, no `;` (path parameters: `..;` is `..` to Tomcat),
 /// no control or non-ASCII bytes, and no percent-encoding of an unreserved character (`%70` is
@@ -24,11 +26,9 @@ pub fn is_canonical(path: &str) -> bool {
             return false;
         }
         if c == b'%' {
-            let hex = |at: usize| bytes.get(at).and_then(|h| char::from(*h).to_digit(16));
-            let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
+            let Some(decoded) = percent_escape_at(bytes, i) else {
                 return false;
             };
-            let decoded = (hi * 16 + lo) as u8;
             let unreserved = decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded);
             if unreserved || b"/\\;%".contains(&decoded) || decoded.is_ascii_control() {
                 return false;

@@ -309,9 +309,9 @@ fn spoofable_headers(req: &RequestFacts, policy: &Policy) -> Vec<String> {
     if let Some(jwt) = &policy.jwt {
         names.extend(
             jwt.forwarded_header_names()
-                .into_iter()
+                .iter()
                 .filter(|n| req.header(n).is_some())
-                .map(str::to_owned),
+                .cloned(),
         );
     }
     names.sort_unstable();

@@ -9,6 +9,7 @@ use crate::config::{ApiKeysConfig, ConfigError, CredentialPolicy, PluginConfig, 
 use crate::credentials::CredentialSources;
 use crate::jwt::JwtSettings;
 use crate::paths::PathPrefix;
+use crate::request::is_header_name;
 use crate::secret::parse_hex32;
 use crate::time::parse_rfc3339;
 use crate::transport::HttpsPolicy;
@@ -174,8 +175,8 @@ impl Policy {
             ];
             if let Some(clash) = j
                 .forwarded_header_names()
-                .into_iter()
-                .find(|h| credential_headers.contains(&Some(*h)))
+                .iter()
+                .find(|h| credential_headers.contains(&Some(h.as_str())))
             {
                 return Err(ConfigError::new(
                     "jwt",
@@ -241,14 +242,6 @@ fn compile_route(i: usize, r: RouteConfig) -> Result<Route, ConfigError> {
         credentials: r.credentials,
         bind_claim: r.bind_claim,
     })
-}
-
-/// A header name we can read or set: a lower-case RFC 9110 token, not a pseudo-header, not ours.
-pub fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&c)
-        })
 }
 
 /// A consumer id as configuration accepts it (it is forwarded in a header).

@@ -99,3 +99,22 @@ impl RequestFacts {
         self.header("x-request-id")
     }
 }
+
+/// A header name we can read or set: a lower-case RFC 9110 token (Envoy hands names over
+/// lower-cased, so a configured name must be written that way to ever match).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&c)
+        })
+}
+
+/// The byte that a `%XX` escape starting at `bytes[at]` stands for, if it is one.
+pub fn percent_escape_at(bytes: &[u8], at: usize) -> Option<u8> {
+    if bytes.get(at) != Some(&b'%') {
+        return None;
+    }
+    let hex = |i: usize| bytes.get(i).and_then(|h| char::from(*h).to_digit(16));
+    let (hi, lo) = (hex(at + 1)?, hex(at + 2)?);
+    u8::try_from(hi * 16 + lo).ok()
+}

@@ -262,20 +262,14 @@ mod tests {
 
     fn provider() -> Provider {
         Provider {
-            issuer: "iss".to_owned(),
             audiences: vec!["api".to_owned()],
-            algorithms: None,
-            inline_keys: Vec::new(),
-            remote: None,
-            clock_skew: 60,
-            max_lifetime: 3600,
-            require_expiration: true,
             refresh_claims: vec![("token_use".to_owned(), vec!["refresh".to_owned()])],
             refresh_header_types: vec!["refresh+jwt".to_owned()],
             forward_claims: vec![
                 ("tenant".to_owned(), "x-tenant".to_owned()),
                 ("groups".to_owned(), "x-groups".to_owned()),
             ],
+            ..Provider::for_tests("iss")
         }
     }
 

@@ -10,6 +10,8 @@ use serde_json::Value;
 use super::alg::{is_none_alg, Alg};
 use super::jwks::{key_array, parse_jwk, KeySource, VerifyKey, MAX_KEYS_PER_SET};
 use crate::config::ConfigError;
+use crate::policy::{CONSUMER_HEADER, SUBJECT_HEADER, WOULD_DENY_HEADER};
+use crate::request::is_header_name;
 
 fn default_header() -> String {
     "authorization".to_owned()
@@ -200,21 +202,17 @@ pub struct JwtSettings {
     pub(crate) strip_token: bool,
     pub(crate) max_token_bytes: usize,
     pub(crate) cache_max_entries: usize,
+    /// Every header `forward_claims` may set, sorted and distinct (computed once: the host
+    /// strips clients' copies on every request).
+    forwarded_headers: Vec<String>,
 }
 
 /// Header names that apiguard itself sets upstream.
-const RESERVED_HEADERS: [&str; 3] = [
-    "x-apiguard-subject",
-    "x-apiguard-consumer",
-    "x-apiguard-would-deny",
-];
+const RESERVED_HEADERS: [&str; 3] = [SUBJECT_HEADER, CONSUMER_HEADER, WOULD_DENY_HEADER];
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
+/// A lower-cased header name of reasonable length.
 fn valid_header_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.bytes().all(is_tchar)
+    name.len() <= 128 && is_header_name(name)
 }
 
 fn printable(text: &str) -> bool {
@@ -223,6 +221,26 @@ fn printable(text: &str) -> bool {
 
 fn nonempty_printable(text: &str, max: usize) -> bool {
     !text.is_empty() && text.len() <= max && printable(text)
+}
+
+#[cfg(test)]
+impl Provider {
+    /// A provider with the documented defaults and nothing configured beyond its issuer.
+    pub(crate) fn for_tests(issuer: &str) -> Self {
+        Provider {
+            issuer: issuer.to_owned(),
+            audiences: Vec::new(),
+            algorithms: None,
+            inline_keys: Vec::new(),
+            remote: None,
+            clock_skew: 60,
+            max_lifetime: 3600,
+            require_expiration: true,
+            refresh_claims: Vec::new(),
+            refresh_header_types: Vec::new(),
+            forward_claims: Vec::new(),
+        }
+    }
 }
 
 impl JwtSettings {
@@ -265,9 +283,16 @@ impl JwtSettings {
             }
             providers.push(compiled);
         }
+        let mut forwarded_headers: Vec<String> = providers
+            .iter()
+            .flat_map(|p| p.forward_claims.iter().map(|(_, h)| h.clone()))
+            .collect();
+        forwarded_headers.sort_unstable();
+        forwarded_headers.dedup();
         Ok(JwtSettings {
             header,
             providers,
+            forwarded_headers,
             strip_token: dto.strip_token,
             max_token_bytes: dto.max_token_bytes,
             cache_max_entries: dto.cache_max_entries,
@@ -298,15 +323,8 @@ impl JwtSettings {
 
     /// Every header name that `forward_claims` may set. The host must remove these from the
     /// client's request (like `x-apiguard-*`), or a client could send them itself.
-    pub fn forwarded_header_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .providers
-            .iter()
-            .flat_map(|p| p.forward_claims.iter().map(|(_, h)| h.as_str()))
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
+    pub fn forwarded_header_names(&self) -> &[String] {
+        &self.forwarded_headers
     }
 }
 
@@ -616,7 +634,7 @@ mod tests {
         }], "strip_token": false, "max_token_bytes": 4096, "cache_max_entries": 0}))
         .unwrap();
         assert_eq!(s.header(), "x-token");
-        assert_eq!(s.forwarded_header_names(), vec!["x-tenant"]);
+        assert_eq!(s.forwarded_header_names(), ["x-tenant"]);
         let r = s.providers[0].remote.as_ref().unwrap();
         assert_eq!(
             (r.authority.as_str(), r.path.as_str(), r.refresh_interval),

@@ -256,19 +256,7 @@ mod tests {
     }
 
     fn provider(issuer: &str) -> Provider {
-        Provider {
-            issuer: issuer.to_owned(),
-            audiences: Vec::new(),
-            algorithms: None,
-            inline_keys: Vec::new(),
-            remote: None,
-            clock_skew: 60,
-            max_lifetime: 3600,
-            require_expiration: true,
-            refresh_claims: Vec::new(),
-            refresh_header_types: Vec::new(),
-            forward_claims: Vec::new(),
-        }
+        Provider::for_tests(issuer)
     }
 
     #[test]
