@@ -2,37 +2,9 @@
 //! hands the plugin. Parsed with serde into DTOs that reject unknown fields, then compiled into a
 //! validated [`Policy`](crate::policy::Policy). Every error names the field path it is about.
 
-use std::fmt;
-
 use serde::Deserialize;
 
-/// A configuration problem: where (`api_keys.keys[0].sha256`) and what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "at the top level: {}", self.message)
-        } else {
-            write!(f, "at {}: {}", self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
+use crate::config_error::ConfigError;
 
 /// Which credentials a request must present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -132,21 +132,13 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+    use crate::request::test_support::TestRequest;
 
     fn forbidden() -> Vec<String> {
         ["api_key", "token"]
             .iter()
             .map(|s| (*s).to_owned())
             .collect()
-    }
-
-    fn req(pairs: &[(&str, &str)]) -> RequestFacts {
-        RequestFacts::new(
-            pairs
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
     }
 
     #[test]
@@ -171,32 +163,38 @@ mod tests {
             api_key_in_authorization: true,
             bearer_header: None,
         };
-        let header = req(&[("x-api-key", " k1 ")]);
+        let header = TestRequest::with_headers(&[("x-api-key", " k1 ")]).build();
         assert_eq!(
             sources.extract(&header).unwrap().api_key,
             Some(Secret::new("k1"))
         );
-        let auth = req(&[("authorization", "apikey k2")]);
+        let auth = TestRequest::with_headers(&[("authorization", "apikey k2")]).build();
         assert_eq!(
             sources.extract(&auth).unwrap().api_key,
             Some(Secret::new("k2"))
         );
-        let both_same = req(&[("x-api-key", "k3"), ("authorization", "ApiKey k3")]);
+        let both_same =
+            TestRequest::with_headers(&[("x-api-key", "k3"), ("authorization", "ApiKey k3")])
+                .build();
         assert_eq!(
             sources.extract(&both_same).unwrap().api_key,
             Some(Secret::new("k3"))
         );
-        let both_differ = req(&[("x-api-key", "k3"), ("authorization", "ApiKey k4")]);
+        let both_differ =
+            TestRequest::with_headers(&[("x-api-key", "k3"), ("authorization", "ApiKey k4")])
+                .build();
         assert!(sources.extract(&both_differ).is_err());
-        let twice = req(&[("x-api-key", "k1"), ("x-api-key", "k2")]);
+        let twice = TestRequest::with_headers(&[("x-api-key", "k1"), ("x-api-key", "k2")]).build();
         assert_eq!(sources.extract(&twice).unwrap_err().header, "x-api-key");
-        let joined = req(&[("authorization", "ApiKey k1,ApiKey k2")]);
+        let joined = TestRequest::with_headers(&[("authorization", "ApiKey k1,ApiKey k2")]).build();
         assert_eq!(
             sources.extract(&joined).unwrap_err().header,
             "authorization"
         );
         assert_eq!(
-            sources.extract(&req(&[("x-api-key", "  ")])).unwrap(),
+            sources
+                .extract(&TestRequest::with_headers(&[("x-api-key", "  ")]).build())
+                .unwrap(),
             Presented::default()
         );
     }
@@ -210,28 +208,28 @@ mod tests {
         };
         assert_eq!(
             sources
-                .extract(&req(&[("authorization", "Bearer t")]))
+                .extract(&TestRequest::with_headers(&[("authorization", "Bearer t")]).build())
                 .unwrap()
                 .bearer,
             Some(Secret::new("t"))
         );
         assert_eq!(
             sources
-                .extract(&req(&[("authorization", "bearer  t ")]))
+                .extract(&TestRequest::with_headers(&[("authorization", "bearer  t ")]).build())
                 .unwrap()
                 .bearer,
             Some(Secret::new("t"))
         );
         assert_eq!(
             sources
-                .extract(&req(&[("authorization", "Basic dXNlcg==")]))
+                .extract(&TestRequest::with_headers(&[("authorization", "Basic dXNlcg==")]).build())
                 .unwrap()
                 .bearer,
             None
         );
         assert_eq!(
             sources
-                .extract(&req(&[("authorization", "Bearer")]))
+                .extract(&TestRequest::with_headers(&[("authorization", "Bearer")]).build())
                 .unwrap()
                 .bearer,
             None

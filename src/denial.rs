@@ -21,6 +21,8 @@ pub enum Denial {
     Jwt {
         code: &'static str,
         description: String,
+        /// The token may be good; the verifier could not tell yet (503 with Retry-After).
+        retryable: bool,
     },
     /// Both credentials were valid but the token's claim does not name the key's consumer.
     BindingMismatch {
@@ -35,10 +37,8 @@ impl Denial {
             | Self::MultipleCredentials { .. }
             | Self::NonCanonicalPath => 400,
             Self::HttpsRequired => 403,
-            // The issuer's keys have not been fetched yet: the token may well be good, retry.
             Self::Jwt {
-                code: "no_verification_key",
-                ..
+                retryable: true, ..
             } => 503,
             Self::MissingCredential
             | Self::ApiKey(_)
@@ -190,6 +190,25 @@ impl LocalReply {
         }
     }
 
+    /// The filter itself could not decide (no clock, an impossible state): fail closed.
+    pub fn internal_error() -> Self {
+        let body = serde_json::json!({
+            "type": "urn:apiguard:problem:internal_error",
+            "title": "Internal error",
+            "status": 500,
+            "code": "internal_error",
+        });
+        Self {
+            status: 500,
+            headers: vec![(
+                "content-type".to_owned(),
+                "application/problem+json".to_owned(),
+            )],
+            body: body.to_string().into_bytes(),
+            code: Some("internal_error"),
+        }
+    }
+
     pub fn redirect(location: String) -> Self {
         Self {
             status: 308,
@@ -255,6 +274,7 @@ mod tests {
         let bad = Denial::Jwt {
             code: "token_expired",
             description: "the token \"expired\"\n".into(),
+            retryable: false,
         };
         let reply = LocalReply::denial(
             &bad,

@@ -6,16 +6,19 @@
 
 pub mod api_key;
 pub mod config;
+pub mod config_error;
 pub mod credentials;
 pub mod denial;
+pub mod identity;
 pub mod jwt;
+pub mod live;
 pub mod paths;
 pub mod pipeline;
 pub mod policy;
+pub mod ports;
 pub mod request;
 pub mod secret;
 pub mod time;
 pub mod transport;
 
-#[cfg(target_os = "wasi")]
 mod host;

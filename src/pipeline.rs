@@ -1,17 +1,18 @@
 //! The decision for one request, cheapest checks first: exemptions → query credentials → HTTPS →
 //! credential extraction (missing → 401 at once) → API key → JWT → binding → forward.
-//! Pure: the host hands in the request's headers and the time, and applies the [`Decision`].
+//! Pure: the host hands in the request's headers, the time and the ports, and applies the
+//! [`Decision`]: forward, reply, or wait for an outbound answer and then decide again.
 
 use std::rc::Rc;
 
 use crate::config::CredentialPolicy;
 use crate::credentials::{credential_in_query, with_scheme};
 use crate::denial::{Challenges, Denial, LocalReply};
-use crate::jwt::{JwtVerifier, VerifiedJwt};
+use crate::identity::{CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER};
+use crate::jwt::{JwtVerifier, Refetch, VerifiedJwt};
 use crate::paths::is_canonical;
-use crate::policy::{
-    Policy, CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER,
-};
+use crate::policy::Policy;
+use crate::ports::{Call, CallReply, Event, Events, KeySpace, SharedStore, StoreError};
 use crate::request::RequestFacts;
 use crate::transport::PlainHttp;
 
@@ -32,16 +33,48 @@ pub struct Forward {
     pub remove_headers: Vec<String>,
     pub set_headers: Vec<(String, String)>,
     pub caller: Caller,
-    /// The request came over HTTPS: its response gets HSTS.
-    pub add_hsts: bool,
+    /// The `Strict-Transport-Security` value its response gets (the request came over HTTPS).
+    pub hsts: Option<String>,
     /// In report-only mode, the denial that was not enforced.
     pub unenforced: Option<Denial>,
+}
+
+/// What the request waits for; its answer comes back to [`Guard::on_reply`] under this name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// A JWT provider's key set: a token named a key the set does not have yet.
+    JwksKeys { provider: usize },
+}
+
+/// A request that cannot be decided before an outbound answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    pub topic: Topic,
+    /// The call this request starts; `None` when it joins one already under way (in this VM or
+    /// another one of the proxy).
+    pub call: Option<Call>,
+    /// When the request goes on without the answer (Unix milliseconds).
+    pub until_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Forward(Forward),
     Reply(LocalReply),
+    Wait(Wait),
+}
+
+/// The ports a decision may use, and the time.
+pub struct Env<'a> {
+    pub now_ms: i64,
+    pub store: &'a dyn SharedStore,
+    pub events: &'a mut dyn Events,
+}
+
+impl Env<'_> {
+    fn now_secs(&self) -> i64 {
+        self.now_ms.div_euclid(1000)
+    }
 }
 
 /// Why the checks stopped short of forwarding the request.
@@ -49,6 +82,7 @@ enum Stop<'p> {
     Refuse(Refusal<'p>),
     /// Plain HTTP, to be redirected to this `https://` URL.
     Redirect(String),
+    Wait(Box<Wait>),
 }
 
 /// A refusal with the challenges its route calls for.
@@ -69,16 +103,31 @@ impl From<Denial> for Refusal<'_> {
     }
 }
 
-/// Per-worker state: the shared policy and the JWT verifier's caches.
+/// What the checks established about a request that passes them.
+#[derive(Default)]
+struct Passed {
+    caller: Caller,
+    /// Verified claims for the upstream (`forward_claims`).
+    claim_headers: Vec<(String, String)>,
+}
+
+/// Per-worker state: the shared policy, the JWT verifier's keys and caches, and this VM's
+/// identity in proxy-wide leases.
 pub struct Guard {
     policy: Rc<Policy>,
     jwt: Option<JwtVerifier>,
+    /// This VM's lease-holder id (random, non-zero).
+    vm_id: u64,
 }
 
 impl Guard {
-    pub fn new(policy: Rc<Policy>) -> Self {
-        let jwt = policy.jwt.clone().map(JwtVerifier::new);
-        Self { policy, jwt }
+    pub fn new(policy: Rc<Policy>, space: &KeySpace, vm_id: u64) -> Self {
+        let jwt = policy.jwt.clone().map(|s| JwtVerifier::new(s, space));
+        Self {
+            policy,
+            jwt,
+            vm_id: vm_id.max(1),
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -89,71 +138,151 @@ impl Guard {
         self.jwt.as_mut()
     }
 
-    pub fn decide(&mut self, req: &RequestFacts, now: i64) -> Decision {
+    /// Creates the shared-data keys this configuration uses (at start-up).
+    pub fn create_shared_keys(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        self.jwt.as_ref().map_or(Ok(()), |j| j.create_feeds(store))
+    }
+
+    /// The periodic work: load what other VMs published, and the fetches due now (this VM took
+    /// their leases; the host starts them and hands the answers to [`Guard::on_reply`]).
+    pub fn tick(&mut self, env: &mut Env<'_>) -> Result<Vec<(Topic, Call)>, StoreError> {
+        let Some(jwt) = self.jwt.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let due = jwt.jwks_tick(env.store, self.vm_id, env.now_ms, env.events)?;
+        Ok(due
+            .into_iter()
+            .map(|f| {
+                (
+                    Topic::JwksKeys {
+                        provider: f.provider,
+                    },
+                    f.call,
+                )
+            })
+            .collect())
+    }
+
+    /// The answer to a call started for `topic` (by a waiting request or by [`Guard::tick`]).
+    pub fn on_reply(&mut self, topic: Topic, reply: &CallReply, env: &mut Env<'_>) {
+        let Topic::JwksKeys { provider } = topic;
+        if let Some(jwt) = self.jwt.as_mut() {
+            if jwt
+                .on_jwks_reply(provider, reply, env.store, env.now_ms, env.events)
+                .is_err()
+            {
+                env.events.emit(Event::StoreFailed);
+            }
+        }
+    }
+
+    /// Whether requests waiting for `topic` may go on: what they wait for has arrived, or
+    /// nothing is under way any more. Called while they wait for another VM's call.
+    pub fn settled(&mut self, topic: Topic, env: &mut Env<'_>) -> bool {
+        let Topic::JwksKeys { provider } = topic;
+        let Some(jwt) = self.jwt.as_mut() else {
+            return true;
+        };
+        let loaded = jwt.load_published(env.store, env.events);
+        let underway = jwt.fetch_underway(provider, env.store, env.now_ms);
+        match (loaded, underway) {
+            (Ok(changed), Ok(underway)) => changed || !underway,
+            _ => {
+                env.events.emit(Event::StoreFailed);
+                true
+            }
+        }
+    }
+
+    /// Decides a new request; it may have to wait for an outbound answer.
+    pub fn decide(&mut self, req: &RequestFacts, env: &mut Env<'_>) -> Decision {
+        self.evaluate(req, env, true)
+    }
+
+    /// Decides a request again after its wait: this time without waiting.
+    pub fn resume(&mut self, req: &RequestFacts, env: &mut Env<'_>) -> Decision {
+        self.evaluate(req, env, false)
+    }
+
+    fn evaluate(&mut self, req: &RequestFacts, env: &mut Env<'_>, may_wait: bool) -> Decision {
         let policy = Rc::clone(&self.policy);
         let is_https = policy.https.is_https(req);
+        let hsts = policy.https.hsts.as_ref().filter(|_| is_https);
         let mut forward = Forward {
             remove_headers: spoofable_headers(req, &policy),
-            add_hsts: is_https && policy.https.hsts.is_some(),
+            hsts: hsts.cloned(),
             ..Forward::default()
         };
         // Credentials are stripped whatever follows: exempt paths and report-only mode included.
         mark_for_stripping(&policy, req, &mut forward);
         if policy.exempt.iter().any(|p| p.matches(req.path())) {
+            env.events.emit(Event::Allowed);
             return Decision::Forward(forward);
         }
-        match check(&policy, self.jwt.as_mut(), req, now, &mut forward) {
-            Ok(caller) => {
-                if let Some(consumer) = &caller.consumer {
+        let checks = Checks {
+            policy: &policy,
+            jwt: self.jwt.as_mut(),
+            vm_id: self.vm_id,
+            may_wait,
+        };
+        let unenforced = match checks.run(req, env) {
+            Ok(passed) => {
+                forward.set_headers = passed.claim_headers;
+                if let Some(consumer) = &passed.caller.consumer {
                     forward
                         .set_headers
                         .push((CONSUMER_HEADER.to_owned(), consumer.to_string()));
                 }
-                if let Some(subject) = &caller.subject {
+                if let Some(subject) = &passed.caller.subject {
                     forward
                         .set_headers
                         .push((SUBJECT_HEADER.to_owned(), subject.clone()));
                 }
-                forward.caller = caller;
-                Decision::Forward(forward)
+                forward.caller = passed.caller;
+                env.events.emit(Event::Allowed);
+                return Decision::Forward(forward);
+            }
+            Err(Stop::Wait(wait)) => {
+                env.events.emit(Event::WaitStarted);
+                return Decision::Wait(*wait);
             }
             Err(Stop::Redirect(location)) if !policy.report_only => {
-                Decision::Reply(LocalReply::redirect(location))
+                env.events.emit(Event::Denied {
+                    code: "https_redirect",
+                });
+                return Decision::Reply(LocalReply::redirect(location));
             }
-            Err(Stop::Redirect(_)) => {
-                forward.set_headers.push((
-                    WOULD_DENY_HEADER.to_owned(),
-                    Denial::HttpsRequired.code().to_owned(),
-                ));
-                forward.unenforced = Some(Denial::HttpsRequired);
-                Decision::Forward(forward)
-            }
-            Err(Stop::Refuse(refusal)) if policy.report_only => {
-                forward.set_headers.push((
-                    WOULD_DENY_HEADER.to_owned(),
-                    refusal.denial.code().to_owned(),
-                ));
-                forward
-                    .set_headers
-                    .retain(|(name, _)| name == WOULD_DENY_HEADER);
-                forward.unenforced = Some(refusal.denial);
-                Decision::Forward(forward)
-            }
+            Err(Stop::Redirect(_)) => Denial::HttpsRequired,
+            Err(Stop::Refuse(refusal)) if policy.report_only => refusal.denial,
             Err(Stop::Refuse(refusal)) => {
+                env.events.emit(Event::Denied {
+                    code: refusal.denial.code(),
+                });
                 let mut reply = LocalReply::denial(
                     &refusal.denial,
                     refusal.challenges,
                     &policy.realm,
                     req.request_id(),
                 );
-                if let (true, Some(hsts)) = (is_https, &policy.https.hsts) {
+                if let Some(hsts) = hsts {
                     reply
                         .headers
                         .push(("strict-transport-security".to_owned(), hsts.clone()));
                 }
-                Decision::Reply(reply)
+                return Decision::Reply(reply);
             }
-        }
+        };
+        // Report-only: forward, naming what would have been refused; no identity is claimed.
+        env.events.emit(Event::ReportOnly {
+            code: unenforced.code(),
+            status: unenforced.status(),
+            request_id: req.request_id().map(str::to_owned),
+        });
+        forward
+            .set_headers
+            .push((WOULD_DENY_HEADER.to_owned(), unenforced.code().to_owned()));
+        forward.unenforced = Some(unenforced);
+        Decision::Forward(forward)
     }
 }
 
@@ -168,110 +297,173 @@ fn is_cors_preflight(req: &RequestFacts) -> bool {
             .is_some_and(|m| !m.is_empty() && m.bytes().all(|c| c.is_ascii_alphabetic()))
 }
 
-/// The checks proper, in order.
-fn check<'p>(
+/// The checks proper, for one evaluation of one request.
+struct Checks<'p, 'j> {
     policy: &'p Policy,
-    jwt: Option<&mut JwtVerifier>,
-    req: &RequestFacts,
-    now: i64,
-    forward: &mut Forward,
-) -> Result<Caller, Stop<'p>> {
-    // An upstream could resolve such a path to one that another rule covers.
-    if policy.matches_paths() && !is_canonical(req.path()) {
-        return Err(Stop::Refuse(Denial::NonCanonicalPath.into()));
-    }
-    if let Some(param) = req
-        .query()
-        .and_then(|q| credential_in_query(q, &policy.query_params))
-    {
-        return Err(Stop::Refuse(
-            Denial::CredentialInQuery {
-                param: param.to_owned(),
-            }
-            .into(),
-        ));
-    }
-    match policy.https.check(req) {
-        None => {}
-        Some(PlainHttp::Refuse) => return Err(Stop::Refuse(Denial::HttpsRequired.into())),
-        Some(PlainHttp::Redirect(location)) => return Err(Stop::Redirect(location)),
-    }
-    if policy.allow_cors_preflight && is_cors_preflight(req) {
-        return Ok(Caller::default());
-    }
-    let route = policy.route_for(req.path());
-    let rule = route.map_or(policy.credentials, |r| r.credentials);
-    let challenges = Challenges {
-        api_key: policy
-            .api_keys
-            .as_ref()
-            .filter(|_| rule.accepts_api_key())
-            .map(|k| k.header.as_str()),
-        bearer: rule.accepts_jwt(),
-    };
-    let refuse = |denial: Denial| Err(Stop::Refuse(Refusal { denial, challenges }));
+    jwt: Option<&'j mut JwtVerifier>,
+    vm_id: u64,
+    may_wait: bool,
+}
 
-    let presented = match policy.sources.extract(req) {
-        Ok(p) => p,
-        Err(ambiguous) => {
-            return refuse(Denial::MultipleCredentials {
-                header: ambiguous.header,
-            })
+impl<'p> Checks<'p, '_> {
+    fn run(self, req: &RequestFacts, env: &mut Env<'_>) -> Result<Passed, Stop<'p>> {
+        let policy = self.policy;
+        // An upstream could resolve such a path to one that another rule covers.
+        if policy.matches_paths() && !is_canonical(req.path()) {
+            return Err(Stop::Refuse(Denial::NonCanonicalPath.into()));
         }
-    };
-    let api_key = presented.api_key.filter(|_| rule.accepts_api_key());
-    let bearer = presented.bearer.filter(|_| rule.accepts_jwt());
-    let missing = match rule {
-        CredentialPolicy::ApiKey => api_key.is_none(),
-        CredentialPolicy::Jwt => bearer.is_none(),
-        CredentialPolicy::Either => api_key.is_none() && bearer.is_none(),
-        CredentialPolicy::Both => api_key.is_none() || bearer.is_none(),
-    };
-    if missing {
-        return refuse(Denial::MissingCredential);
-    }
+        if let Some(param) = req
+            .query()
+            .and_then(|q| credential_in_query(q, &policy.query_params))
+        {
+            return Err(Stop::Refuse(
+                Denial::CredentialInQuery {
+                    param: param.to_owned(),
+                }
+                .into(),
+            ));
+        }
+        match policy.https.check(req) {
+            None => {}
+            Some(PlainHttp::Refuse) => return Err(Stop::Refuse(Denial::HttpsRequired.into())),
+            Some(PlainHttp::Redirect(location)) => return Err(Stop::Redirect(location)),
+        }
+        if policy.allow_cors_preflight && is_cors_preflight(req) {
+            return Ok(Passed::default());
+        }
+        let route = policy.route_for(req.path());
+        let rule = route.map_or(policy.credentials, |r| r.credentials);
+        let challenges = Challenges {
+            api_key: policy
+                .api_keys
+                .as_ref()
+                .filter(|_| rule.accepts_api_key())
+                .map(|k| k.header.as_str()),
+            bearer: rule.accepts_jwt(),
+        };
+        let refuse = |denial: Denial| Err(Stop::Refuse(Refusal { denial, challenges }));
 
-    let mut caller = Caller::default();
-    if let (Some(key), Some(keys)) = (api_key, &policy.api_keys) {
-        match keys.store.verify(key, now) {
-            Ok(record) => caller.consumer = Some(Rc::clone(&record.consumer)),
-            Err(rejection) => return refuse(Denial::ApiKey(rejection)),
-        }
-    }
-    let mut token: Option<VerifiedJwt> = None;
-    if let (Some(bearer), Some(verifier)) = (bearer, jwt) {
-        match verifier.verify(bearer.expose(), now) {
-            Ok(verified) => {
-                forward
-                    .set_headers
-                    .extend(verified.forward_headers.iter().cloned());
-                caller.subject = Some(verified.subject.clone());
-                caller.issuer = Some(verified.issuer.clone());
-                token = Some(verified);
-            }
-            Err(e) => {
-                return refuse(Denial::Jwt {
-                    code: e.code(),
-                    description: e.description(),
+        let presented = match policy.sources.extract(req) {
+            Ok(p) => p,
+            Err(ambiguous) => {
+                return refuse(Denial::MultipleCredentials {
+                    header: ambiguous.header,
                 })
             }
+        };
+        let api_key = presented.api_key.filter(|_| rule.accepts_api_key());
+        let bearer = presented.bearer.filter(|_| rule.accepts_jwt());
+        let missing = match rule {
+            CredentialPolicy::ApiKey => api_key.is_none(),
+            CredentialPolicy::Jwt => bearer.is_none(),
+            CredentialPolicy::Either => api_key.is_none() && bearer.is_none(),
+            CredentialPolicy::Both => api_key.is_none() || bearer.is_none(),
+        };
+        if missing {
+            return refuse(Denial::MissingCredential);
+        }
+
+        let now = env.now_secs();
+        let mut passed = Passed::default();
+        if let (Some(key), Some(keys)) = (api_key, &policy.api_keys) {
+            match keys.store.verify(key, now) {
+                Ok(record) => passed.caller.consumer = Some(Rc::clone(&record.consumer)),
+                Err(rejection) => return refuse(Denial::ApiKey(rejection)),
+            }
+        }
+        let mut token: Option<VerifiedJwt> = None;
+        if let (Some(bearer), Some(verifier)) = (bearer, self.jwt) {
+            match verify_token(verifier, bearer.expose(), self.vm_id, self.may_wait, env) {
+                Ok(verified) => {
+                    passed
+                        .claim_headers
+                        .extend(verified.forward_headers.iter().cloned());
+                    passed.caller.subject = Some(verified.subject.clone());
+                    passed.caller.issuer = Some(verified.issuer.clone());
+                    token = Some(verified);
+                }
+                Err(TokenOutcome::Wait(wait)) => return Err(Stop::Wait(wait)),
+                Err(TokenOutcome::Refused(e)) => {
+                    return refuse(Denial::Jwt {
+                        code: e.code(),
+                        description: e.description(),
+                        retryable: e.retryable(),
+                    })
+                }
+            }
+        }
+        if let (Some(claim), Some(token)) = (route.and_then(|r| r.bind_claim.as_deref()), &token) {
+            let bound = passed
+                .caller
+                .consumer
+                .as_deref()
+                .is_some_and(|c| token.claim_str(claim).as_deref() == Some(c));
+            if !bound {
+                return refuse(Denial::BindingMismatch {
+                    claim: claim.to_owned(),
+                });
+            }
+        }
+        if passed.caller.consumer.is_none() {
+            passed.caller.consumer = passed.caller.subject.as_deref().map(Rc::from);
+        }
+        Ok(passed)
+    }
+}
+
+enum TokenOutcome {
+    Refused(crate::jwt::JwtError),
+    Wait(Box<Wait>),
+}
+
+/// Verifies a bearer token. A token whose key the provider's set lacks may wait for a refetch
+/// (a key rotation at the identity provider), once, for at most `unknown_kid_wait_ms`.
+fn verify_token(
+    verifier: &mut JwtVerifier,
+    token: &str,
+    vm_id: u64,
+    may_wait: bool,
+    env: &mut Env<'_>,
+) -> Result<VerifiedJwt, TokenOutcome> {
+    let now = env.now_secs();
+    let refusal = match verifier.verify_or_await_keys(token, now) {
+        Ok(verified) => return Ok(verified),
+        Err(refusal) => refusal,
+    };
+    let Some(provider) = refusal.awaits_keys_of.filter(|_| may_wait) else {
+        return Err(TokenOutcome::Refused(refusal.error));
+    };
+    let wait_ms = verifier.unknown_kid_wait_ms(provider);
+    if wait_ms == 0 {
+        return Err(TokenOutcome::Refused(refusal.error));
+    }
+    let until_ms = env
+        .now_ms
+        .saturating_add(i64::try_from(wait_ms).unwrap_or(i64::MAX));
+    let topic = Topic::JwksKeys { provider };
+    match verifier.refetch(provider, env.store, vm_id, env.now_ms, env.events) {
+        Ok(Refetch::Reloaded) => verifier.verify(token, now).map_err(TokenOutcome::Refused),
+        Ok(Refetch::Start(fetch)) => {
+            let mut call = fetch.call;
+            // The request's own call ends by its wait bound: its answer resumes the request.
+            call.timeout_ms = call.timeout_ms.min(wait_ms);
+            Err(TokenOutcome::Wait(Box::new(Wait {
+                topic,
+                call: Some(call),
+                until_ms,
+            })))
+        }
+        Ok(Refetch::Underway) => Err(TokenOutcome::Wait(Box::new(Wait {
+            topic,
+            call: None,
+            until_ms,
+        }))),
+        Ok(Refetch::Refuse) => Err(TokenOutcome::Refused(refusal.error)),
+        Err(StoreError) => {
+            env.events.emit(Event::StoreFailed);
+            Err(TokenOutcome::Refused(refusal.error))
         }
     }
-    if let (Some(claim), Some(token)) = (route.and_then(|r| r.bind_claim.as_deref()), &token) {
-        let bound = caller
-            .consumer
-            .as_deref()
-            .is_some_and(|c| token.claim_str(claim).as_deref() == Some(c));
-        if !bound {
-            return refuse(Denial::BindingMismatch {
-                claim: claim.to_owned(),
-            });
-        }
-    }
-    if caller.consumer.is_none() {
-        caller.consumer = caller.subject.as_deref().map(Rc::from);
-    }
-    Ok(caller)
 }
 
 /// Credential headers present in the request are stripped (when configured) whatever the
@@ -326,9 +518,32 @@ mod tests {
 
     use super::*;
     use crate::api_key::{self, RandomError, RandomSource};
+    use crate::request::test_support::TestRequest;
     use crate::secret::to_hex;
 
     const NOW: i64 = 1_800_000_000;
+
+    fn guard_of(policy: Rc<Policy>) -> Guard {
+        Guard::new(policy, &KeySpace::new("apiguard"), 1)
+    }
+
+    /// Decisions at `now` (seconds) with fresh in-memory ports.
+    trait DecideAt {
+        fn decide_at(&mut self, req: &RequestFacts, now: i64) -> Decision;
+    }
+
+    impl DecideAt for Guard {
+        fn decide_at(&mut self, req: &RequestFacts, now: i64) -> Decision {
+            let store = crate::ports::fakes::MemoryStore::default();
+            let mut events = crate::ports::fakes::RecordedEvents::default();
+            let mut env = Env {
+                now_ms: now * 1000,
+                store: &store,
+                events: &mut events,
+            };
+            self.decide(req, &mut env)
+        }
+    }
 
     struct SeqRng(u8);
     impl RandomSource for SeqRng {
@@ -361,31 +576,13 @@ mod tests {
                 r#", "expires_at": "2020-01-01T00:00:00Z""#
             ),
         );
-        Guard::new(Rc::new(Policy::from_json(json.as_bytes()).unwrap()))
-    }
-
-    fn req(path: &str, extra: &[(&str, &str)]) -> RequestFacts {
-        let mut headers = vec![
-            (":method".to_owned(), "GET".to_owned()),
-            (":scheme".to_owned(), "https".to_owned()),
-            (":authority".to_owned(), "api.test".to_owned()),
-            (":path".to_owned(), path.to_owned()),
-            ("x-request-id".to_owned(), "rid-1".to_owned()),
-        ];
-        for (n, v) in extra {
-            headers.retain(|(name, _)| name != n || n.starts_with("x-api-key"));
-            headers.push(((*n).to_owned(), (*v).to_owned()));
-        }
-        let tls = headers.contains(&(":scheme".to_owned(), "https".to_owned()));
-        RequestFacts::new(headers)
-            .with_downstream_tls(tls)
-            .with_end_of_stream(true)
+        guard_of(Rc::new(Policy::from_json(json.as_bytes()).unwrap()))
     }
 
     fn denial_code(decision: &Decision) -> Option<&'static str> {
         match decision {
             Decision::Reply(reply) => reply.code,
-            Decision::Forward(_) => None,
+            Decision::Forward(_) | Decision::Wait(_) => None,
         }
     }
 
@@ -393,26 +590,29 @@ mod tests {
         match decision {
             Decision::Forward(f) => f,
             Decision::Reply(r) => panic!("expected forward, got {} {:?}", r.status, r.code),
+            Decision::Wait(w) => panic!("expected forward, got a wait for {:?}", w.topic),
         }
     }
 
     #[test]
     fn valid_key_forwards_with_identity_and_without_the_key() {
         let mut g = guard("");
-        let f = forwarded(g.decide(
-            &req(
-                "/v1",
-                &[("x-api-key", &key(1)), ("x-apiguard-consumer", "admin")],
+        let f = forwarded(
+            g.decide_at(
+                &TestRequest::get("/v1")
+                    .set_header("x-api-key", &key(1))
+                    .set_header("x-apiguard-consumer", "admin")
+                    .build(),
+                NOW,
             ),
-            NOW,
-        ));
+        );
         assert_eq!(
             f.set_headers,
             [(CONSUMER_HEADER.to_owned(), "alice".to_owned())]
         );
         assert!(f.remove_headers.contains(&"x-api-key".to_owned()));
         assert!(f.remove_headers.contains(&"x-apiguard-consumer".to_owned()));
-        assert!(f.add_hsts);
+        assert!(f.hsts.is_some());
         assert_eq!(f.caller.consumer.as_deref(), Some("alice"));
     }
 
@@ -423,27 +623,55 @@ mod tests {
         typo.pop();
         typo.push('!');
         let cases = [
-            (req("/v1", &[]), "missing_credential"),
-            (req("/v1", &[("x-api-key", &typo)]), "malformed_api_key"),
-            (req("/v1", &[("x-api-key", &key(9))]), "unknown_api_key"),
-            (req("/v1", &[("x-api-key", &key(2))]), "revoked_api_key"),
-            (req("/v1", &[("x-api-key", &key(3))]), "expired_api_key"),
+            (TestRequest::get("/v1").build(), "missing_credential"),
             (
-                req("/v1?access_token=x", &[("x-api-key", &key(1))]),
+                TestRequest::get("/v1")
+                    .set_header("x-api-key", &typo)
+                    .build(),
+                "malformed_api_key",
+            ),
+            (
+                TestRequest::get("/v1")
+                    .set_header("x-api-key", &key(9))
+                    .build(),
+                "unknown_api_key",
+            ),
+            (
+                TestRequest::get("/v1")
+                    .set_header("x-api-key", &key(2))
+                    .build(),
+                "revoked_api_key",
+            ),
+            (
+                TestRequest::get("/v1")
+                    .set_header("x-api-key", &key(3))
+                    .build(),
+                "expired_api_key",
+            ),
+            (
+                TestRequest::get("/v1?access_token=x")
+                    .set_header("x-api-key", &key(1))
+                    .build(),
                 "credential_in_query",
             ),
             (
-                req("/v1", &[("x-api-key", &key(1)), ("x-api-key", &key(9))]),
+                TestRequest::get("/v1")
+                    .set_header("x-api-key", &key(1))
+                    .add_header("x-api-key", &key(9))
+                    .build(),
                 "multiple_credentials",
             ),
             (
-                req("/v1", &[(":scheme", "http"), ("x-api-key", &key(1))]),
+                TestRequest::get("/v1")
+                    .set_header(":scheme", "http")
+                    .set_header("x-api-key", &key(1))
+                    .build(),
                 "https_required",
             ),
         ];
         for (request, code) in cases {
             assert_eq!(
-                denial_code(&g.decide(&request, NOW)),
+                denial_code(&g.decide_at(&request, NOW)),
                 Some(code),
                 "{request:?}"
             );
@@ -454,9 +682,12 @@ mod tests {
     fn denials_never_echo_the_key() {
         let mut g = guard("");
         for k in [key(9), key(2), format!("{}x", key(1))] {
-            let Decision::Reply(reply) =
-                g.decide(&req(&format!("/v1?token={k}"), &[("x-api-key", &k)]), NOW)
-            else {
+            let Decision::Reply(reply) = g.decide_at(
+                &TestRequest::get(&format!("/v1?token={k}"))
+                    .set_header("x-api-key", &k)
+                    .build(),
+                NOW,
+            ) else {
                 panic!("expected a denial")
             };
             let all = format!(
@@ -465,7 +696,10 @@ mod tests {
                 String::from_utf8_lossy(&reply.body)
             );
             assert!(!all.contains(&k));
-            let Decision::Reply(reply) = g.decide(&req("/v1", &[("x-api-key", &k)]), NOW) else {
+            let Decision::Reply(reply) = g.decide_at(
+                &TestRequest::get("/v1").set_header("x-api-key", &k).build(),
+                NOW,
+            ) else {
                 panic!()
             };
             assert!(!String::from_utf8_lossy(&reply.body).contains(&k));
@@ -475,18 +709,22 @@ mod tests {
     #[test]
     fn exempt_paths_and_preflights_skip_credentials_but_not_spoof_removal() {
         let mut g = guard("");
-        let f = forwarded(g.decide(
-            &req("/healthz/live", &[("x-apiguard-consumer", "admin")]),
-            NOW,
-        ));
+        let f = forwarded(
+            g.decide_at(
+                &TestRequest::get("/healthz/live")
+                    .set_header("x-apiguard-consumer", "admin")
+                    .build(),
+                NOW,
+            ),
+        );
         assert_eq!(f.remove_headers, ["x-apiguard-consumer"]);
         assert!(f.set_headers.is_empty());
         assert_eq!(
-            denial_code(&g.decide(&req("/healthzz", &[]), NOW)),
+            denial_code(&g.decide_at(&TestRequest::get("/healthzz").build(), NOW)),
             Some("missing_credential")
         );
         assert_eq!(
-            denial_code(&g.decide(&req("/healthz/../admin", &[]), NOW)),
+            denial_code(&g.decide_at(&TestRequest::get("/healthz/../admin").build(), NOW)),
             Some("non_canonical_path")
         );
         let preflight = [
@@ -494,14 +732,27 @@ mod tests {
             ("origin", "https://app.test"),
             ("access-control-request-method", "POST"),
         ];
-        forwarded(g.decide(&req("/v1", &preflight), NOW));
+        forwarded(g.decide_at(
+            &TestRequest::get("/v1").set_headers(&preflight).build(),
+            NOW,
+        ));
         assert_eq!(
-            denial_code(&g.decide(&req("/v1", &[(":method", "OPTIONS")]), NOW)),
+            denial_code(
+                &g.decide_at(
+                    &TestRequest::get("/v1")
+                        .set_header(":method", "OPTIONS")
+                        .build(),
+                    NOW
+                )
+            ),
             Some("missing_credential")
         );
         let mut strict = guard(r#", "allow_cors_preflight": false"#);
         assert_eq!(
-            denial_code(&strict.decide(&req("/v1", &preflight), NOW)),
+            denial_code(&strict.decide_at(
+                &TestRequest::get("/v1").set_headers(&preflight).build(),
+                NOW
+            )),
             Some("missing_credential")
         );
     }
@@ -517,7 +768,7 @@ mod tests {
             "/v1%00",
         ] {
             assert_eq!(
-                denial_code(&g.decide(&req(sneaky, &[]), NOW)),
+                denial_code(&g.decide_at(&TestRequest::get(sneaky).build(), NOW)),
                 Some("non_canonical_path"),
                 "{sneaky}"
             );
@@ -527,21 +778,30 @@ mod tests {
             r#"{{"api_keys": {{"keys": [{}]}}}}"#,
             entry(&key(1), "alice", "")
         );
-        let mut plain = Guard::new(Rc::new(Policy::from_json(json.as_bytes()).unwrap()));
-        forwarded(plain.decide(&req("/v1;x=y", &[("x-api-key", &key(1))]), NOW));
+        let mut plain = guard_of(Rc::new(Policy::from_json(json.as_bytes()).unwrap()));
+        forwarded(
+            plain.decide_at(
+                &TestRequest::get("/v1;x=y")
+                    .set_header("x-api-key", &key(1))
+                    .build(),
+                NOW,
+            ),
+        );
     }
 
     #[test]
     fn credentials_are_stripped_on_exempt_paths_and_in_any_spelling() {
         let mut g = guard("");
         let with_tab = format!("ApiKey\t{}", key(1));
-        let f = forwarded(g.decide(
-            &req(
-                "/healthz",
-                &[("x-api-key", &key(1)), ("authorization", &with_tab)],
+        let f = forwarded(
+            g.decide_at(
+                &TestRequest::get("/healthz")
+                    .set_header("x-api-key", &key(1))
+                    .set_header("authorization", &with_tab)
+                    .build(),
+                NOW,
             ),
-            NOW,
-        ));
+        );
         assert_eq!(f.remove_headers, ["authorization", "x-api-key"]);
     }
 
@@ -553,15 +813,18 @@ mod tests {
             ("origin", "https://app.test"),
             ("access-control-request-method", "POST"),
         ];
-        let with_body = req("/v1", &preflight).with_end_of_stream(false);
+        let with_body = TestRequest::get("/v1")
+            .set_headers(&preflight)
+            .end_of_stream(false)
+            .build();
         assert_eq!(
-            denial_code(&g.decide(&with_body, NOW)),
+            denial_code(&g.decide_at(&with_body, NOW)),
             Some("missing_credential")
         );
         let mut plain = preflight.to_vec();
         plain.push((":scheme", "http"));
         assert_eq!(
-            denial_code(&g.decide(&req("/v1", &plain), NOW)),
+            denial_code(&g.decide_at(&TestRequest::get("/v1").set_headers(&plain).build(), NOW)),
             Some("https_required")
         );
     }
@@ -569,7 +832,14 @@ mod tests {
     #[test]
     fn report_only_forwards_and_names_what_it_would_deny() {
         let mut g = guard(r#", "report_only": true"#);
-        let f = forwarded(g.decide(&req("/v1", &[("x-api-key", &key(2))]), NOW));
+        let f = forwarded(
+            g.decide_at(
+                &TestRequest::get("/v1")
+                    .set_header("x-api-key", &key(2))
+                    .build(),
+                NOW,
+            ),
+        );
         assert_eq!(
             f.set_headers,
             [(WOULD_DENY_HEADER.to_owned(), "revoked_api_key".to_owned())]
@@ -579,17 +849,27 @@ mod tests {
             f.unenforced,
             Some(Denial::ApiKey(crate::api_key::KeyRejection::Revoked))
         );
-        let f = forwarded(g.decide(
-            &req("/v1", &[(":scheme", "http"), ("x-api-key", &key(1))]),
-            NOW,
-        ));
+        let f = forwarded(
+            g.decide_at(
+                &TestRequest::get("/v1")
+                    .set_header(":scheme", "http")
+                    .set_header("x-api-key", &key(1))
+                    .build(),
+                NOW,
+            ),
+        );
         assert_eq!(f.unenforced, Some(Denial::HttpsRequired));
         assert!(f.remove_headers.contains(&"x-api-key".to_owned()));
         for refused_early in [
-            req("/v1?token=1", &[("x-api-key", &key(1))]),
-            req("/v1", &[("x-api-key", &key(1)), ("x-api-key", &key(2))]),
+            TestRequest::get("/v1?token=1")
+                .set_header("x-api-key", &key(1))
+                .build(),
+            TestRequest::get("/v1")
+                .set_header("x-api-key", &key(1))
+                .add_header("x-api-key", &key(2))
+                .build(),
         ] {
-            let f = forwarded(g.decide(&refused_early, NOW));
+            let f = forwarded(g.decide_at(&refused_early, NOW));
             assert!(f.unenforced.is_some());
             assert!(
                 f.remove_headers.contains(&"x-api-key".to_owned()),
@@ -602,7 +882,12 @@ mod tests {
     #[test]
     fn plain_http_gets_redirected_when_configured() {
         let mut g = guard(r#", "https": {"redirect": true}"#);
-        let Decision::Reply(reply) = g.decide(&req("/v1?a=1", &[(":scheme", "http")]), NOW) else {
+        let Decision::Reply(reply) = g.decide_at(
+            &TestRequest::get("/v1?a=1")
+                .set_header(":scheme", "http")
+                .build(),
+            NOW,
+        ) else {
             panic!()
         };
         assert_eq!(reply.status, 308);
@@ -615,14 +900,18 @@ mod tests {
     #[test]
     fn hsts_only_for_https_requests() {
         let mut g = guard(r#", "https": {"required": false}"#);
-        assert!(
-            !forwarded(g.decide(
-                &req("/v1", &[(":scheme", "http"), ("x-api-key", &key(1))]),
+        assert!(forwarded(
+            g.decide_at(
+                &TestRequest::get("/v1")
+                    .set_header(":scheme", "http")
+                    .set_header("x-api-key", &key(1))
+                    .build(),
                 NOW
-            ))
-            .add_hsts
-        );
-        let Decision::Reply(reply) = g.decide(&req("/v1", &[]), NOW) else {
+            )
+        )
+        .hsts
+        .is_none());
+        let Decision::Reply(reply) = g.decide_at(&TestRequest::get("/v1").build(), NOW) else {
             panic!()
         };
         assert!(reply
@@ -652,7 +941,7 @@ mod tests {
                 "routes": [{"prefix": "/bound", "credentials": "both", "bind_claim": "azp"},
                            {"prefix": "/keys-only", "credentials": "api_key"}],
             });
-            Guard::new(Rc::new(
+            guard_of(Rc::new(
                 Policy::from_json(json.to_string().as_bytes()).unwrap(),
             ))
         }
@@ -665,16 +954,15 @@ mod tests {
         #[test]
         fn jwt_only_makes_the_subject_the_consumer_and_strips_the_token() {
             let mut g = jwt_guard("jwt");
-            let f = forwarded(g.decide(
-                &req(
-                    "/v1",
-                    &[
-                        ("authorization", &token("user-7", "x")),
-                        ("x-apiguard-subject", "root"),
-                    ],
+            let f = forwarded(
+                g.decide_at(
+                    &TestRequest::get("/v1")
+                        .set_header("authorization", &token("user-7", "x"))
+                        .set_header("x-apiguard-subject", "root")
+                        .build(),
+                    NOW,
                 ),
-                NOW,
-            ));
+            );
             assert!(f
                 .set_headers
                 .contains(&(SUBJECT_HEADER.to_owned(), "user-7".to_owned())));
@@ -685,7 +973,14 @@ mod tests {
             assert!(f.remove_headers.contains(&"x-apiguard-subject".to_owned()));
             // An API key alone does not satisfy a JWT-only policy.
             assert_eq!(
-                denial_code(&g.decide(&req("/v1", &[("x-api-key", &key(1))]), NOW)),
+                denial_code(
+                    &g.decide_at(
+                        &TestRequest::get("/v1")
+                            .set_header("x-api-key", &key(1))
+                            .build(),
+                        NOW
+                    )
+                ),
                 Some("missing_credential")
             );
         }
@@ -693,9 +988,12 @@ mod tests {
         #[test]
         fn bad_tokens_get_a_bearer_challenge_with_the_reason() {
             let mut g = jwt_guard("jwt");
-            let Decision::Reply(reply) =
-                g.decide(&req("/v1", &[("authorization", "Bearer not.a.token")]), NOW)
-            else {
+            let Decision::Reply(reply) = g.decide_at(
+                &TestRequest::get("/v1")
+                    .set_header("authorization", "Bearer not.a.token")
+                    .build(),
+                NOW,
+            ) else {
                 panic!()
             };
             assert_eq!(reply.code, Some("malformed_token"));
@@ -712,7 +1010,14 @@ mod tests {
             );
             let expired = token("u", "x");
             assert_eq!(
-                denial_code(&g.decide(&req("/v1", &[("authorization", &expired)]), NOW + 3600)),
+                denial_code(
+                    &g.decide_at(
+                        &TestRequest::get("/v1")
+                            .set_header("authorization", &expired)
+                            .build(),
+                        NOW + 3600
+                    )
+                ),
                 Some("token_expired")
             );
         }
@@ -720,18 +1025,35 @@ mod tests {
         #[test]
         fn either_accepts_one_but_refuses_any_bad_one_presented() {
             let mut g = jwt_guard("either");
-            forwarded(g.decide(&req("/v1", &[("x-api-key", &key(1))]), NOW));
-            forwarded(g.decide(&req("/v1", &[("authorization", &token("u", "x"))]), NOW));
+            forwarded(
+                g.decide_at(
+                    &TestRequest::get("/v1")
+                        .set_header("x-api-key", &key(1))
+                        .build(),
+                    NOW,
+                ),
+            );
+            forwarded(
+                g.decide_at(
+                    &TestRequest::get("/v1")
+                        .set_header("authorization", &token("u", "x"))
+                        .build(),
+                    NOW,
+                ),
+            );
             let bad_key_good_token = [("x-api-key", key(9)), ("authorization", token("u", "x"))];
             let pairs: Vec<(&str, &str)> = bad_key_good_token
                 .iter()
                 .map(|(n, v)| (*n, v.as_str()))
                 .collect();
             assert_eq!(
-                denial_code(&g.decide(&req("/v1", &pairs), NOW)),
+                denial_code(
+                    &g.decide_at(&TestRequest::get("/v1").set_headers(&pairs).build(), NOW)
+                ),
                 Some("unknown_api_key")
             );
-            let Decision::Reply(missing) = g.decide(&req("/v1", &[]), NOW) else {
+            let Decision::Reply(missing) = g.decide_at(&TestRequest::get("/v1").build(), NOW)
+            else {
                 panic!()
             };
             assert_eq!(
@@ -749,43 +1071,87 @@ mod tests {
             let mut g = jwt_guard("both");
             let (k, t_alice, t_bob) = (key(1), token("u", "alice"), token("u", "bob"));
             assert_eq!(
-                denial_code(&g.decide(&req("/v1", &[("x-api-key", &k)]), NOW)),
-                Some("missing_credential")
-            );
-            let f = forwarded(g.decide(
-                &req("/v1", &[("x-api-key", &k), ("authorization", &t_bob)]),
-                NOW,
-            ));
-            assert_eq!(f.caller.consumer.as_deref(), Some("alice"));
-            assert_eq!(f.caller.subject.as_deref(), Some("u"));
-            forwarded(g.decide(
-                &req(
-                    "/bound/x",
-                    &[("x-api-key", &k), ("authorization", &t_alice)],
-                ),
-                NOW,
-            ));
-            assert_eq!(
-                denial_code(&g.decide(
-                    &req("/bound/x", &[("x-api-key", &k), ("authorization", &t_bob)]),
+                denial_code(&g.decide_at(
+                    &TestRequest::get("/v1").set_header("x-api-key", &k).build(),
                     NOW
                 )),
+                Some("missing_credential")
+            );
+            let f = forwarded(
+                g.decide_at(
+                    &TestRequest::get("/v1")
+                        .set_header("x-api-key", &k)
+                        .set_header("authorization", &t_bob)
+                        .build(),
+                    NOW,
+                ),
+            );
+            assert_eq!(f.caller.consumer.as_deref(), Some("alice"));
+            assert_eq!(f.caller.subject.as_deref(), Some("u"));
+            forwarded(
+                g.decide_at(
+                    &TestRequest::get("/bound/x")
+                        .set_header("x-api-key", &k)
+                        .set_header("authorization", &t_alice)
+                        .build(),
+                    NOW,
+                ),
+            );
+            assert_eq!(
+                denial_code(
+                    &g.decide_at(
+                        &TestRequest::get("/bound/x")
+                            .set_header("x-api-key", &k)
+                            .set_header("authorization", &t_bob)
+                            .build(),
+                        NOW
+                    )
+                ),
                 Some("credential_binding_mismatch")
             );
             // Routes override the default policy.
-            forwarded(g.decide(&req("/keys-only", &[("x-api-key", &k)]), NOW));
+            forwarded(
+                g.decide_at(
+                    &TestRequest::get("/keys-only")
+                        .set_header("x-api-key", &k)
+                        .build(),
+                    NOW,
+                ),
+            );
         }
 
         #[test]
-        fn keys_not_yet_fetched_is_a_retryable_503() {
+        fn keys_not_yet_fetched_are_waited_for_then_a_retryable_503() {
             let json = serde_json::json!({"credentials": "jwt",
-                "jwt": {"providers": [{"issuer": ISS, "remote_jwks": {"cluster": "idp"}}]}});
-            let mut g = Guard::new(Rc::new(
+                "jwt": {"providers": [{"issuer": ISS, "remote_jwks": {"cluster": "idp", "unknown_kid_wait_ms": 1500}}]}});
+            let mut g = guard_of(Rc::new(
                 Policy::from_json(json.to_string().as_bytes()).unwrap(),
             ));
-            let Decision::Reply(reply) =
-                g.decide(&req("/v1", &[("authorization", &token("u", "x"))]), NOW)
-            else {
+            let store = crate::ports::fakes::MemoryStore::default();
+            let mut events = crate::ports::fakes::RecordedEvents::default();
+            let mut env = Env {
+                now_ms: NOW * 1000,
+                store: &store,
+                events: &mut events,
+            };
+            let request = TestRequest::get("/v1")
+                .set_header("authorization", &token("u", "x"))
+                .build();
+            // The first such request makes the fetch, bounded by the wait.
+            let Decision::Wait(wait) = g.decide(&request, &mut env) else {
+                panic!()
+            };
+            let call = wait.call.unwrap();
+            assert_eq!((call.cluster.as_str(), call.timeout_ms), ("idp", 1500));
+            assert_eq!(wait.until_ms, NOW * 1000 + 1500);
+            assert_eq!(wait.topic, Topic::JwksKeys { provider: 0 });
+            // The next one joins it.
+            let Decision::Wait(joined) = g.decide(&request, &mut env) else {
+                panic!()
+            };
+            assert_eq!(joined.call, None);
+            // Resumed without keys: what it was before waits existed.
+            let Decision::Reply(reply) = g.resume(&request, &mut env) else {
                 panic!()
             };
             assert_eq!(
@@ -795,6 +1161,16 @@ mod tests {
             assert!(reply
                 .headers
                 .contains(&("retry-after".to_owned(), "5".to_owned())));
+            // Without a wait bound, refused at once.
+            let json = serde_json::json!({"credentials": "jwt",
+                "jwt": {"providers": [{"issuer": ISS, "remote_jwks": {"cluster": "idp", "unknown_kid_wait_ms": 0}}]}});
+            let mut no_wait = guard_of(Rc::new(
+                Policy::from_json(json.to_string().as_bytes()).unwrap(),
+            ));
+            assert_eq!(
+                denial_code(&no_wait.decide_at(&request, NOW)),
+                Some("no_verification_key")
+            );
         }
     }
 
@@ -804,13 +1180,27 @@ mod tests {
             r#"{{"api_keys": {{"allow_authorization_header": true, "keys": [{}]}}}}"#,
             entry(&key(1), "alice", "")
         );
-        let mut g = Guard::new(Rc::new(Policy::from_json(json.as_bytes()).unwrap()));
+        let mut g = guard_of(Rc::new(Policy::from_json(json.as_bytes()).unwrap()));
         let value = format!("ApiKey {}", key(1));
-        let f = forwarded(g.decide(&req("/v1", &[("authorization", &value)]), NOW));
+        let f = forwarded(
+            g.decide_at(
+                &TestRequest::get("/v1")
+                    .set_header("authorization", &value)
+                    .build(),
+                NOW,
+            ),
+        );
         assert!(f.remove_headers.contains(&"authorization".to_owned()));
         let mut off = guard("");
         assert_eq!(
-            denial_code(&off.decide(&req("/v1", &[("authorization", &value)]), NOW)),
+            denial_code(
+                &off.decide_at(
+                    &TestRequest::get("/v1")
+                        .set_header("authorization", &value)
+                        .build(),
+                    NOW
+                )
+            ),
             Some("missing_credential")
         );
     }

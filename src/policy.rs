@@ -5,20 +5,16 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::api_key::{KeyRecord, KeyStore};
-use crate::config::{ApiKeysConfig, ConfigError, CredentialPolicy, PluginConfig, RouteConfig};
+use crate::config::{ApiKeysConfig, CredentialPolicy, PluginConfig, RouteConfig};
+use crate::config_error::ConfigError;
 use crate::credentials::CredentialSources;
+use crate::identity::IDENTITY_HEADER_PREFIX;
 use crate::jwt::JwtSettings;
 use crate::paths::PathPrefix;
 use crate::request::is_header_name;
 use crate::secret::parse_hex32;
 use crate::time::parse_rfc3339;
 use crate::transport::HttpsPolicy;
-
-/// Prefix of every header the plugin sets for the upstream; client-sent copies are removed.
-pub const IDENTITY_HEADER_PREFIX: &str = "x-apiguard-";
-pub const CONSUMER_HEADER: &str = "x-apiguard-consumer";
-pub const SUBJECT_HEADER: &str = "x-apiguard-subject";
-pub const WOULD_DENY_HEADER: &str = "x-apiguard-would-deny";
 
 #[derive(Debug)]
 pub struct ApiKeySettings {
@@ -200,6 +196,13 @@ impl Policy {
     }
 
     /// Whether a path that is not canonical could be matched wrongly (so must be refused).
+    /// Whether some document is fetched from a remote endpoint (the root must tick).
+    pub fn fetches_remote_documents(&self) -> bool {
+        self.jwt
+            .as_ref()
+            .is_some_and(|j| j.providers.iter().any(|p| p.remote.is_some()))
+    }
+
     pub fn matches_paths(&self) -> bool {
         !self.exempt.is_empty() || !self.routes.is_empty()
     }

@@ -118,3 +118,86 @@ pub fn percent_escape_at(bytes: &[u8], at: usize) -> Option<u8> {
     let (hi, lo) = (hex(at + 1)?, hex(at + 2)?);
     u8::try_from(hi * 16 + lo).ok()
 }
+
+/// The one way unit tests build [`RequestFacts`].
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::RequestFacts;
+
+    /// A request under construction. The downstream connection is TLS when `:scheme` is
+    /// `https`, unless [`TestRequest::tls`] says otherwise.
+    pub(crate) struct TestRequest {
+        headers: Vec<(String, String)>,
+        tls: Option<bool>,
+        end_of_stream: bool,
+    }
+
+    impl TestRequest {
+        /// Exactly these headers, in order (a repeated name is a header sent several times);
+        /// a body may follow.
+        pub(crate) fn with_headers(pairs: &[(&str, &str)]) -> Self {
+            let headers = pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect();
+            Self {
+                headers,
+                tls: None,
+                end_of_stream: false,
+            }
+        }
+
+        /// A bodyless HTTPS `GET` of `path` (query included) to `api.test`, request id `rid-1`.
+        pub(crate) fn get(path: &str) -> Self {
+            Self::with_headers(&[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":authority", "api.test"),
+                (":path", path),
+                ("x-request-id", "rid-1"),
+            ])
+            .end_of_stream(true)
+        }
+
+        /// Sets a header: earlier values of it are dropped, the new one goes last.
+        pub(crate) fn set_header(mut self, name: &str, value: &str) -> Self {
+            self.headers.retain(|(n, _)| n != name);
+            self.add_header(name, value)
+        }
+
+        /// [`Self::set_header`] for each pair, in order.
+        pub(crate) fn set_headers(self, pairs: &[(&str, &str)]) -> Self {
+            pairs
+                .iter()
+                .fold(self, |request, (n, v)| request.set_header(n, v))
+        }
+
+        /// Adds one more value of a header, keeping those already there.
+        pub(crate) fn add_header(mut self, name: &str, value: &str) -> Self {
+            self.headers.push((name.to_owned(), value.to_owned()));
+            self
+        }
+
+        /// Whether the downstream connection is TLS, whatever `:scheme` says.
+        pub(crate) fn tls(mut self, tls: bool) -> Self {
+            self.tls = Some(tls);
+            self
+        }
+
+        pub(crate) fn end_of_stream(mut self, end_of_stream: bool) -> Self {
+            self.end_of_stream = end_of_stream;
+            self
+        }
+
+        pub(crate) fn build(self) -> RequestFacts {
+            let tls = self.tls.unwrap_or_else(|| {
+                self.headers
+                    .iter()
+                    .any(|(n, v)| n == ":scheme" && v == "https")
+            });
+            RequestFacts::new(self.headers)
+                .with_downstream_tls(tls)
+                .with_end_of_stream(self.end_of_stream)
+        }
+    }
+}

@@ -88,18 +88,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-
-    /// A request; `(":scheme", "https")` stands for a TLS connection.
-    fn req(pairs: &[(&str, &str)]) -> RequestFacts {
-        let tls = pairs.contains(&(":scheme", "https"));
-        RequestFacts::new(
-            pairs
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
-        .with_downstream_tls(tls)
-    }
+    use crate::request::test_support::TestRequest;
 
     fn policy(trust: bool, redirect: bool) -> HttpsPolicy {
         HttpsPolicy {
@@ -112,51 +101,64 @@ mod tests {
 
     #[test]
     fn connection_decides_unless_the_forwarded_proto_is_trusted() {
-        let spoofed = req(&[(":scheme", "http"), ("x-forwarded-proto", "https")]);
+        let spoofed =
+            TestRequest::with_headers(&[(":scheme", "http"), ("x-forwarded-proto", "https")])
+                .build();
         assert!(!policy(false, false).is_https(&spoofed));
         assert!(policy(true, false).is_https(&spoofed));
-        assert!(policy(false, false).is_https(&req(&[(":scheme", "https")])));
+        assert!(policy(false, false)
+            .is_https(&TestRequest::with_headers(&[(":scheme", "https")]).build()));
         // Envoy may have copied the client's x-forwarded-proto into :scheme: it does not count.
-        let rewritten = RequestFacts::new(vec![(":scheme".into(), "https".into())]);
+        let rewritten = TestRequest::with_headers(&[(":scheme", "https")])
+            .tls(false)
+            .build();
         assert!(!policy(false, false).is_https(&rewritten));
-        let tls_but_claims_http = req(&[(":scheme", "https"), ("x-forwarded-proto", "http")]);
+        let tls_but_claims_http =
+            TestRequest::with_headers(&[(":scheme", "https"), ("x-forwarded-proto", "http")])
+                .build();
         assert!(policy(false, false).is_https(&tls_but_claims_http));
         // The nearest hop's value (the last) counts, not what the client put first.
-        let appended = req(&[(":scheme", "http"), ("x-forwarded-proto", "https, http")]);
+        let appended =
+            TestRequest::with_headers(&[(":scheme", "http"), ("x-forwarded-proto", "https, http")])
+                .build();
         assert!(!policy(true, false).is_https(&appended));
-        let two_headers = req(&[
+        let two_headers = TestRequest::with_headers(&[
             ("x-forwarded-proto", "https"),
             ("x-forwarded-proto", "http"),
-        ]);
+        ])
+        .build();
         assert!(!policy(true, false).is_https(&two_headers));
     }
 
     #[test]
     fn plain_http_is_refused_or_redirected_for_safe_methods_only() {
-        let get = req(&[
+        let get = TestRequest::with_headers(&[
             (":scheme", "http"),
             (":method", "GET"),
             (":authority", "api.example.com"),
             (":path", "/v1?a=1"),
-        ]);
+        ])
+        .build();
         assert_eq!(policy(false, false).check(&get), Some(PlainHttp::Refuse));
         assert_eq!(
             policy(false, true).check(&get),
             Some(PlainHttp::Redirect("https://api.example.com/v1?a=1".into()))
         );
-        let post = req(&[
+        let post = TestRequest::with_headers(&[
             (":scheme", "http"),
             (":method", "POST"),
             (":authority", "api.example.com"),
             (":path", "/v1"),
-        ]);
+        ])
+        .build();
         assert_eq!(policy(false, true).check(&post), Some(PlainHttp::Refuse));
-        let odd_host = req(&[
+        let odd_host = TestRequest::with_headers(&[
             (":scheme", "http"),
             (":method", "GET"),
             (":authority", "a\r\nb"),
             (":path", "/"),
-        ]);
+        ])
+        .build();
         assert_eq!(
             policy(false, true).check(&odd_host),
             Some(PlainHttp::Refuse)

@@ -11,12 +11,12 @@ pub fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
-/// Envoy's wall clock in Unix seconds; None when the host cannot tell (callers fail closed).
-pub fn host_now() -> Option<i64> {
+/// Envoy's wall clock in Unix milliseconds; None when the host cannot tell (callers fail closed).
+pub fn host_now_ms() -> Option<i64> {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
 }
 
 /// All pairs of a header map. Values that are not UTF-8 are decoded lossily: such a value can
@@ -40,4 +40,24 @@ pub fn set_header(map: MapType, name: &str, value: Option<&str>) {
 
 pub fn buffer(kind: BufferType, size: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(kind, 0, size).ok().flatten()
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+}
+
+/// Lets the current (paused) request go on. The SDK's `resume_http_request` panics on any
+/// status but Ok; here a refusal is logged instead.
+pub fn continue_request() {
+    const HTTP_REQUEST: u32 = 0;
+    const OK: u32 = 0;
+    // SAFETY: a host import taking a plain integer and returning a status code.
+    let status = unsafe { proxy_continue_stream(HTTP_REQUEST) };
+    if status != OK {
+        log(
+            LogLevel::Error,
+            &format!("could not resume the request (status {status})"),
+        );
+    }
 }

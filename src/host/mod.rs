@@ -1,16 +1,23 @@
-//! The proxy-wasm side: the only code that talks to Envoy. It collects request facts, asks the
-//! pure core for a decision, and applies it. Compiled for `wasm32-wasip1` only.
+//! The proxy-wasm side: the only code that talks to Envoy. The per-request state machine
+//! ([`flow`]) is pure and tested natively; the rest adapts proxy-wasm to the core's ports,
+//! collects request facts and applies decisions. Compiled for `wasm32-wasip1`.
 
+#[cfg(any(target_os = "wasi", test))]
+mod flow;
+
+#[cfg(target_os = "wasi")]
+mod adapters;
+#[cfg(target_os = "wasi")]
 mod env;
-mod metrics;
+#[cfg(target_os = "wasi")]
 mod request;
+#[cfg(target_os = "wasi")]
 mod root;
 
-use proxy_wasm::types::LogLevel;
-
+#[cfg(target_os = "wasi")]
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::ApiguardRoot::default())
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::ApiguardRoot::new(context_id))
     });
 }}

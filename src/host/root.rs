@@ -1,117 +1,124 @@
-//! The root context: one per worker VM. It compiles the configuration (refusing to start on any
-//! error), owns the per-worker [`Guard`], and fetches remote JWKS in the background.
+//! The root context: one per VM. It compiles the configuration (refusing to start on any
+//! error), owns the VM's [`Guard`] and request [`Flows`], and ticks: shared JWKS versions are
+//! loaded, due fetches started, waiting requests resumed.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
-use super::env::{buffer, host_now, log};
-use super::metrics::Metrics;
+use super::adapters::{HostEvents, HostStore, ProxyHost};
+use super::env::{buffer, header_map, host_now_ms, log};
+use super::flow::Flows;
 use super::request::ApiguardRequest;
-use crate::pipeline::Guard;
+use crate::pipeline::{Env, Guard};
 use crate::policy::Policy;
+use crate::ports::{CallFailure, CallReply, KeySpace};
 
-/// How often the root wakes up to start due JWKS fetches.
-const TICK: Duration = Duration::from_secs(1);
+/// How often the root looks at shared data when remote key sets are configured: it bounds how
+/// late a request waiting for another VM's fetch learns of it.
+const TICK: Duration = Duration::from_millis(100);
 
-#[derive(Default)]
+/// Namespace of the shared-data keys when Envoy names no root id.
+const DEFAULT_ROOT_ID: &str = "apiguard";
+
+/// Everything one VM keeps between callbacks.
+pub struct Vm {
+    pub guard: Guard,
+    pub flows: Flows,
+    pub events: HostEvents,
+}
+
+pub type SharedVm = Rc<RefCell<Option<Vm>>>;
+
+impl Vm {
+    /// Runs `f` with the VM's parts, the ports and the time; `None` when the VM is busy (a
+    /// re-entrant callback, which Envoy does not make), unconfigured or without a clock.
+    pub fn with<T>(
+        vm: &SharedVm,
+        f: impl FnOnce(&mut Guard, &mut Flows, &mut Env<'_>, &mut ProxyHost) -> T,
+    ) -> Option<T> {
+        let mut slot = vm.try_borrow_mut().ok()?;
+        let vm = slot.as_mut()?;
+        let now_ms = host_now_ms()?;
+        let mut env = Env {
+            now_ms,
+            store: &HostStore,
+            events: &mut vm.events,
+        };
+        Some(f(&mut vm.guard, &mut vm.flows, &mut env, &mut ProxyHost))
+    }
+}
+
+/// The answer to an outbound call, as the core sees it.
+pub fn call_reply(num_headers: usize, body_size: usize) -> CallReply {
+    if num_headers == 0 {
+        // Envoy answers a failed or timed-out call without any header.
+        return CallReply::Failed(CallFailure::NoResponse);
+    }
+    let headers = header_map(MapType::HttpCallResponseHeaders);
+    let status = headers
+        .iter()
+        .find(|(n, _)| n == ":status")
+        .and_then(|(_, v)| v.parse::<u16>().ok());
+    match status {
+        Some(status) => CallReply::Answered {
+            status,
+            headers,
+            body: buffer(BufferType::HttpCallResponseBody, body_size).unwrap_or_default(),
+        },
+        None => CallReply::Failed(CallFailure::NoResponse),
+    }
+}
+
 pub struct ApiguardRoot {
-    guard: Option<Rc<RefCell<Guard>>>,
-    metrics: Rc<RefCell<Metrics>>,
-    /// dispatch_http_call token → JWT provider index.
-    jwks_in_flight: HashMap<u32, usize>,
+    context_id: u32,
+    vm: SharedVm,
 }
 
 impl ApiguardRoot {
-    fn start_due_fetches(&mut self) {
-        let Some(guard) = &self.guard else { return };
-        let Ok(mut guard) = guard.try_borrow_mut() else {
-            return;
-        };
-        let Some(verifier) = guard.jwt_verifier() else {
-            return;
-        };
-        let Some(now) = host_now() else { return };
-        for fetch in verifier.jwks_fetches_due(now) {
-            let headers = vec![
-                (":method", "GET"),
-                (":path", fetch.path.as_str()),
-                (":authority", fetch.authority.as_str()),
-                ("accept", "application/json"),
-            ];
-            match hostcalls::dispatch_http_call(
-                &fetch.cluster,
-                headers,
-                None,
-                vec![],
-                Duration::from_millis(fetch.timeout_ms),
-            ) {
-                Ok(token) => {
-                    self.jwks_in_flight.insert(token, fetch.provider);
-                }
-                Err(status) => {
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "jwks fetch from cluster {} could not start: {status:?}",
-                            fetch.cluster
-                        ),
-                    );
-                    let _ = verifier.on_jwks_response(fetch.provider, None, &[], now);
-                }
-            }
+    pub fn new(context_id: u32) -> Self {
+        Self {
+            context_id,
+            vm: Rc::new(RefCell::new(None)),
         }
     }
+}
+
+/// The plugin's root id names its shared data (Istio sets no VM id, so all plugins of a proxy
+/// share one namespace).
+fn root_id() -> String {
+    hostcalls::get_property(vec!["plugin_root_id"])
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| DEFAULT_ROOT_ID.to_owned())
+}
+
+/// A random lease-holder id for this VM's root context (WASI's random source, i.e. Envoy's).
+fn vm_id() -> Option<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).ok()?;
+    Some(u64::from_le_bytes(bytes).max(1))
 }
 
 impl Context for ApiguardRoot {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _num_headers: usize,
+        num_headers: usize,
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(provider) = self.jwks_in_flight.remove(&token_id) else {
-            return;
-        };
-        let status = hostcalls::get_map_value(
-            proxy_wasm::types::MapType::HttpCallResponseHeaders,
-            ":status",
-        )
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse::<u16>().ok());
-        let body = buffer(BufferType::HttpCallResponseBody, body_size).unwrap_or_default();
-        let Some(guard) = &self.guard else { return };
-        let Ok(mut guard) = guard.try_borrow_mut() else {
-            return;
-        };
-        let Some(verifier) = guard.jwt_verifier() else {
-            return;
-        };
-        match verifier.on_jwks_response(provider, status, &body, host_now().unwrap_or(0)) {
-            Ok(keys) => log(
-                LogLevel::Info,
-                &format!("jwt provider {provider}: loaded {keys} keys"),
-            ),
-            Err(e) => {
-                self.metrics
-                    .borrow_mut()
-                    .increment("apiguard_jwks_fetch_failures_total");
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "jwt provider {provider}: jwks ignored, keeping the last good keys: {e}"
-                    ),
-                )
-            }
-        }
+        let reply = call_reply(num_headers, body_size);
+        let root = self.context_id;
+        Vm::with(&self.vm, |guard, flows, env, host| {
+            flows.on_call_reply(root, token_id, &reply, guard, env, host)
+        });
     }
 }
 
@@ -127,32 +134,40 @@ impl RootContext for ApiguardRoot {
                 return false;
             }
         };
-        let has_remote_jwks = policy
-            .jwt
-            .as_ref()
-            .is_some_and(|j| j.providers.iter().any(|p| p.remote.is_some()));
-        self.guard = Some(Rc::new(RefCell::new(Guard::new(Rc::new(policy)))));
-        // Responses to fetches started under a previous configuration must not land here.
-        self.jwks_in_flight.clear();
-        if has_remote_jwks {
-            if hostcalls::set_tick_period(TICK).is_err() {
-                log(LogLevel::Error, "cannot schedule jwks refreshes");
-                return false;
-            }
-            self.start_due_fetches();
+        let Some(vm_id) = vm_id() else {
+            log(LogLevel::Error, "no random source for the VM id");
+            return false;
+        };
+        let needs_ticks = policy.fetches_remote_documents();
+        let guard = Guard::new(Rc::new(policy), &KeySpace::new(&root_id()), vm_id);
+        if guard.create_shared_keys(&HostStore).is_err() {
+            log(LogLevel::Error, "cannot create the plugin's shared data");
+            return false;
+        }
+        // Calls started under a previous configuration answer into flows that are gone.
+        *self.vm.borrow_mut() = Some(Vm {
+            guard,
+            flows: Flows::default(),
+            events: HostEvents::default(),
+        });
+        if needs_ticks && hostcalls::set_tick_period(TICK).is_err() {
+            log(LogLevel::Error, "cannot schedule jwks refreshes");
+            return false;
         }
         true
     }
 
     fn on_tick(&mut self) {
-        self.start_due_fetches();
+        let root = self.context_id;
+        Vm::with(&self.vm, |guard, flows, env, host| {
+            flows.on_tick(root, guard, env, host)
+        });
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let guard = self.guard.clone()?;
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(ApiguardRequest::new(
-            guard,
-            Rc::clone(&self.metrics),
+            context_id,
+            Rc::clone(&self.vm),
         )))
     }
 

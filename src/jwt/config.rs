@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::alg::{is_none_alg, Alg};
 use super::jwks::{key_array, parse_jwk, KeySource, VerifyKey, MAX_KEYS_PER_SET};
-use crate::config::ConfigError;
-use crate::policy::{CONSUMER_HEADER, SUBJECT_HEADER, WOULD_DENY_HEADER};
+use crate::config_error::ConfigError;
+use crate::identity::{CONSUMER_HEADER, SUBJECT_HEADER, WOULD_DENY_HEADER};
 use crate::request::is_header_name;
 
 fn default_header() -> String {
@@ -38,6 +38,9 @@ fn default_refresh_interval() -> u64 {
     300
 }
 fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_unknown_kid_wait_ms() -> u64 {
     2000
 }
 fn default_min_refetch() -> u64 {
@@ -118,6 +121,9 @@ pub struct RemoteJwksConfig {
     pub timeout_ms: u64,
     #[serde(default = "default_min_refetch")]
     pub min_refetch_interval_seconds: u64,
+    /// How long a request whose token names an unknown `kid` may wait for the refetch.
+    #[serde(default = "default_unknown_kid_wait_ms")]
+    pub unknown_kid_wait_ms: u64,
 }
 
 /// One `refresh_token_claims` rule: the token is a refresh token when `claim` is (or, for an
@@ -172,6 +178,8 @@ pub struct RemoteJwks {
     pub refresh_interval: i64,
     pub timeout_ms: u64,
     pub min_refetch_interval: i64,
+    /// 0: refuse at once, as before the refetch.
+    pub unknown_kid_wait_ms: u64,
 }
 
 /// Compiled settings of one provider.
@@ -567,6 +575,12 @@ fn compile_remote(dto: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigE
             "must be between 1 and 3600",
         ));
     }
+    if dto.unknown_kid_wait_ms > 10_000 {
+        return Err(err(
+            "unknown_kid_wait_ms",
+            "must be between 0 and 10000 (a request holds its connection while it waits)",
+        ));
+    }
     Ok(RemoteJwks {
         cluster: dto.cluster,
         path: dto.path,
@@ -574,6 +588,7 @@ fn compile_remote(dto: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigE
         refresh_interval: i64::try_from(dto.refresh_interval_seconds).unwrap_or(86_400),
         timeout_ms: dto.timeout_ms,
         min_refetch_interval: i64::try_from(dto.min_refetch_interval_seconds).unwrap_or(3600),
+        unknown_kid_wait_ms: dto.unknown_kid_wait_ms,
     })
 }
 
@@ -751,6 +766,10 @@ mod tests {
                 ),
                 "jwt.providers[0].remote_jwks.min_refetch_interval_seconds",
             ),
+            (
+                provider(json!({"remote_jwks": {"cluster": "c", "unknown_kid_wait_ms": 10_001}})),
+                "jwt.providers[0].remote_jwks.unknown_kid_wait_ms",
+            ),
             (json!({"providers": []}), "jwt.providers"),
             (
                 json!({"header": "bad header", "providers": []}),
@@ -791,9 +810,10 @@ mod tests {
                 r.authority.as_str(),
                 r.path.as_str(),
                 r.timeout_ms,
-                r.min_refetch_interval
+                r.min_refetch_interval,
+                r.unknown_kid_wait_ms
             ),
-            ("idp", "/.well-known/jwks.json", 2000, 30)
+            ("idp", "/.well-known/jwks.json", 2000, 30, 2000)
         );
         assert!(s.providers[0].inline_keys.is_empty());
     }

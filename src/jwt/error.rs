@@ -92,6 +92,11 @@ pub enum JwtError {
 
 impl JwtError {
     /// The stable, machine-readable denial code.
+    /// Whether the token may well be good and the refusal is the verifier's (no keys yet).
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::NoVerificationKey)
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::TokenTooLarge { .. } => "token_too_large",

@@ -39,30 +39,42 @@ pub use self::error::{JwksError, JwtError, Malformed};
 use self::alg::KeyFamily;
 use self::cache::{CacheEntry, TokenCache};
 use self::jwks::{key_array, parse_jwk, KeySource, VerifyKey, MAX_KEYS_PER_SET};
-use self::remote::FetchSchedule;
+#[cfg(test)]
+pub(crate) use self::remote::feed_name as jwks_feed_name;
+use self::remote::RemoteState;
 use self::token::{ParsedToken, SignatureChecked};
+use crate::live::FetchReason;
+use crate::ports::{Call, CallReply, Event, Events, KeySpace, SharedStore, StoreError};
 
 /// Largest JWKS response body accepted.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 
-/// A remote JWKS request the host should dispatch (`GET path` with `:authority` on `cluster`).
+/// A remote JWKS fetch to start: the provider it is for and the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksFetch {
     pub provider: usize,
-    pub cluster: String,
-    pub path: String,
-    pub authority: String,
-    pub timeout_ms: u64,
+    pub call: Call,
 }
 
-/// Per-provider mutable state.
-#[derive(Debug, Default)]
-struct ProviderState {
-    /// Keys from the last good remote JWKS.
-    remote_keys: Vec<VerifyKey>,
-    /// SHA-256 of the body the remote keys came from (to notice key changes).
-    remote_digest: Option<[u8; 32]>,
-    schedule: FetchSchedule,
+/// What to do about a token whose key is not (yet) in its provider's key set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refetch {
+    /// Another VM had already published newer keys; they are loaded now: verify again.
+    Reloaded,
+    /// This VM took the proxy's fetch lease: start this fetch and wait for it.
+    Start(JwksFetch),
+    /// A fetch is under way (here or in another VM): wait for its version.
+    Underway,
+    /// No fetch may start now (rate limit, or no remote key set): refuse as is.
+    Refuse,
+}
+
+/// A refused token, and the provider whose keys a refetch could complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: JwtError,
+    /// Set for `unknown_kid` / `no_verification_key` of a provider with a remote key set.
+    pub awaits_keys_of: Option<usize>,
 }
 
 /// Keys tried for a token without `kid` (issuers that rotate keys put a `kid` in their tokens).
@@ -72,21 +84,23 @@ pub const MAX_KIDLESS_ATTEMPTS: usize = 3;
 #[derive(Debug)]
 pub struct JwtVerifier {
     settings: Rc<JwtSettings>,
-    providers: Vec<ProviderState>,
+    /// One per provider; `None` for providers with inline keys only.
+    remote: Vec<Option<RemoteState>>,
     cache: TokenCache,
 }
 
 impl JwtVerifier {
-    pub fn new(settings: Rc<JwtSettings>) -> Self {
-        let providers = settings
+    /// `space` names the shared-data keys the remote key sets are published under.
+    pub fn new(settings: Rc<JwtSettings>, space: &KeySpace) -> Self {
+        let remote = settings
             .providers
             .iter()
-            .map(|_| ProviderState::default())
+            .map(|p| p.remote.as_ref().map(|r| RemoteState::new(r, space)))
             .collect();
         let cache = TokenCache::new(settings.cache_max_entries);
         Self {
             settings,
-            providers,
+            remote,
             cache,
         }
     }
@@ -102,6 +116,41 @@ impl JwtVerifier {
 
     /// Verifies a bearer token at `now_unix`.
     pub fn verify(&mut self, token: &str, now_unix: i64) -> Result<VerifiedJwt, JwtError> {
+        self.verify_or_await_keys(token, now_unix)
+            .map_err(|refusal| refusal.error)
+    }
+
+    /// Verifies a bearer token; a refusal says whether fresher keys could change the answer.
+    pub fn verify_or_await_keys(
+        &mut self,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<VerifiedJwt, Refusal> {
+        self.check(token, now_unix).map_err(|error| {
+            let awaits_keys_of =
+                if matches!(error, JwtError::UnknownKid | JwtError::NoVerificationKey) {
+                    // Rare (a key rotation, or a forgery): finding the provider again is cheap.
+                    self.provider_of(token)
+                        .filter(|p| self.remote.get(*p).is_some_and(Option::is_some))
+                } else {
+                    None
+                };
+            Refusal {
+                error,
+                awaits_keys_of,
+            }
+        })
+    }
+
+    /// The provider a token's `iss` selects.
+    fn provider_of(&self, token: &str) -> Option<usize> {
+        let parsed = ParsedToken::parse(token).ok()?;
+        let unverified = parsed.unverified_claims().ok()?;
+        let iss = unverified.issuer_hint()?;
+        self.settings.providers.iter().position(|p| p.issuer == iss)
+    }
+
+    fn check(&mut self, token: &str, now_unix: i64) -> Result<VerifiedJwt, JwtError> {
         let max = self.settings.max_token_bytes;
         if token.len() > max {
             return Err(JwtError::TokenTooLarge {
@@ -142,15 +191,7 @@ impl JwtVerifier {
             .ok_or(JwtError::UnknownIssuer)?;
         // Refuse-only, before the costly signature check; nothing is trusted yet.
         let screened = unverified.screen(provider, parsed.header_typ(), now_unix)?;
-        let proof = match self.check_signature(index, &parsed) {
-            Ok(proof) => proof,
-            Err(err) => {
-                if matches!(err, JwtError::UnknownKid | JwtError::NoVerificationKey) {
-                    self.request_refetch(index, now_unix);
-                }
-                return Err(err);
-            }
-        };
+        let proof = self.check_signature(index, &parsed)?;
         let (verified, times) = claims::identity(provider, index, screened.into_verified(proof))?;
         // Tokens without exp are not cached: nothing would ever expire them.
         if let (Some(key), Some(exp)) = (digest, times.exp) {
@@ -171,11 +212,12 @@ impl JwtVerifier {
         index: usize,
         parsed: &ParsedToken<'_>,
     ) -> Result<SignatureChecked, JwtError> {
-        let (Some(provider), Some(state)) = (
-            self.settings.providers.get(index),
-            self.providers.get(index),
-        ) else {
+        let Some(provider) = self.settings.providers.get(index) else {
             return Err(JwtError::UnknownIssuer);
+        };
+        let remote_keys = match self.remote.get(index) {
+            Some(Some(remote)) => remote.keys.as_slice(),
+            _ => &[],
         };
         let alg = parsed.alg();
         if provider
@@ -185,7 +227,7 @@ impl JwtVerifier {
         {
             return Err(JwtError::AlgNotAllowed { alg: Some(alg) });
         }
-        let keys = || provider.inline_keys.iter().chain(state.remote_keys.iter());
+        let keys = || provider.inline_keys.iter().chain(remote_keys.iter());
         let mismatch = |key: KeyFamily| {
             if alg.family() == KeyFamily::Hmac && key != KeyFamily::Hmac {
                 JwtError::AlgorithmConfusion { alg, key }
@@ -239,82 +281,191 @@ impl JwtVerifier {
         }
     }
 
-    fn request_refetch(&mut self, index: usize, now: i64) {
-        if let (Some(remote), Some(state)) = (
-            self.settings
-                .providers
-                .get(index)
-                .and_then(|p| p.remote.as_ref()),
-            self.providers.get_mut(index),
-        ) {
-            state.schedule.request_refetch(remote, now);
-        }
+    fn remote_mut(&mut self, provider: usize) -> Option<&mut RemoteState> {
+        self.remote.get_mut(provider).and_then(Option::as_mut)
     }
 
-    /// Remote JWKS fetches the host should dispatch now (first fetch at start, periodic refresh,
-    /// retry after failure, unknown-kid refetch rate-limited). Marks them in flight.
-    pub fn jwks_fetches_due(&mut self, now_unix: i64) -> Vec<JwksFetch> {
+    /// Creates the shared-data keys of every remote key set (at start-up, before any fetch).
+    pub fn create_feeds(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        for remote in self.remote.iter().flatten() {
+            remote.feed.create(store)?;
+        }
+        Ok(())
+    }
+
+    /// The periodic look at shared data: loads key sets other VMs published, then takes the
+    /// lease of every fetch the proxy-wide schedule says is due.
+    pub fn jwks_tick(
+        &mut self,
+        store: &dyn SharedStore,
+        holder: u64,
+        now_ms: i64,
+        events: &mut dyn Events,
+    ) -> Result<Vec<JwksFetch>, StoreError> {
+        self.load_published(store, events)?;
         let mut due = Vec::new();
-        for (index, (provider, state)) in self
-            .settings
-            .providers
-            .iter()
-            .zip(self.providers.iter_mut())
-            .enumerate()
-        {
-            let Some(remote) = &provider.remote else {
+        for (provider, remote) in self.remote.iter_mut().enumerate() {
+            let Some(remote) = remote else { continue };
+            if remote.lease.is_some() {
                 continue;
-            };
-            if state.schedule.due(remote, now_unix) {
-                state.schedule.started(now_unix);
+            }
+            let reason = FetchReason::Scheduled;
+            if let Some(lease) =
+                remote
+                    .feed
+                    .try_lease(store, holder, reason, remote.timing, now_ms)?
+            {
+                remote.lease = Some(lease);
                 due.push(JwksFetch {
-                    provider: index,
-                    cluster: remote.cluster.clone(),
-                    path: remote.path.clone(),
-                    authority: remote.authority.clone(),
-                    timeout_ms: remote.timeout_ms,
+                    provider,
+                    call: remote.call.clone(),
                 });
             }
         }
-        due
+        Ok(due)
     }
 
-    /// The host reports the outcome of one fetch (`status` `None` = transport failure or
-    /// timeout). Anything but a 200 with at least one usable key keeps the last good keys.
-    /// Returns the number of usable keys now in use, or why the response was ignored.
-    pub fn on_jwks_response(
+    /// Loads every key set whose published version differs from ours. Returns whether any did.
+    pub fn load_published(
+        &mut self,
+        store: &dyn SharedStore,
+        events: &mut dyn Events,
+    ) -> Result<bool, StoreError> {
+        let mut changed = false;
+        for provider in 0..self.remote.len() {
+            let Some(remote) = self.remote_mut(provider) else {
+                continue;
+            };
+            let Some((version, body)) = remote.feed.load_if_changed(store, remote.version)? else {
+                continue;
+            };
+            match parse_remote_jwks(Some(200), &body) {
+                Ok(keys) => {
+                    let count = keys.len();
+                    remote.keys = keys;
+                    remote.version = version;
+                    self.cache.forget_provider(provider);
+                    changed = true;
+                    events.emit(Event::JwksLoaded {
+                        provider,
+                        keys: count,
+                        version,
+                    });
+                }
+                Err(error) => {
+                    // Only validated documents are published; this one is not ours to trust.
+                    remote.version = version;
+                    events.emit(Event::JwksRejected {
+                        provider,
+                        reason: format!("published version {version} unusable: {error}"),
+                    });
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// A request's token named a key the provider's set lacks: load a newer published set if
+    /// there is one, else bring the proxy's next fetch forward (rate-limited), else say whether
+    /// one is under way.
+    pub fn refetch(
         &mut self,
         provider: usize,
-        status: Option<u16>,
-        body: &[u8],
-        now_unix: i64,
-    ) -> Result<usize, JwksError> {
-        let settings = Rc::clone(&self.settings);
-        let (Some(remote), Some(state)) = (
-            settings
-                .providers
-                .get(provider)
-                .and_then(|p| p.remote.as_ref()),
-            self.providers.get_mut(provider),
-        ) else {
-            return Err(JwksError::UnknownProvider { provider });
-        };
-        let keys = match parse_remote_jwks(status, body) {
-            Ok(keys) => keys,
-            Err(err) => {
-                state.schedule.failed(remote, now_unix);
-                return Err(err);
-            }
-        };
-        state.schedule.succeeded(remote, now_unix);
-        let count = keys.len();
-        let body_digest = cache::digest_bytes(body);
-        if state.remote_digest != Some(body_digest) {
-            state.remote_keys = keys;
-            state.remote_digest = Some(body_digest);
-            self.cache.forget_provider(provider);
+        store: &dyn SharedStore,
+        holder: u64,
+        now_ms: i64,
+        events: &mut dyn Events,
+    ) -> Result<Refetch, StoreError> {
+        if self.load_published(store, events)? {
+            return Ok(Refetch::Reloaded);
         }
-        Ok(count)
+        let Some(remote) = self.remote_mut(provider) else {
+            return Ok(Refetch::Refuse);
+        };
+        if remote.lease.is_some() {
+            return Ok(Refetch::Underway);
+        }
+        let early = FetchReason::Early;
+        if let Some(lease) = remote
+            .feed
+            .try_lease(store, holder, early, remote.timing, now_ms)?
+        {
+            remote.lease = Some(lease);
+            return Ok(Refetch::Start(JwksFetch {
+                provider,
+                call: remote.call.clone(),
+            }));
+        }
+        if remote.feed.state(store)?.fetching(now_ms) {
+            return Ok(Refetch::Underway);
+        }
+        Ok(Refetch::Refuse)
+    }
+
+    /// How long a request may wait for `provider`'s refetch (0: not at all).
+    pub fn unknown_kid_wait_ms(&self, provider: usize) -> u64 {
+        self.settings
+            .providers
+            .get(provider)
+            .and_then(|p| p.remote.as_ref())
+            .map_or(0, |r| r.unknown_kid_wait_ms)
+    }
+
+    /// Whether some VM's fetch for `provider` is under way.
+    pub fn fetch_underway(
+        &self,
+        provider: usize,
+        store: &dyn SharedStore,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        match self.remote.get(provider).and_then(Option::as_ref) {
+            Some(remote) => {
+                Ok(remote.lease.is_some() || remote.feed.state(store)?.fetching(now_ms))
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The answer to this VM's fetch. A 200 with at least one usable key is published for the
+    /// whole proxy and loaded here; anything else releases the lease and keeps the last good
+    /// keys (every VM keeps using the published version).
+    pub fn on_jwks_reply(
+        &mut self,
+        provider: usize,
+        reply: &CallReply,
+        store: &dyn SharedStore,
+        now_ms: i64,
+        events: &mut dyn Events,
+    ) -> Result<(), StoreError> {
+        let Some(remote) = self.remote_mut(provider) else {
+            return Ok(());
+        };
+        // A reply we hold no lease for (from before a configuration change) is dropped.
+        let Some(lease) = remote.lease.take() else {
+            return Ok(());
+        };
+        let parsed = match reply {
+            CallReply::Answered { status, body, .. } => {
+                parse_remote_jwks(Some(*status), body).map(|_| body.as_slice())
+            }
+            CallReply::Failed(_) => Err(JwksError::Transport),
+        };
+        match parsed {
+            Ok(body) => {
+                remote
+                    .feed
+                    .publish(store, lease, body, remote.timing, now_ms)?;
+                self.load_published(store, events)?;
+            }
+            Err(error) => {
+                remote.feed.fail(store, lease, remote.timing, now_ms)?;
+                events.emit(Event::JwksRejected {
+                    provider,
+                    reason: error.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

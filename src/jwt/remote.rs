@@ -1,62 +1,74 @@
-//! When to fetch a provider's remote JWKS: at start, every `refresh_interval`, sooner after a
-//! failure, and on an unknown `kid` — never more often than `min_refetch_interval`, so tokens
-//! with made-up key ids cannot turn the filter into a load generator against the IdP.
+//! A provider's remote JWKS, fetched once per proxy: the VM that takes the lease in shared data
+//! fetches and, when the document holds usable keys, publishes it; every VM (the fetcher
+//! included) decodes the keys when the published version changes. Periodic refreshes are
+//! scheduled per proxy; an unknown `kid` brings a fetch forward at most once per
+//! `min_refetch_interval`, so tokens with made-up key ids cannot turn the proxy into a load
+//! generator against the identity provider.
+
+use sha2::{Digest, Sha256};
 
 use super::config::RemoteJwks;
+use super::jwks::VerifyKey;
+use crate::live::{Feed, FeedTiming, Lease};
+use crate::ports::{Call, KeySpace};
 
-#[derive(Debug, Clone, Default)]
-pub struct FetchSchedule {
-    /// When the next fetch is due; `None` = at once (never fetched).
-    next_at: Option<i64>,
-    /// Start of the fetch the host is running now, if any.
-    in_flight_since: Option<i64>,
-    /// Start of the last fetch (for the refetch rate limit).
-    last_started: Option<i64>,
+/// Per-VM state of one remote provider.
+#[derive(Debug)]
+pub struct RemoteState {
+    pub(super) feed: Feed,
+    pub(super) timing: FeedTiming,
+    /// The call that fetches the document.
+    pub(super) call: Call,
+    /// Keys of the version this VM loaded.
+    pub(super) keys: Vec<VerifyKey>,
+    /// The published version the keys came from (0 = none yet).
+    pub(super) version: u64,
+    /// Held while this VM's fetch is under way.
+    pub(super) lease: Option<Lease>,
 }
 
-impl FetchSchedule {
-    /// Whether a fetch should start now. A fetch whose answer never came (lost callback) stops
-    /// blocking after twice its timeout.
-    pub fn due(&self, r: &RemoteJwks, now: i64) -> bool {
-        if let Some(since) = self.in_flight_since {
-            let give_up =
-                i64::try_from(r.timeout_ms.saturating_mul(2) / 1000 + 1).unwrap_or(i64::MAX);
-            if now < since.saturating_add(give_up) {
-                return false;
-            }
+impl RemoteState {
+    pub fn new(remote: &RemoteJwks, space: &KeySpace) -> Self {
+        Self {
+            feed: Feed::new(space, &feed_name(remote)),
+            timing: FeedTiming {
+                refresh_ms: remote.refresh_interval.saturating_mul(1000),
+                min_refetch_ms: remote.min_refetch_interval.saturating_mul(1000),
+                lease_ms: lease_ms(remote.timeout_ms),
+            },
+            call: Call {
+                cluster: remote.cluster.clone(),
+                method: "GET".to_owned(),
+                path: remote.path.clone(),
+                authority: remote.authority.clone(),
+                headers: vec![("accept".to_owned(), "application/json".to_owned())],
+                body: Vec::new(),
+                timeout_ms: remote.timeout_ms,
+            },
+            keys: Vec::new(),
+            version: 0,
+            lease: None,
         }
-        self.next_at.map_or(true, |at| now >= at)
     }
+}
 
-    pub fn started(&mut self, now: i64) {
-        self.in_flight_since = Some(now);
-        self.last_started = Some(now);
-    }
+/// A lease outlives the call's timeout with room to spare; past it the holder is presumed gone
+/// (its VM was replaced, or the answer was lost) and another VM takes over.
+fn lease_ms(timeout_ms: u64) -> i64 {
+    i64::try_from(timeout_ms.saturating_mul(2).saturating_add(1000)).unwrap_or(i64::MAX)
+}
 
-    pub fn succeeded(&mut self, r: &RemoteJwks, now: i64) {
-        self.in_flight_since = None;
-        self.next_at = Some(now.saturating_add(r.refresh_interval));
+/// The document's name in shared data: a digest of where it comes from, so every plugin
+/// configuration that fetches the same URL shares one copy, and the set of names stays bounded.
+pub(crate) fn feed_name(remote: &RemoteJwks) -> String {
+    let mut h = Sha256::new();
+    for part in [&remote.cluster, &remote.authority, &remote.path] {
+        h.update(part.as_bytes());
+        h.update([0]);
     }
-
-    /// After a failure, retry sooner than the refresh interval but no sooner than the refetch
-    /// interval.
-    pub fn failed(&mut self, r: &RemoteJwks, now: i64) {
-        self.in_flight_since = None;
-        self.next_at = Some(now.saturating_add(r.min_refetch_interval.min(r.refresh_interval)));
-    }
-
-    /// A token named a `kid` we do not know: bring the next fetch forward if the rate limit
-    /// allows. Returns whether it did.
-    pub fn request_refetch(&mut self, r: &RemoteJwks, now: i64) -> bool {
-        let allowed = self
-            .last_started
-            .map_or(true, |t| now >= t.saturating_add(r.min_refetch_interval));
-        if allowed && self.in_flight_since.is_none() {
-            self.next_at = Some(self.next_at.map_or(now, |at| at.min(now)));
-            return true;
-        }
-        false
-    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("jwks/{hex}")
 }
 
 #[cfg(test)]
@@ -66,65 +78,31 @@ mod tests {
 
     use super::*;
 
-    fn remote() -> RemoteJwks {
+    fn remote(path: &str) -> RemoteJwks {
         RemoteJwks {
             cluster: "idp".to_owned(),
-            path: "/jwks".to_owned(),
+            path: path.to_owned(),
             authority: "idp".to_owned(),
             refresh_interval: 300,
             timeout_ms: 2000,
             min_refetch_interval: 30,
+            unknown_kid_wait_ms: 2000,
         }
     }
 
     #[test]
-    fn first_fetch_is_immediate_then_periodic() {
-        let r = remote();
-        let mut s = FetchSchedule::default();
-        assert!(s.due(&r, 1000));
-        s.started(1000);
-        assert!(!s.due(&r, 1001), "in flight");
-        s.succeeded(&r, 1001);
-        assert!(!s.due(&r, 1300));
-        assert!(s.due(&r, 1301));
+    fn one_document_per_url_with_a_bounded_name() {
+        let (a, b) = (feed_name(&remote("/jwks")), feed_name(&remote("/other")));
+        assert_ne!(a, b);
+        assert_eq!(a, feed_name(&remote("/jwks")));
+        assert_eq!(a.len(), "jwks/".len() + 16);
     }
 
     #[test]
-    fn failures_retry_after_the_refetch_interval() {
-        let r = remote();
-        let mut s = FetchSchedule::default();
-        s.started(0);
-        s.failed(&r, 2);
-        assert!(!s.due(&r, 31));
-        assert!(s.due(&r, 32));
-    }
-
-    #[test]
-    fn lost_callback_stops_blocking_after_twice_the_timeout() {
-        let r = remote();
-        let mut s = FetchSchedule::default();
-        s.started(0);
-        assert!(!s.due(&r, 4));
-        assert!(s.due(&r, 5));
-    }
-
-    #[test]
-    fn unknown_kid_refetch_is_rate_limited() {
-        let r = remote();
-        let mut s = FetchSchedule::default();
-        s.started(0);
-        s.succeeded(&r, 0);
-        assert!(
-            !s.request_refetch(&r, 10),
-            "within min_refetch_interval of the last fetch"
-        );
-        assert!(!s.due(&r, 10));
-        assert!(s.request_refetch(&r, 30));
-        assert!(s.due(&r, 30));
-        s.started(30);
-        assert!(!s.request_refetch(&r, 31), "in flight");
-        s.succeeded(&r, 31);
-        assert!(!s.request_refetch(&r, 59));
-        assert!(s.request_refetch(&r, 60));
+    fn the_lease_outlives_the_call() {
+        let state = RemoteState::new(&remote("/jwks"), &KeySpace::new("apiguard"));
+        assert_eq!(state.timing.lease_ms, 5000);
+        assert_eq!(state.timing.refresh_ms, 300_000);
+        assert_eq!(state.call.timeout_ms, 2000);
     }
 }

@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 
 use super::test_keys::{self, b64url, mint, mint_with, with_segment, Signer};
 use super::*;
+use crate::ports::fakes::{MemoryStore, RecordedEvents};
+use crate::ports::CallFailure;
 
 const ISS: &str = "https://idp.example";
 const NOW: i64 = 1_700_000_000;
@@ -37,7 +39,55 @@ fn all_keys_config() -> Value {
 }
 
 fn verifier(config: Value) -> JwtVerifier {
-    JwtVerifier::new(settings(config))
+    JwtVerifier::new(settings(config), &KeySpace::new("apiguard"))
+}
+
+/// The rest of the proxy as one verifier sees it: shared data and the events it emits.
+#[derive(Default)]
+struct Proxy {
+    store: MemoryStore,
+    events: RecordedEvents,
+}
+
+const VM: u64 = 7;
+
+impl Proxy {
+    /// The fetches this VM's tick starts at `now` (seconds).
+    fn tick(&mut self, v: &mut JwtVerifier, now: i64) -> Vec<JwksFetch> {
+        v.jwks_tick(&self.store, VM, now * 1000, &mut self.events)
+            .unwrap()
+    }
+
+    fn refetch(&mut self, v: &mut JwtVerifier, now: i64) -> Refetch {
+        v.refetch(0, &self.store, VM, now * 1000, &mut self.events)
+            .unwrap()
+    }
+
+    fn answer(&mut self, v: &mut JwtVerifier, status: u16, body: &[u8], now: i64) {
+        let reply = CallReply::Answered {
+            status,
+            headers: vec![],
+            body: body.to_vec(),
+        };
+        v.on_jwks_reply(0, &reply, &self.store, now * 1000, &mut self.events)
+            .unwrap();
+    }
+
+    /// Keys loaded by the last `JwksLoaded` event, if the last JWKS event was one.
+    fn last_jwks_event(&self) -> Option<&Event> {
+        self.events
+            .0
+            .iter()
+            .rev()
+            .find(|e| matches!(e, Event::JwksLoaded { .. } | Event::JwksRejected { .. }))
+    }
+
+    fn loaded(&self) -> Option<usize> {
+        match self.last_jwks_event() {
+            Some(Event::JwksLoaded { keys, .. }) => Some(*keys),
+            _ => None,
+        }
+    }
 }
 
 fn claims() -> Value {
@@ -321,42 +371,53 @@ fn signature_and_header_refusals_are_unchanged_for_otherwise_valid_tokens() {
     );
 }
 
-/// A good token with a kid not (yet) in the remote set is `unknown_kid` and brings a fetch
-/// forward; an expired one is refused for its `exp` and, being refused anyway, brings none.
+/// A good token with a kid not (yet) in the remote set is `unknown_kid` and may wait for a
+/// refetch; an expired one is refused for its `exp` and, being refused anyway, waits for none.
 #[test]
-fn only_otherwise_valid_tokens_with_an_unknown_kid_bring_a_refetch_forward() {
-    let mut v = verifier(remote_config());
-    assert_eq!(v.jwks_fetches_due(NOW).len(), 1);
-    assert_eq!(
-        v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW),
-        Ok(1)
-    );
+fn only_otherwise_valid_tokens_with_an_unknown_kid_await_keys() {
+    let (mut v, mut proxy) = (verifier(remote_config()), Proxy::default());
+    assert_eq!(proxy.tick(&mut v, NOW).len(), 1);
+    proxy.answer(&mut v, 200, &jwks_body(&[ec_with_kid("k1")]), NOW);
+    assert_eq!(proxy.loaded(), Some(1));
     let stale = mint(
         Alg::Es256,
         Some("k2"),
         &with(claims(), "exp", json!(NOW - 61)),
     );
-    assert_eq!(code_at(&mut v, &stale, NOW + 30), "token_expired");
-    assert!(v.jwks_fetches_due(NOW + 30).is_empty());
+    let refused = v.verify_or_await_keys(&stale, NOW + 30).unwrap_err();
+    assert_eq!(
+        (refused.error.code(), refused.awaits_keys_of),
+        ("token_expired", None)
+    );
     let fresh = mint(
         Alg::Es256,
         Some("k2"),
         &with(claims(), "exp", json!(NOW + 600)),
     );
-    assert_eq!(code_at(&mut v, &fresh, NOW + 30), "unknown_kid");
-    assert_eq!(v.jwks_fetches_due(NOW + 30).len(), 1);
+    let refused = v.verify_or_await_keys(&fresh, NOW + 30).unwrap_err();
+    assert_eq!(
+        (refused.error.code(), refused.awaits_keys_of),
+        ("unknown_kid", Some(0))
+    );
 
     // Before the first good fetch, a token its claims condemn is a 401, not a 503.
     let mut cold = verifier(remote_config());
     assert_eq!(code(&mut cold, &stale), "token_expired");
-    assert_eq!(code(&mut cold, &fresh), "no_verification_key");
-}
-
-fn code_at(v: &mut JwtVerifier, token: &str, now: i64) -> &'static str {
-    match v.verify(token, now) {
-        Ok(_) => "ok",
-        Err(e) => e.code(),
-    }
+    let refused = cold.verify_or_await_keys(&fresh, NOW).unwrap_err();
+    assert_eq!(
+        (refused.error.code(), refused.awaits_keys_of),
+        ("no_verification_key", Some(0))
+    );
+    // Inline keys never await anything.
+    let mut inline = verifier(all_keys_config());
+    let unknown = mint(Alg::Es256, Some("nope"), &claims());
+    assert_eq!(
+        inline
+            .verify_or_await_keys(&unknown, NOW)
+            .unwrap_err()
+            .awaits_keys_of,
+        None
+    );
 }
 
 #[test]
@@ -713,19 +774,21 @@ fn ec_with_kid(kid: &str) -> Value {
 
 #[test]
 fn remote_jwks_lifecycle() {
-    let mut v = verifier(remote_config());
-    let fetches = v.jwks_fetches_due(NOW);
+    let (mut v, mut proxy) = (verifier(remote_config()), Proxy::default());
+    let fetches = proxy.tick(&mut v, NOW);
+    assert_eq!(fetches.len(), 1);
+    let call = &fetches[0].call;
     assert_eq!(
-        fetches,
-        vec![JwksFetch {
-            provider: 0,
-            cluster: "idp".into(),
-            path: "/jwks".into(),
-            authority: "idp.example".into(),
-            timeout_ms: 1500
-        }]
+        (
+            call.cluster.as_str(),
+            call.method.as_str(),
+            call.path.as_str(),
+            call.authority.as_str(),
+            call.timeout_ms
+        ),
+        ("idp", "GET", "/jwks", "idp.example", 1500)
     );
-    assert!(v.jwks_fetches_due(NOW).is_empty(), "in flight");
+    assert!(proxy.tick(&mut v, NOW).is_empty(), "in flight");
     let token = mint(Alg::Es256, Some("k1"), &claims());
     assert_eq!(code(&mut v, &token), "no_verification_key");
 
@@ -735,122 +798,150 @@ fn remote_jwks_lifecycle() {
         json!({"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}),
         test_keys::hmac_jwk(),
     ]);
-    assert_eq!(v.on_jwks_response(0, Some(200), &body, NOW), Ok(1));
+    proxy.answer(&mut v, 200, &body, NOW);
+    assert_eq!(proxy.loaded(), Some(1));
     assert!(v.verify(&token, NOW).is_ok());
 
-    // Failures and garbage keep the last good keys.
-    for (status, bad) in [
-        (None, &b""[..]),
-        (Some(503), &b"{}"[..]),
-        (Some(200), &b"<html>"[..]),
-        (Some(200), &b"{\"keys\": 5}"[..]),
-        (
-            Some(200),
-            &b"{\"keys\": [{\"kty\": \"oct\", \"k\": \"AAAA\"}]}"[..],
-        ),
-    ] {
-        assert!(v.on_jwks_response(0, status, bad, NOW + 1).is_err());
-        v.cache = cache::TokenCache::new(16);
-        assert!(v.verify(&token, NOW + 1).is_ok(), "{status:?}");
-    }
+    // Failures and garbage keep the last good keys; each is one refetch, 30 s apart.
     let huge = vec![b' '; MAX_JWKS_BYTES + 1];
-    assert_eq!(
-        v.on_jwks_response(0, Some(200), &huge, NOW),
-        Err(JwksError::BodyTooLarge {
-            bytes: MAX_JWKS_BYTES + 1,
-            max: MAX_JWKS_BYTES
-        })
-    );
-    assert_eq!(
-        v.on_jwks_response(0, Some(404), b"", NOW)
-            .map_err(|e| e.code()),
-        Err("jwks_http_status")
-    );
-    assert_eq!(
-        v.on_jwks_response(7, Some(200), &body, NOW),
-        Err(JwksError::UnknownProvider { provider: 7 })
-    );
+    let bad: [(u16, &[u8], &str); 6] = [
+        (503, b"{}", "503"),
+        (200, b"<html>", "not valid json"),
+        (200, b"{\"keys\": 5}", "not a json object with a keys array"),
+        (
+            200,
+            b"{\"keys\": [{\"kty\": \"oct\", \"k\": \"AAAA\"}]}",
+            "no usable",
+        ),
+        (200, &huge, "more than the 262144 allowed"),
+        (404, b"", "404"),
+    ];
+    for (i, (status, body, reason)) in bad.into_iter().enumerate() {
+        let at = NOW + 30 * (i as i64 + 1);
+        assert!(
+            matches!(proxy.refetch(&mut v, at), Refetch::Start(_)),
+            "{i}"
+        );
+        proxy.answer(&mut v, status, body, at);
+        match proxy.last_jwks_event() {
+            Some(Event::JwksRejected { reason: got, .. }) => {
+                assert!(got.contains(reason), "{got} lacks {reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        v.cache = cache::TokenCache::new(16);
+        assert!(v.verify(&token, at).is_ok(), "{status}");
+    }
+    // A failed call too.
+    let at = NOW + 300;
+    assert!(matches!(proxy.refetch(&mut v, at), Refetch::Start(_)));
+    v.on_jwks_reply(
+        0,
+        &CallReply::Failed(CallFailure::NoResponse),
+        &proxy.store,
+        at * 1000,
+        &mut proxy.events,
+    )
+    .unwrap();
+    assert!(v.verify(&token, at).is_ok());
 }
 
 #[test]
-fn remote_refresh_and_unknown_kid_refetch_are_scheduled() {
-    let mut v = verifier(remote_config());
-    assert_eq!(v.jwks_fetches_due(NOW).len(), 1);
-    assert_eq!(
-        v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW),
-        Ok(1)
-    );
-    assert!(v.jwks_fetches_due(NOW + 299).is_empty());
+fn remote_refresh_and_unknown_kid_refetch_are_scheduled_per_proxy() {
+    let (mut v, mut proxy) = (verifier(remote_config()), Proxy::default());
+    assert_eq!(proxy.tick(&mut v, NOW).len(), 1);
+    proxy.answer(&mut v, 200, &jwks_body(&[ec_with_kid("k1")]), NOW);
+    assert!(proxy.tick(&mut v, NOW + 299).is_empty());
 
-    // Unknown kid right after a fetch: rate-limited, no fetch yet.
-    let rotated = mint(Alg::Es256, Some("k2"), &claims());
-    assert_eq!(
-        v.verify(&rotated, NOW + 5).err(),
-        Some(JwtError::UnknownKid)
-    );
-    assert!(v.jwks_fetches_due(NOW + 5).is_empty());
-    // After the refetch interval, the next unknown kid brings the fetch forward.
-    assert_eq!(
-        v.verify(&rotated, NOW + 30).err(),
-        Some(JwtError::UnknownKid)
-    );
-    assert_eq!(v.jwks_fetches_due(NOW + 30).len(), 1);
-    // Many unknown kids while in flight do not queue more fetches.
-    for i in 0..50 {
-        let _ = v.verify(
-            &mint(Alg::Es256, Some(&format!("x{i}")), &claims()),
-            NOW + 31,
-        );
+    // Unknown kid right after a fetch: rate-limited, no fetch.
+    assert_eq!(proxy.refetch(&mut v, NOW + 5), Refetch::Refuse);
+    // After the refetch interval the next one brings the fetch forward, once.
+    assert!(matches!(proxy.refetch(&mut v, NOW + 30), Refetch::Start(_)));
+    for _ in 0..50 {
+        assert_eq!(proxy.refetch(&mut v, NOW + 31), Refetch::Underway);
     }
-    assert!(v.jwks_fetches_due(NOW + 31).is_empty());
+    // Another VM of the proxy (with the published keys loaded) sees it under way and starts
+    // nothing either.
+    let mut other = verifier(remote_config());
+    assert!(other
+        .load_published(&proxy.store, &mut proxy.events)
+        .unwrap());
     assert_eq!(
-        v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k2")]), NOW + 31),
-        Ok(1)
+        other
+            .refetch(
+                0,
+                &proxy.store,
+                VM + 1,
+                (NOW + 31) * 1000,
+                &mut proxy.events
+            )
+            .unwrap(),
+        Refetch::Underway
     );
+    proxy.answer(&mut v, 200, &jwks_body(&[ec_with_kid("k2")]), NOW + 31);
+    let rotated = mint(Alg::Es256, Some("k2"), &claims());
     assert!(v.verify(&rotated, NOW + 31).is_ok());
-    // Periodic refresh.
-    assert!(v.jwks_fetches_due(NOW + 330).is_empty());
-    assert_eq!(v.jwks_fetches_due(NOW + 331).len(), 1);
+    // The other VM loads what was published instead of fetching.
+    assert_eq!(
+        other
+            .refetch(
+                0,
+                &proxy.store,
+                VM + 1,
+                (NOW + 32) * 1000,
+                &mut proxy.events
+            )
+            .unwrap(),
+        Refetch::Reloaded
+    );
+    assert!(other.verify(&rotated, NOW + 32).is_ok());
+    // Periodic refresh, counted from the last publication.
+    assert!(proxy.tick(&mut v, NOW + 330).is_empty());
+    assert_eq!(proxy.tick(&mut v, NOW + 331).len(), 1);
 }
 
 #[test]
 fn key_rotation_flushes_cached_tokens_of_that_provider() {
-    let mut v = verifier(remote_config());
-    let _ = v.jwks_fetches_due(NOW);
-    assert_eq!(
-        v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW),
-        Ok(1)
-    );
+    let (mut v, mut proxy) = (verifier(remote_config()), Proxy::default());
+    proxy.tick(&mut v, NOW);
+    proxy.answer(&mut v, 200, &jwks_body(&[ec_with_kid("k1")]), NOW);
     let token = mint(Alg::Es256, Some("k1"), &claims());
     assert!(v.verify(&token, NOW).is_ok());
     assert_eq!(v.cached_tokens(), 1);
-    // Same document again: the cache stays.
+    // Same document again: same version, nothing reloaded, the cache stays.
+    assert_eq!(proxy.tick(&mut v, NOW + 300).len(), 1);
+    proxy.answer(&mut v, 200, &jwks_body(&[ec_with_kid("k1")]), NOW + 300);
     assert_eq!(
-        v.on_jwks_response(0, Some(200), &jwks_body(&[ec_with_kid("k1")]), NOW + 300),
-        Ok(1)
+        proxy
+            .events
+            .0
+            .iter()
+            .filter(|e| matches!(e, Event::JwksLoaded { .. }))
+            .count(),
+        1
     );
     assert_eq!(v.cached_tokens(), 1);
     // k1 withdrawn: its tokens stop working at once, cached or not.
-    assert_eq!(
-        v.on_jwks_response(
-            0,
-            Some(200),
-            &jwks_body(&[test_keys::ed25519_public_jwk()]),
-            NOW + 600
-        ),
-        Ok(1)
+    assert_eq!(proxy.tick(&mut v, NOW + 600).len(), 1);
+    proxy.answer(
+        &mut v,
+        200,
+        &jwks_body(&[test_keys::ed25519_public_jwk()]),
+        NOW + 600,
     );
+    assert_eq!(proxy.loaded(), Some(1));
     assert_eq!(v.cached_tokens(), 0);
     assert_eq!(v.verify(&token, NOW + 1).err(), Some(JwtError::UnknownKid));
 }
 
 #[test]
 fn inline_only_provider_never_asks_for_fetches() {
-    let mut v = verifier(all_keys_config());
-    assert!(v.jwks_fetches_due(NOW).is_empty());
-    assert_eq!(
-        v.on_jwks_response(0, Some(200), b"{}", NOW),
-        Err(JwksError::UnknownProvider { provider: 0 })
+    let (mut v, mut proxy) = (verifier(all_keys_config()), Proxy::default());
+    assert!(proxy.tick(&mut v, NOW).is_empty());
+    assert_eq!(proxy.refetch(&mut v, NOW), Refetch::Refuse);
+    assert!(
+        proxy.store.keys().is_empty(),
+        "no shared data for inline keys"
     );
 }
 

@@ -1,0 +1,185 @@
+//! The production adapters of the core's ports over proxy-wasm: shared data, outbound calls and
+//! the request being handled ([`ProxyHost`]), and events as Envoy counters and log lines.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MapType, MetricType, Status};
+
+use super::env::{continue_request, log, set_header};
+use super::flow::Host;
+use crate::denial::LocalReply;
+use crate::ports::{
+    Call, CallFailure, Event, Events, Outbound, SharedStore, StoreError, Stored, Written,
+};
+
+/// Envoy's shared data of this plugin's VM id.
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        match hostcalls::get_shared_data(key) {
+            // An existing key with an empty value comes back without bytes but with its token.
+            Ok((value, Some(cas))) => Ok(Some(Stored {
+                value: value.unwrap_or_default(),
+                cas,
+            })),
+            Ok((Some(value), None)) => Ok(Some(Stored { value, cas: 0 })),
+            Ok((None, None)) => Ok(None),
+            Err(_) => Err(StoreError),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Written, StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(Written::Done),
+            Err(Status::CasMismatch) => Ok(Written::CasMismatch),
+            Err(_) => Err(StoreError),
+        }
+    }
+}
+
+/// The proxy, acting on the effective context.
+pub struct ProxyHost;
+
+impl Outbound for ProxyHost {
+    fn dispatch(&mut self, call: &Call) -> Result<u32, CallFailure> {
+        let mut headers = vec![
+            (":method", call.method.as_str()),
+            (":path", call.path.as_str()),
+            (":authority", call.authority.as_str()),
+        ];
+        headers.extend(call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let body = (!call.body.is_empty()).then_some(call.body.as_slice());
+        let timeout = Duration::from_millis(call.timeout_ms);
+        hostcalls::dispatch_http_call(&call.cluster, headers, body, vec![], timeout).map_err(
+            |status| {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "call to cluster {} could not start: {status:?}",
+                        call.cluster
+                    ),
+                );
+                CallFailure::NotStarted
+            },
+        )
+    }
+}
+
+impl Host for ProxyHost {
+    fn switch_to(&mut self, context: u32) -> bool {
+        hostcalls::set_effective_context(context).is_ok()
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        set_header(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn send_reply(&mut self, reply: &LocalReply) {
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let status = u32::from(reply.status);
+        if hostcalls::send_http_response(status, headers, Some(&reply.body)).is_err() {
+            log(LogLevel::Error, "could not send the local reply");
+        }
+    }
+
+    fn resume_request(&mut self) {
+        continue_request();
+    }
+}
+
+/// Events as Envoy counters (`wasmcustom.apiguard_*`) and log lines. Counter ids are defined
+/// once per name and kept by the problem code, so a request formats no metric name.
+#[derive(Default)]
+pub struct HostEvents {
+    allowed: Option<u32>,
+    denied: HashMap<&'static str, u32>,
+    report_only: HashMap<&'static str, u32>,
+    jwks_failures: Option<u32>,
+}
+
+fn counter(slot: &mut Option<u32>, name: &str) -> Option<u32> {
+    if slot.is_none() {
+        *slot = hostcalls::define_metric(MetricType::Counter, name).ok();
+    }
+    *slot
+}
+
+fn counter_by_code(
+    ids: &mut HashMap<&'static str, u32>,
+    code: &'static str,
+    kind: &str,
+) -> Option<u32> {
+    if let Some(id) = ids.get(code) {
+        return Some(*id);
+    }
+    let name = format!("apiguard_{kind}_{code}_total");
+    let id = hostcalls::define_metric(MetricType::Counter, &name).ok()?;
+    ids.insert(code, id);
+    Some(id)
+}
+
+fn increment(id: Option<u32>) {
+    if let Some(id) = id {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+impl Events for HostEvents {
+    fn emit(&mut self, event: Event) {
+        match event {
+            Event::Allowed => increment(counter(&mut self.allowed, "apiguard_allowed_total")),
+            Event::Denied { code } => increment(counter_by_code(&mut self.denied, code, "denied")),
+            Event::ReportOnly {
+                code,
+                status,
+                request_id,
+            } => {
+                increment(counter_by_code(&mut self.report_only, code, "report_only"));
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "report-only: would deny status={status} code={code} request_id={}",
+                        request_id.as_deref().unwrap_or("-")
+                    ),
+                );
+            }
+            Event::JwksLoaded {
+                provider,
+                keys,
+                version,
+            } => log(
+                LogLevel::Info,
+                &format!("jwt provider {provider}: loaded {keys} keys (version {version})"),
+            ),
+            Event::JwksRejected { provider, reason } => {
+                increment(counter(
+                    &mut self.jwks_failures,
+                    "apiguard_jwks_fetch_failures_total",
+                ));
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "jwt provider {provider}: jwks ignored, keeping the last good keys: {reason}"
+                    ),
+                );
+            }
+            Event::WaitStarted => {}
+            Event::WaitEnded { timed_out } => {
+                if timed_out {
+                    log(LogLevel::Debug, "a request stopped waiting: time is up");
+                }
+            }
+            Event::StoreFailed => log(
+                LogLevel::Error,
+                "the proxy's shared data failed; deciding without it",
+            ),
+        }
+    }
+}

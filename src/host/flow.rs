@@ -1,0 +1,317 @@
+//! The life of each request in one VM: Deciding → (Waiting →) Forwarded | Replied.
+//!
+//! A request whose decision must wait for an outbound answer is paused. If it starts the call,
+//! the answer comes back to its own context; the answer is handed to the [`Guard`], and every
+//! request of this VM waiting for the same topic is resumed with it. Requests that wait for a
+//! call another VM makes are resumed by the root's tick once the topic is settled, and every
+//! waiting request by the tick once its time is up. A request whose client went away is simply
+//! forgotten; if it had started the call, the root starts it again for those still waiting.
+//!
+//! Pure apart from the [`Host`] trait, so the state machine is unit-tested natively.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::denial::LocalReply;
+use crate::pipeline::{Decision, Env, Forward, Guard, Topic};
+use crate::ports::{Call, CallFailure, CallReply, Outbound};
+use crate::request::RequestFacts;
+
+/// What the flow needs from the proxy, for whichever request is current.
+pub trait Host: Outbound {
+    /// Makes `context` the request that later calls act on; false when it is gone.
+    fn switch_to(&mut self, context: u32) -> bool;
+    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    fn send_reply(&mut self, reply: &LocalReply);
+    /// Lets a paused request go on upstream.
+    fn resume_request(&mut self);
+}
+
+/// What the request-headers callback answers Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Pause,
+}
+
+/// A paused request.
+#[derive(Debug)]
+struct Waiting {
+    facts: RequestFacts,
+    topic: Topic,
+    until_ms: i64,
+}
+
+/// A call in flight: what it is for and who receives its answer.
+#[derive(Debug)]
+struct InFlight {
+    topic: Topic,
+    call: Call,
+    /// The context Envoy delivers the answer to.
+    context: u32,
+}
+
+/// Every request state of one VM.
+#[derive(Debug, Default)]
+pub struct Flows {
+    waiting: BTreeMap<u32, Waiting>,
+    calls: HashMap<u32, InFlight>,
+    /// Calls whose starting request went away while others still wait for them: the root
+    /// starts them again on its next tick.
+    orphaned: Vec<(Topic, Call)>,
+    /// The `Strict-Transport-Security` value each forwarded request's response gets.
+    hsts: HashMap<u32, String>,
+}
+
+impl Flows {
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Request headers arrived for `context`.
+    pub fn on_request(
+        &mut self,
+        context: u32,
+        facts: RequestFacts,
+        guard: &mut Guard,
+        env: &mut Env<'_>,
+        host: &mut dyn Host,
+    ) -> Action {
+        match guard.decide(&facts, env) {
+            Decision::Forward(forward) => {
+                self.apply_forward(context, &forward, host);
+                Action::Continue
+            }
+            Decision::Reply(reply) => {
+                host.send_reply(&reply);
+                Action::Pause
+            }
+            Decision::Wait(wait) => {
+                if let Some(call) = wait.call {
+                    match host.dispatch(&call) {
+                        Ok(token) => {
+                            let topic = wait.topic;
+                            self.calls.insert(
+                                token,
+                                InFlight {
+                                    topic,
+                                    call,
+                                    context,
+                                },
+                            );
+                        }
+                        Err(failure) => {
+                            // Nothing to wait for: decide now with what we have.
+                            guard.on_reply(wait.topic, &CallReply::Failed(failure), env);
+                            return self.decide_again(context, &facts, guard, env, host);
+                        }
+                    }
+                }
+                let waiting = Waiting {
+                    facts,
+                    topic: wait.topic,
+                    until_ms: wait.until_ms,
+                };
+                self.waiting.insert(context, waiting);
+                Action::Pause
+            }
+        }
+    }
+
+    /// The answer to call `token` arrived at `context` (the current one).
+    pub fn on_call_reply(
+        &mut self,
+        context: u32,
+        token: u32,
+        reply: &CallReply,
+        guard: &mut Guard,
+        env: &mut Env<'_>,
+        host: &mut dyn Host,
+    ) {
+        let Some(call) = self.calls.remove(&token) else {
+            return;
+        };
+        guard.on_reply(call.topic, reply, env);
+        let timed_out = matches!(reply, CallReply::Failed(CallFailure::NoResponse));
+        self.resume_topic(call.topic, timed_out, guard, env, host);
+        host.switch_to(context);
+    }
+
+    /// The root's periodic turn: start due fetches and orphaned calls, resume requests whose
+    /// topic another VM settled, and requests whose time is up.
+    pub fn on_tick(
+        &mut self,
+        root: u32,
+        guard: &mut Guard,
+        env: &mut Env<'_>,
+        host: &mut dyn Host,
+    ) {
+        let mut to_start: Vec<(Topic, Call)> = std::mem::take(&mut self.orphaned);
+        match guard.tick(env) {
+            Ok(due) => to_start.extend(due),
+            Err(_) => env.events.emit(crate::ports::Event::StoreFailed),
+        }
+        for (topic, call) in to_start {
+            self.start_from_root(root, topic, call, guard, env, host);
+        }
+        let mut topics: Vec<Topic> = Vec::new();
+        for w in self.waiting.values() {
+            if !topics.contains(&w.topic) {
+                topics.push(w.topic);
+            }
+        }
+        for topic in topics {
+            let ours = self.calls.values().any(|c| c.topic == topic);
+            if !ours && guard.settled(topic, env) {
+                self.resume_topic(topic, false, guard, env, host);
+            }
+        }
+        let late: Vec<u32> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.until_ms <= env.now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for context in late {
+            self.resume(context, true, guard, env, host);
+        }
+        host.switch_to(root);
+    }
+
+    /// The request of `context` ended (answered, or its client went away).
+    pub fn on_done(&mut self, context: u32, guard: &mut Guard, env: &mut Env<'_>) {
+        self.waiting.remove(&context);
+        self.hsts.remove(&context);
+        let tokens: Vec<u32> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.context == context)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            let Some(call) = self.calls.remove(&token) else {
+                continue;
+            };
+            // Envoy cancels a gone request's calls.
+            if self.waiting.values().any(|w| w.topic == call.topic) {
+                self.orphaned.push((call.topic, call.call));
+            } else {
+                let gone = CallReply::Failed(CallFailure::NoResponse);
+                guard.on_reply(call.topic, &gone, env);
+            }
+        }
+    }
+
+    /// The HSTS value for `context`'s response, if it was forwarded over HTTPS.
+    pub fn take_hsts(&mut self, context: u32) -> Option<String> {
+        self.hsts.remove(&context)
+    }
+
+    fn start_from_root(
+        &mut self,
+        root: u32,
+        topic: Topic,
+        call: Call,
+        guard: &mut Guard,
+        env: &mut Env<'_>,
+        host: &mut dyn Host,
+    ) {
+        match host.dispatch(&call) {
+            Ok(token) => {
+                self.calls.insert(
+                    token,
+                    InFlight {
+                        topic,
+                        call,
+                        context: root,
+                    },
+                );
+            }
+            Err(failure) => {
+                guard.on_reply(topic, &CallReply::Failed(failure), env);
+                self.resume_topic(topic, false, guard, env, host);
+            }
+        }
+    }
+
+    fn resume_topic(
+        &mut self,
+        topic: Topic,
+        timed_out: bool,
+        guard: &mut Guard,
+        env: &mut Env<'_>,
+        host: &mut dyn Host,
+    ) {
+        let contexts: Vec<u32> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.topic == topic)
+            .map(|(id, _)| *id)
+            .collect();
+        for context in contexts {
+            self.resume(context, timed_out, guard, env, host);
+        }
+    }
+
+    fn resume(
+        &mut self,
+        context: u32,
+        timed_out: bool,
+        guard: &mut Guard,
+        env: &mut Env<'_>,
+        host: &mut dyn Host,
+    ) {
+        let Some(waiting) = self.waiting.remove(&context) else {
+            return;
+        };
+        env.events
+            .emit(crate::ports::Event::WaitEnded { timed_out });
+        if !host.switch_to(context) {
+            return;
+        }
+        if self.decide_again(context, &waiting.facts, guard, env, host) == Action::Continue {
+            host.resume_request();
+        }
+    }
+
+    /// Decides without waiting and applies the outcome to the current request.
+    fn decide_again(
+        &mut self,
+        context: u32,
+        facts: &RequestFacts,
+        guard: &mut Guard,
+        env: &mut Env<'_>,
+        host: &mut dyn Host,
+    ) -> Action {
+        match guard.resume(facts, env) {
+            Decision::Forward(forward) => {
+                self.apply_forward(context, &forward, host);
+                Action::Continue
+            }
+            Decision::Reply(reply) => {
+                host.send_reply(&reply);
+                Action::Pause
+            }
+            // `resume` never waits; should it ever, refuse rather than hang.
+            Decision::Wait(_) => {
+                host.send_reply(&LocalReply::internal_error());
+                Action::Pause
+            }
+        }
+    }
+
+    fn apply_forward(&mut self, context: u32, forward: &Forward, host: &mut dyn Host) {
+        for name in &forward.remove_headers {
+            host.set_request_header(name, None);
+        }
+        for (name, value) in &forward.set_headers {
+            host.set_request_header(name, Some(value));
+        }
+        if let Some(hsts) = &forward.hsts {
+            self.hsts.insert(context, hsts.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

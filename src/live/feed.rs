@@ -1,0 +1,555 @@
+//! One shared document: who fetches it (a lease taken by compare-and-swap, with an expiry so a
+//! vanished holder is replaced), when (the schedule lives with the lease, so it is per proxy,
+//! not per worker), and which version every VM should be using.
+
+use sha2::{Digest, Sha256};
+
+use crate::ports::{KeySpace, SharedStore, StoreError, Written};
+
+/// Attempts at one compare-and-swap before giving up for now (another VM is writing the same
+/// key at this very moment; it will have done what we wanted).
+const CAS_ATTEMPTS: usize = 8;
+
+/// The proxy-wide state of one document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedState {
+    /// Published version; 0 = nothing published yet.
+    pub version: u64,
+    /// SHA-256 of the published body: an unchanged body keeps its version.
+    pub digest: [u8; 32],
+    /// Lease holder (a VM's random id); 0 = nobody is fetching.
+    pub holder: u64,
+    pub lease_until_ms: i64,
+    /// When the next scheduled fetch is due; 0 = at once.
+    pub next_due_ms: i64,
+    /// When the last fetch started; 0 = never (rate-limits early refetches).
+    pub last_started_ms: i64,
+}
+
+const STATE_FORMAT: u8 = 1;
+const STATE_BYTES: usize = 1 + 8 + 32 + 8 + 8 + 8 + 8;
+
+impl FeedState {
+    /// Whether some VM holds an unexpired lease, i.e. a fetch is under way.
+    pub fn fetching(&self, now_ms: i64) -> bool {
+        self.holder != 0 && now_ms < self.lease_until_ms
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(STATE_BYTES);
+        out.push(STATE_FORMAT);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.digest);
+        out.extend_from_slice(&self.holder.to_le_bytes());
+        out.extend_from_slice(&self.lease_until_ms.to_le_bytes());
+        out.extend_from_slice(&self.next_due_ms.to_le_bytes());
+        out.extend_from_slice(&self.last_started_ms.to_le_bytes());
+        out
+    }
+
+    /// The placeholder (empty) and anything of another shape read as "nothing yet": the
+    /// document is then fetched anew, which is always safe.
+    fn decode(bytes: &[u8]) -> Self {
+        let mut r = Reader(bytes);
+        let parsed = (|| {
+            if r.take(1)? != [STATE_FORMAT] || bytes.len() != STATE_BYTES {
+                return None;
+            }
+            Some(Self {
+                version: r.u64()?,
+                digest: r.take(32)?.try_into().ok()?,
+                holder: r.u64()?,
+                lease_until_ms: r.i64()?,
+                next_due_ms: r.i64()?,
+                last_started_ms: r.i64()?,
+            })
+        })();
+        parsed.unwrap_or_default()
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+/// The schedule of one document, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedTiming {
+    /// A successful fetch is repeated after this long.
+    pub refresh_ms: i64,
+    /// Early refetches (and retries after a failure) no more often than this.
+    pub min_refetch_ms: i64,
+    /// A lease not released within this long is taken over (its holder is gone).
+    pub lease_ms: i64,
+}
+
+/// Why a VM wants to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchReason {
+    /// The schedule says so (first fetch, refresh, retry after a failure).
+    Scheduled,
+    /// A request needs something the current version lacks (a token's unknown `kid`): fetch
+    /// before the schedule, but at most once per `min_refetch_ms` for the whole proxy.
+    Early,
+}
+
+/// Proof that this VM holds the fetch lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    holder: u64,
+}
+
+/// What publishing a fetched body did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// A new version every VM will load.
+    New { version: u64 },
+    /// The body is the one already published.
+    Unchanged { version: u64 },
+    /// Our lease expired and another VM took over: its fetch wins, ours is dropped.
+    LeaseLost,
+}
+
+/// The two keys of one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feed {
+    state_key: String,
+    doc_key: String,
+}
+
+impl Feed {
+    /// `name` must come from a bounded set (a configured URL's digest, never a time).
+    pub fn new(space: &KeySpace, name: &str) -> Self {
+        Self {
+            state_key: space.key(&format!("{name}/state")),
+            doc_key: space.key(&format!("{name}/doc")),
+        }
+    }
+
+    /// Creates both keys with an empty placeholder where they do not exist yet. Two VMs may
+    /// both create a key (the CAS of a missing key is ignored); with a placeholder that race is
+    /// harmless, and every later write is a true compare-and-swap.
+    pub fn create(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        for key in [&self.state_key, &self.doc_key] {
+            if store.get(key)?.is_none() {
+                store.set(key, b"", None)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, store: &dyn SharedStore) -> Result<(FeedState, Option<u32>), StoreError> {
+        Ok(match store.get(&self.state_key)? {
+            Some(stored) => (FeedState::decode(&stored.value), Some(stored.cas)),
+            None => (FeedState::default(), None),
+        })
+    }
+
+    pub fn state(&self, store: &dyn SharedStore) -> Result<FeedState, StoreError> {
+        Ok(self.read(store)?.0)
+    }
+
+    /// Read-modify-write of the state by CAS. `change` returns `None` to leave it as it is.
+    fn update<T>(
+        &self,
+        store: &dyn SharedStore,
+        mut change: impl FnMut(&FeedState) -> Option<(FeedState, T)>,
+    ) -> Result<Option<T>, StoreError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (state, cas) = self.read(store)?;
+            let Some((next, out)) = change(&state) else {
+                return Ok(None);
+            };
+            if cas.is_none() {
+                // Never created: create the placeholder and compete by CAS from there.
+                self.create(store)?;
+                continue;
+            }
+            if store.set(&self.state_key, &next.encode(), cas)? == Written::Done {
+                return Ok(Some(out));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes the fetch lease if no unexpired lease exists and the fetch is due for `reason`.
+    pub fn try_lease(
+        &self,
+        store: &dyn SharedStore,
+        holder: u64,
+        reason: FetchReason,
+        timing: FeedTiming,
+        now_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.update(store, |state| {
+            if state.fetching(now_ms) {
+                return None;
+            }
+            let due = match reason {
+                FetchReason::Scheduled => now_ms >= state.next_due_ms,
+                FetchReason::Early => {
+                    state.last_started_ms == 0
+                        || now_ms >= state.last_started_ms.saturating_add(timing.min_refetch_ms)
+                }
+            };
+            due.then(|| {
+                let next = FeedState {
+                    holder,
+                    lease_until_ms: now_ms.saturating_add(timing.lease_ms),
+                    last_started_ms: now_ms,
+                    ..state.clone()
+                };
+                (next, Lease { holder })
+            })
+        })
+    }
+
+    /// Publishes a fetched body and releases the lease. The state is switched first and the
+    /// body written after: a reader that sees the new version before its body simply loads it
+    /// on its next look.
+    pub fn publish(
+        &self,
+        store: &dyn SharedStore,
+        lease: Lease,
+        body: &[u8],
+        timing: FeedTiming,
+        now_ms: i64,
+    ) -> Result<Published, StoreError> {
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        let outcome = self.update(store, |state| {
+            if state.holder != lease.holder {
+                return None;
+            }
+            let unchanged = state.version != 0 && state.digest == digest;
+            let version = if unchanged {
+                state.version
+            } else {
+                state.version.saturating_add(1)
+            };
+            let next = FeedState {
+                version,
+                digest,
+                holder: 0,
+                lease_until_ms: 0,
+                next_due_ms: now_ms.saturating_add(timing.refresh_ms),
+                last_started_ms: state.last_started_ms,
+            };
+            let published = if unchanged {
+                Published::Unchanged { version }
+            } else {
+                Published::New { version }
+            };
+            Some((next, published))
+        })?;
+        let Some(published) = outcome else {
+            return Ok(Published::LeaseLost);
+        };
+        if let Published::New { version } = published {
+            self.write_doc(store, version, body)?;
+        }
+        Ok(published)
+    }
+
+    /// Writes the body under `version` unless a newer one is already there.
+    fn write_doc(
+        &self,
+        store: &dyn SharedStore,
+        version: u64,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut value = Vec::with_capacity(8 + body.len());
+        value.extend_from_slice(&version.to_le_bytes());
+        value.extend_from_slice(body);
+        for _ in 0..CAS_ATTEMPTS {
+            let current = store.get(&self.doc_key)?;
+            let cas = current.as_ref().map(|s| s.cas);
+            if current.as_ref().and_then(|s| doc_version(&s.value)) >= Some(version) {
+                return Ok(());
+            }
+            if store.set(&self.doc_key, &value, cas)? == Written::Done {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases the lease after a failed fetch; the next try is due after `min_refetch_ms`
+    /// (or the refresh interval, if shorter). The published version stays in use.
+    pub fn fail(
+        &self,
+        store: &dyn SharedStore,
+        lease: Lease,
+        timing: FeedTiming,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.update(store, |state| {
+            (state.holder == lease.holder).then(|| {
+                let next = FeedState {
+                    holder: 0,
+                    lease_until_ms: 0,
+                    next_due_ms: now_ms
+                        .saturating_add(timing.min_refetch_ms.min(timing.refresh_ms)),
+                    ..state.clone()
+                };
+                (next, ())
+            })
+        })?;
+        Ok(())
+    }
+
+    /// The published body, when its version differs from `have`.
+    pub fn load_if_changed(
+        &self,
+        store: &dyn SharedStore,
+        have: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let state = self.state(store)?;
+        if state.version == 0 || state.version == have {
+            return Ok(None);
+        }
+        let Some(stored) = store.get(&self.doc_key)? else {
+            return Ok(None);
+        };
+        match doc_version(&stored.value) {
+            // The state moved on before the body was written: the next look will find it.
+            Some(version) if version == state.version => {
+                let body = stored.value.get(8..).unwrap_or_default().to_vec();
+                Ok(Some((version, body)))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+fn doc_version(value: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(value.get(..8)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::ports::fakes::MemoryStore;
+
+    const T: FeedTiming = FeedTiming {
+        refresh_ms: 300_000,
+        min_refetch_ms: 30_000,
+        lease_ms: 5_000,
+    };
+    const NOW: i64 = 1_800_000_000_000;
+    const VM_A: u64 = 0xA;
+    const VM_B: u64 = 0xB;
+
+    fn feed() -> Feed {
+        Feed::new(&KeySpace::new("apiguard"), "jwks/0123")
+    }
+
+    #[test]
+    fn one_vm_gets_the_lease_the_others_wait_for_its_version() {
+        let (store, f) = (MemoryStore::default(), feed());
+        let lease = f
+            .try_lease(&store, VM_A, FetchReason::Scheduled, T, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            f.try_lease(&store, VM_B, FetchReason::Scheduled, T, NOW)
+                .unwrap(),
+            None
+        );
+        assert!(f.state(&store).unwrap().fetching(NOW));
+        assert_eq!(
+            f.publish(&store, lease, b"{\"keys\":[]}", T, NOW + 10)
+                .unwrap(),
+            Published::New { version: 1 }
+        );
+        assert_eq!(
+            f.load_if_changed(&store, 0).unwrap(),
+            Some((1, b"{\"keys\":[]}".to_vec()))
+        );
+        assert_eq!(f.load_if_changed(&store, 1).unwrap(), None);
+        // Not due again before the refresh interval, for any VM.
+        assert_eq!(
+            f.try_lease(&store, VM_B, FetchReason::Scheduled, T, NOW + 299_000)
+                .unwrap(),
+            None
+        );
+        assert!(f
+            .try_lease(&store, VM_B, FetchReason::Scheduled, T, NOW + 300_010)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn an_unchanged_body_keeps_its_version() {
+        let (store, f) = (MemoryStore::default(), feed());
+        let lease = f
+            .try_lease(&store, VM_A, FetchReason::Scheduled, T, NOW)
+            .unwrap()
+            .unwrap();
+        f.publish(&store, lease, b"same", T, NOW).unwrap();
+        let later = NOW + T.refresh_ms;
+        let lease = f
+            .try_lease(&store, VM_B, FetchReason::Scheduled, T, later)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            f.publish(&store, lease, b"same", T, later).unwrap(),
+            Published::Unchanged { version: 1 }
+        );
+    }
+
+    #[test]
+    fn a_stale_lease_is_taken_over_and_the_late_holder_loses_its_result() {
+        let (store, f) = (MemoryStore::default(), feed());
+        let slow = f
+            .try_lease(&store, VM_A, FetchReason::Scheduled, T, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            f.try_lease(&store, VM_B, FetchReason::Scheduled, T, NOW + 4_999)
+                .unwrap(),
+            None
+        );
+        let taker = f
+            .try_lease(&store, VM_B, FetchReason::Scheduled, T, NOW + 5_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            f.publish(&store, slow, b"old", T, NOW + 6_000).unwrap(),
+            Published::LeaseLost
+        );
+        assert_eq!(
+            f.publish(&store, taker, b"new", T, NOW + 6_000).unwrap(),
+            Published::New { version: 1 }
+        );
+        assert_eq!(f.load_if_changed(&store, 0).unwrap().unwrap().1, b"new");
+    }
+
+    #[test]
+    fn early_fetches_are_rate_limited_per_proxy() {
+        let (store, f) = (MemoryStore::default(), feed());
+        let lease = f
+            .try_lease(&store, VM_A, FetchReason::Early, T, NOW)
+            .unwrap()
+            .unwrap();
+        f.publish(&store, lease, b"v1", T, NOW + 100).unwrap();
+        // Another VM's unknown kid within min_refetch of the last start: no fetch.
+        assert_eq!(
+            f.try_lease(&store, VM_B, FetchReason::Early, T, NOW + 29_999)
+                .unwrap(),
+            None
+        );
+        assert!(f
+            .try_lease(&store, VM_B, FetchReason::Early, T, NOW + 30_000)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn a_failure_keeps_the_version_and_retries_after_the_refetch_interval() {
+        let (store, f) = (MemoryStore::default(), feed());
+        let lease = f
+            .try_lease(&store, VM_A, FetchReason::Scheduled, T, NOW)
+            .unwrap()
+            .unwrap();
+        f.publish(&store, lease, b"v1", T, NOW).unwrap();
+        let at = NOW + T.refresh_ms;
+        let lease = f
+            .try_lease(&store, VM_A, FetchReason::Scheduled, T, at)
+            .unwrap()
+            .unwrap();
+        f.fail(&store, lease, T, at + 10).unwrap();
+        let state = f.state(&store).unwrap();
+        assert_eq!((state.version, state.fetching(at + 10)), (1, false));
+        assert_eq!(
+            f.try_lease(&store, VM_B, FetchReason::Scheduled, T, at + 30_009)
+                .unwrap(),
+            None
+        );
+        assert!(f
+            .try_lease(&store, VM_B, FetchReason::Scheduled, T, at + 30_010)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn racing_creators_cost_at_most_a_duplicate_fetch_never_a_wrong_version() {
+        // Both VMs saw no state key; B's placeholder lands after A took the lease (Envoy ignores
+        // the CAS of a missing key, so B's create overwrote A's lease). Both then fetch.
+        let (store, f) = (MemoryStore::default(), feed());
+        let a = f
+            .try_lease(&store, VM_A, FetchReason::Scheduled, T, NOW)
+            .unwrap()
+            .unwrap();
+        store.set(&f.state_key, b"", None).unwrap();
+        let b = f
+            .try_lease(&store, VM_B, FetchReason::Scheduled, T, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            f.publish(&store, a, b"body", T, NOW).unwrap(),
+            Published::LeaseLost
+        );
+        assert_eq!(
+            f.publish(&store, b, b"body", T, NOW).unwrap(),
+            Published::New { version: 1 }
+        );
+        assert_eq!(
+            f.load_if_changed(&store, 0).unwrap(),
+            Some((1, b"body".to_vec()))
+        );
+    }
+
+    #[test]
+    fn a_reader_never_loads_a_body_older_than_the_state_says() {
+        let (store, f) = (MemoryStore::default(), feed());
+        let lease = f
+            .try_lease(&store, VM_A, FetchReason::Scheduled, T, NOW)
+            .unwrap()
+            .unwrap();
+        f.publish(&store, lease, b"v1", T, NOW).unwrap();
+        // The state names version 2 but its body is not written yet.
+        let mut state = f.state(&store).unwrap();
+        state.version = 2;
+        store.set(&f.state_key, &state.encode(), None).unwrap();
+        assert_eq!(f.load_if_changed(&store, 1).unwrap(), None);
+    }
+
+    #[test]
+    fn the_doc_is_never_overwritten_by_an_older_version() {
+        let (store, f) = (MemoryStore::default(), feed());
+        f.write_doc(&store, 3, b"three").unwrap();
+        f.write_doc(&store, 2, b"two").unwrap();
+        let value = store.get(&f.doc_key).unwrap().unwrap().value;
+        assert_eq!(value.get(8..).unwrap(), b"three");
+    }
+
+    #[test]
+    fn state_survives_encoding_and_garbage_reads_as_nothing_yet() {
+        let state = FeedState {
+            version: 7,
+            digest: [9; 32],
+            holder: 42,
+            lease_until_ms: NOW,
+            next_due_ms: NOW + 1,
+            last_started_ms: NOW - 1,
+        };
+        assert_eq!(FeedState::decode(&state.encode()), state);
+        assert_eq!(FeedState::decode(b"garbage"), FeedState::default());
+        assert_eq!(FeedState::decode(b""), FeedState::default());
+    }
+}
