@@ -15,12 +15,13 @@ WBG_RUNNER  := $(TOOLS)/bin/wasm-bindgen-test-runner
 
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk build run test test-unit test-wasm test-e2e lint bench keygen clean
+.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk build run test test-unit test-wasm test-e2e lint bench bench-report keygen clean
 
 help:
 	@echo "make run     build the plugin and start the demo (Envoy + apiguard + echo upstream)"
 	@echo "make test    run every test layer: lint, native unit, wasm unit (Node), end-to-end in Envoy"
 	@echo "make bench   measure the filter's cost (writes BENCHMARKS.md; ARGS=--quick for a short run)"
+	@echo "make bench-report  redraw BENCHMARKS.md and bench/chart.svg from the last run's bench/out/results.json"
 	@echo "make keygen  print a new API key and its configuration entry"
 
 setup: setup-rust setup-venv
@@ -30,10 +31,11 @@ setup-rust:
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-# The venv is rebuilt whenever the pinned requirements change.
-$(VENV)/.stamp: tests/requirements.txt
+# The venv is rebuilt whenever the pinned requirements or tests/pyproject.toml change. The test
+# support package (tests/support) goes in editable, so envoy/demo.py and bench/ import it as `support`.
+$(VENV)/.stamp: tests/requirements.txt tests/pyproject.toml
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt --editable tests
 	touch $@
 
 setup-venv: $(VENV)/.stamp
@@ -81,6 +83,11 @@ test: setup lint test-unit test-wasm test-e2e
 
 bench: setup setup-wrk build
 	$(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM) $(ARGS)
+
+# Writes the report again from the last run's saved results, without measuring (ARGS as for
+# bench/report.py: another results file, --report/--chart elsewhere).
+bench-report: setup-venv
+	$(PY) bench/report.py $(ARGS)
 
 keygen:
 	@cargo run --quiet --bin apiguard-keygen -- $(ARGS)

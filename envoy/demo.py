@@ -9,12 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from string import Template
 
+from support.harness import EchoUpstream, self_signed_cert, wait_until
+from support.jwt import SigningKey, ec_key
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import EchoUpstream, self_signed_cert, wait_until  # noqa: E402
 
 
 def keygen(consumer: str, expires_at: str | None = None) -> dict:
@@ -26,23 +28,11 @@ def keygen(consumer: str, expires_at: str | None = None) -> dict:
     return json.loads(subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
 
 
-def signing_key():
-    """A fresh P-256 key: the private half signs demo tokens, the public JWK goes inline."""
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import ec
-    private = ec.generate_private_key(ec.SECP256R1())
-    public_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
-    public_jwk.update({"kid": "demo-1", "alg": "ES256", "use": "sig"})
-    return private, public_jwk
-
-
-def token(private, lifetime: int, **extra) -> str:
-    import time
-    import jwt
+def token(signing: SigningKey, lifetime: int, **extra) -> str:
     now = int(time.time())
     claims = {"iss": "https://idp.demo", "aud": "demo-api", "sub": "user-42", "iat": now,
               "exp": now + lifetime, **extra}
-    return jwt.encode(claims, private, algorithm="ES256", headers={"kid": "demo-1"})
+    return signing.sign(claims)
 
 
 def port_or_free(preferred: int) -> int:
@@ -69,7 +59,9 @@ def main() -> int:
     revoked = keygen("mallory")
     expired = keygen("old-batch-job", "2020-01-01T00:00:00Z")
     revoked["entry"]["revoked"] = True
-    private, public_jwk = signing_key()
+    # A fresh P-256 key: it signs the demo tokens, its public JWK goes inline.
+    signing = ec_key("demo-1")
+    public_jwk = {**signing.jwk, "alg": "ES256"}
     plugin = {
         "credentials": "api_key",
         "api_keys": {"header": "x-api-key",
@@ -125,11 +117,11 @@ def main() -> int:
         ("key sent twice (400 multiple_credentials)",
          f"curl -sk -i {base}/hello -H {q('x-api-key: ' + alice['key'])} -H {q('x-api-key: ' + stranger['key'])}"),
         ("JWT access token on /me (200; the upstream sees x-apiguard-subject: user-42; valid for one hour)",
-         f"curl -sk -i {base}/me -H {q('authorization: Bearer ' + token(private, 3600))}"),
+         f"curl -sk -i {base}/me -H {q('authorization: Bearer ' + token(signing, 3600))}"),
         ("token that lives too long (401 token_lifetime_too_long)",
-         f"curl -sk -i {base}/me -H {q('authorization: Bearer ' + token(private, 86400))}"),
+         f"curl -sk -i {base}/me -H {q('authorization: Bearer ' + token(signing, 86400))}"),
         ("refresh token used as an access token (401 refresh_token_not_allowed)",
-         f"curl -sk -i {base}/me -H {q('authorization: Bearer ' + token(private, 3600, token_use='refresh'))}"),
+         f"curl -sk -i {base}/me -H {q('authorization: Bearer ' + token(signing, 3600, token_use='refresh'))}"),
         ("no token on /me (401, WWW-Authenticate: Bearer)", f"curl -sk -i {base}/me"),
         ("plain HTTP (403 https_required)",
          f"curl -s -i http://127.0.0.1:{ports['HTTP_PORT']}/hello -H {q('x-api-key: ' + alice['key'])}"),

@@ -6,15 +6,9 @@ import re
 
 import pytest
 
-from conftest import (
-    api_key_config,
-    apiguard_headers,
-    assert_401,
-    assert_no_secret,
-    assert_problem,
-    flip_char,
-)
-from harness import request
+from support.harness import request
+from support.keys import api_key_config, flip_char
+from support.problems import apiguard_headers, assert_401, assert_no_secret, assert_problem
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness import EchoUpstream, Envoy, bootstrap, free_port, request, wasm_filter
+from support.harness import EchoUpstream, Envoy, bootstrap, free_port, request, wasm_filter
 
 # `<path>` is a field path; errors about the document as a whole say "the top level".
 LINE_RE = re.compile(r"apiguard: invalid configuration at (?P<path>the top level|\S*): (?P<problem>.+)$",

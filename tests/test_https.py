@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import api_key_config, assert_401, assert_no_secret, assert_problem
+from support.keys import api_key_config
+from support.problems import assert_401, assert_no_secret, assert_problem
 
 DEFAULT_HSTS = {"max-age=31536000", "includesubdomains"}
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import pytest
 
-from conftest import api_key_config, apiguard_headers, assert_401, assert_missing, assert_problem
+from support.keys import api_key_config
+from support.problems import apiguard_headers, assert_401, assert_missing, assert_problem
 
 
 @pytest.fixture

@@ -10,11 +10,8 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_CHALLENGE as APIKEY_CHALLENGE
-from conftest import apiguard_headers as identity
-from conftest import assert_missing, assert_no_secret, assert_problem
-from harness import wait_until
-from jwt_support import (
+from support.harness import wait_until
+from support.jwt import (
     AUDIENCE,
     ISSUER,
     MISSING_CHALLENGE,
@@ -32,6 +29,9 @@ from jwt_support import (
     rsa_key,
     token_secrets,
 )
+from support.problems import DEFAULT_CHALLENGE as APIKEY_CHALLENGE
+from support.problems import apiguard_headers as identity
+from support.problems import assert_missing, assert_no_secret, assert_problem
 
 RSA_ONLY = "https://rsa-only.apiguard.test/"     # one RSA key, no kid needed
 STRICT = "https://strict.apiguard.test/"         # clock_skew_seconds 0

@@ -1,9 +1,10 @@
-"""Remote JWKS end to end: a real JWKS server on 127.0.0.1 (harness.StaticServer) is Envoy's "idp"
-cluster; the plugin fetches it from every worker (two, V8) and verifies tokens with what it got.
+"""Remote JWKS end to end: a real JWKS server on 127.0.0.1 (support.harness.StaticServer) is Envoy's "idp"
+cluster; one VM of the proxy fetches it (a lease in shared data), every VM (both workers, V8, and
+the main thread's) loads the published key set and verifies tokens with it.
 
-Each Envoy worker fetches on its own (and so does the main thread's VM, whose log lines do not
-count: it serves no requests), so readiness means "both workers logged it", read off the thread id
-in Envoy's log lines, and "N requests on fresh connections in a row succeeded".
+Readiness means "both workers logged loading it", read off the thread id in Envoy's log lines, and
+"N requests on fresh connections in a row succeeded". A refused document is logged by the one VM
+that fetched it, which may be the main thread's. See test_jwks_shared.py for the per-proxy fetch.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import Guard, assert_problem
-from harness import StaticServer, wait_until
-from jwt_support import (
+from support.guards import Guard
+from support.harness import StaticServer, wait_until
+from support.jwt import (
     AUDIENCE,
     ISSUER,
     LOG_THREAD,
@@ -32,6 +33,7 @@ from jwt_support import (
     rsa_key,
     token_secrets,
 )
+from support.problems import assert_problem
 
 WORKERS = 2
 LOADED = "jwt provider 0: loaded"
@@ -76,6 +78,22 @@ def worker_lines(guard: Guard, needle: str) -> list[tuple[str, str]]:
 
 def mark(guard: Guard, needle: str) -> int:
     return len(worker_lines(guard, needle))
+
+
+def wait_any_logged(guard: Guard, needle: str, after: int, timeout: float, poke=None) -> list[str]:
+    """Wait until some VM (the one that fetched) logged `needle` after the first `after` lines."""
+    def check():
+        lines = log_lines(guard.envoy, needle)[after:]
+        if lines:
+            return lines
+        if poke:
+            poke()
+        return None
+    return wait_until(check, timeout, f"a VM logging {needle!r}", interval=0.05)
+
+
+def marks(guard: Guard, needle: str) -> int:
+    return len(log_lines(guard.envoy, needle))
 
 
 def wait_workers_logged(guard: Guard, needle: str, after: int, timeout: float,
@@ -243,7 +261,8 @@ def test_unusable_remote_keys_are_skipped_and_the_rest_used(idp, ks):
 
 def test_unknown_kid_refetches_are_rate_limited(idp, ks):
     # Tokens with made-up kids must not turn the proxy into a load generator against the IdP:
-    # each worker refetches at most once per min_refetch_interval_seconds (1 s here).
+    # the proxy refetches at most once per min_refetch_interval_seconds (1 s here), whatever the
+    # number of workers; each such token waits for the refetch under way, if any.
     hits = idp.server.hits
     started = time.monotonic()
     n = 0
@@ -253,9 +272,9 @@ def test_unknown_kid_refetches_are_rate_limited(idp, ks):
         n += 1
     elapsed = time.monotonic() - started
     fetches = idp.server.hits - hits
-    # per worker: one per elapsed second plus one at the start and one tick of slack; plus at most
-    # one periodic refresh each (main thread included)
-    allowed = WORKERS * (int(elapsed) + 2) + (WORKERS + 1)
+    # for the proxy: one per elapsed second plus one at the start and one of slack, plus at most
+    # one periodic refresh
+    allowed = int(elapsed) + 2 + 1
     assert n >= 20, n
     assert fetches <= allowed, f"{fetches} JWKS fetches for {n} unknown-kid tokens in {elapsed:.1f}s"
 
@@ -270,7 +289,7 @@ def test_unknown_kid_refetches_are_rate_limited(idp, ks):
 ])
 def test_bad_jwks_response_is_ignored_and_old_keys_still_verify(idp, ks, body):
     failures = idp.guard.envoy.stat(FAILURES_STAT) or 0
-    before = mark(idp.guard, IGNORED)
+    before = marks(idp.guard, IGNORED)
     idp.serve(body)
     n = [0]
 
@@ -278,17 +297,17 @@ def test_bad_jwks_response_is_ignored_and_old_keys_still_verify(idp, ks, body):
         n[0] += 1
         idp.guard.get("/", bearer(ks.k1.sign(claims(), kid=f"poke-{n[0]}")))
 
-    lines = wait_workers_logged(idp.guard, IGNORED, before, 8, poke=poke)
+    lines = wait_any_logged(idp.guard, IGNORED, before, 8, poke=poke)
     assert lines, lines
     for line in lines:
         assert "c2VjcmV0" not in line, "a JWKS member value reached the log"
-    assert (idp.guard.envoy.stat(FAILURES_STAT) or 0) >= failures + WORKERS
+    wait_until(lambda: (idp.guard.envoy.stat(FAILURES_STAT) or 0) >= failures + 1, 5, "failure counter")
     all_pass(idp.guard, ks.k1.sign(claims("after-bad-jwks")), "after-bad-jwks")
     all_pass(idp.guard, ks.r1.sign(claims("after-bad-jwks-rsa")), "after-bad-jwks-rsa")
 
 
 def test_jwks_server_error_keeps_cached_keys(idp, ks):
-    before = mark(idp.guard, IGNORED)
+    before = marks(idp.guard, IGNORED)
     idp.serve(b'{"error": "maintenance"}', status=500)
     n = [0]
 
@@ -296,7 +315,7 @@ def test_jwks_server_error_keeps_cached_keys(idp, ks):
         n[0] += 1
         idp.guard.get("/", bearer(ks.k1.sign(claims(), kid=f"poke500-{n[0]}")))
 
-    lines = wait_workers_logged(idp.guard, IGNORED, before, 8, poke=poke)
+    lines = wait_any_logged(idp.guard, IGNORED, before, 8, poke=poke)
     assert any("500" in line for line in lines), lines
     all_pass(idp.guard, ks.k1.sign(claims("during-outage")), "during-outage")
 
@@ -317,7 +336,7 @@ def test_withdrawn_key_stops_verifying_after_refetch(idp, ks):
 def test_no_verification_key_until_first_good_fetch(new_guard, ks):
     idp = start_idp(new_guard, b"internal error", status=500)
     try:
-        wait_workers_logged(idp.guard, IGNORED, 0, 10)
+        wait_any_logged(idp.guard, IGNORED, 0, 10)
         token = ks.k1.sign(claims("cold"))
         for _ in range(IN_A_ROW):
             resp = idp.guard.get("/", bearer(token))
@@ -340,7 +359,7 @@ def test_jwks_server_down_keeps_cached_keys_across_periodic_refresh(new_guard, k
         token = ks.k1.sign(claims("server-down"))
         all_pass(idp.guard, token, "server-down")
         idp.server.stop()
-        lines = wait_workers_logged(idp.guard, IGNORED, 0, 15)
+        lines = wait_any_logged(idp.guard, IGNORED, 0, 15)
         assert lines, lines
         all_pass(idp.guard, token, "server-down")
         fresh = ks.k1.sign(claims("server-down-fresh"))   # not cached: verified with the kept keys

@@ -5,7 +5,7 @@ import hashlib
 import json
 import subprocess
 
-from conftest import KEY_RE
+from support.keys import KEY_RE
 
 
 def test_key_shape_and_entry(keygen):

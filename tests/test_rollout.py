@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import api_key_config, apiguard_headers, flip_char
+from support.keys import api_key_config, flip_char
+from support.problems import apiguard_headers
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# tests/support/harness.py -> the repository root
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "apiguard.wasm"
 DEFAULT_ENVOY = ROOT / ".venv" / "bin" / "envoy"
 

@@ -1,7 +1,8 @@
-"""Helpers for the JWT end-to-end tests (test_jwt.py, test_jwt_remote.py): signing keys made at test
-time, their public JWKs, tokens signed with PyJWT or hand-crafted (for the attacks PyJWT refuses to
-produce), and the checks specific to JWT refusals. Envoys, responses and the general problem+json /
-challenge checks come from conftest.py (`new_guard`, assert_problem, assert_challenges, ...).
+"""Helpers for the JWT end-to-end tests (test_jwt.py, test_jwt_remote.py), whose signing keys also
+sign the demo's and the benchmark's tokens: signing keys made at run time, their public JWKs,
+tokens signed with PyJWT or hand-crafted (for the attacks PyJWT refuses to produce), and the checks
+specific to JWT refusals. Responses and the general problem+json /
+challenge checks are in support.problems, Envoys in support.guards and conftest.py (`new_guard`).
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from conftest import Response, assert_challenges, assert_problem
-from harness import Envoy
+from support.harness import Envoy
+from support.problems import Response, assert_challenges, assert_problem
 
 ISSUER = "https://idp.apiguard.test/"
 AUDIENCE = "orders-api"

@@ -1,0 +1,192 @@
+"""What the benchmark measures: the configurations (a), (b), ... side by side, the plugin
+configurations they load, the one request every configuration is loaded with, and the checks each
+must pass before it is measured. New configurations are added to CONFIGS.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from support.harness import wasm_filter
+
+ISSUER = "https://issuer.bench"
+AUDIENCE = "bench"
+KID = "bench-es256"
+TOKEN_LIFETIME = 3000  # seconds; the providers allow at most 3600
+BENCH_PATH = "/bench/items/42"
+
+
+class Unavailable(Exception):
+    """A configuration that cannot be measured in this run; the message says why."""
+
+
+# --------------------------------------------------------------------------------------------
+# What every configuration shares
+
+
+@dataclass
+class Ctx:
+    envoy_bin: str
+    wasm: Path
+    noop_wasm: Path | None
+    noop_error: str | None
+    key: dict | None           # {"key", "entry"} from apiguard-keygen
+    key_error: str | None
+    jwk: dict
+    token: str
+    token_exp: int
+    concurrency: int
+
+    def api_key(self) -> str:
+        if self.key is None:
+            raise Unavailable(f"no API key: {self.key_error}")
+        return self.key["key"]
+
+    def key_entries(self, n: int) -> list[dict]:
+        """The real key's entry plus n-1 distinct random digests (they only need to be distinct)."""
+        self.api_key()
+        entries = [dict(self.key["entry"])]  # type: ignore[index]
+        seen = {entries[0]["sha256"].lower()}
+        i = 1
+        while len(entries) < n:
+            digest = secrets.token_hex(32)
+            if digest in seen:
+                continue
+            seen.add(digest)
+            entries.append({"sha256": digest, "consumer": f"c{i}"})
+            i += 1
+        return entries
+
+    def load_headers(self) -> dict[str, str]:
+        """The one request every configuration is measured with: all credentials, HTTPS by XFP."""
+        return {
+            "x-api-key": self.key["key"] if self.key else "missing",
+            "authorization": f"Bearer {self.token}",
+            "x-forwarded-proto": "https",
+        }
+
+    def apiguard_filter(self, plugin_config: dict | str) -> list[dict]:
+        if not self.wasm.is_file():
+            raise Unavailable(f"{self.wasm} does not exist (run `make build`)")
+        return [wasm_filter(plugin_config, self.wasm)]
+
+
+def jwt_block(ctx: Ctx, cache_max_entries: int) -> dict:
+    return {"header": "authorization",
+            "providers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"keys": [ctx.jwk]},
+                           "max_lifetime_seconds": 3600}],
+            "cache_max_entries": cache_max_entries}
+
+
+def apiguard_keys_only(ctx: Ctx, n_keys: int = 1) -> dict:
+    return {"credentials": "api_key", "api_keys": {"keys": ctx.key_entries(n_keys)},
+            "https": {"required": False}}
+
+
+def apiguard_everything(ctx: Ctx, cache_max_entries: int = 4096) -> dict:
+    return {"credentials": "both",
+            "api_keys": {"keys": ctx.key_entries(1)},
+            "jwt": jwt_block(ctx, cache_max_entries),
+            "https": {"required": True, "trust_x_forwarded_proto": True}}
+
+
+def native_everything(ctx: Ctx, jwt_cache: bool = True) -> list[dict]:
+    """Envoy's own filters doing (d)'s checks: HTTPS via RBAC on x-forwarded-proto, API key via
+    api_key_auth (plaintext keys in its config), JWT ES256 via jwt_authn with an inline JWKS."""
+    https_only = {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "ALLOW", "policies": {"https-only": {
+                "permissions": [{"header": {"name": "x-forwarded-proto", "string_match": {"exact": "https"}}}],
+                "principals": [{"any": True}]}}},
+        },
+    }
+    api_key = {
+        "name": "envoy.filters.http.api_key_auth",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+            "credentials": [{"key": ctx.api_key(), "client": "bench"}],
+            "key_sources": [{"header": "x-api-key"}],
+            "forwarding": {"header": "x-apiguard-consumer", "hide_credentials": True},
+        },
+    }
+    jwt_authn = {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"bench": {
+                "issuer": ISSUER,
+                "audiences": [AUDIENCE],
+                "local_jwks": {"inline_string": json.dumps({"keys": [ctx.jwk]})},
+                "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+                "forward": False,
+                "max_lifetime": "3600s",
+                "claim_to_headers": [{"header_name": "x-apiguard-subject", "claim_name": "sub"}],
+                **({"jwt_cache_config": {"jwt_cache_size": 4096}} if jwt_cache else {}),
+            }},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
+        },
+    }
+    return [https_only, api_key, jwt_authn]
+
+
+# --------------------------------------------------------------------------------------------
+# The configurations. Later issues (rate limit, ACL, audit) append entries here.
+
+Check = tuple[str, dict, int]  # (what, headers, expected status)
+
+
+def credential_checks(ctx: Ctx) -> list[Check]:
+    return [("no credentials", {"x-forwarded-proto": "https"}, 401)]
+
+
+def full_checks(ctx: Ctx) -> list[Check]:
+    h = ctx.load_headers()
+    return credential_checks(ctx) + [
+        ("API key without token", {"x-api-key": h["x-api-key"], "x-forwarded-proto": "https"}, 401),
+        ("token without API key", {"authorization": h["authorization"], "x-forwarded-proto": "https"}, 401),
+        ("all credentials over plain HTTP", {**h, "x-forwarded-proto": "http"}, 403),
+    ]
+
+
+@dataclass
+class Config:
+    key: str
+    title: str
+    detail: str
+    filters: Callable[[Ctx], list[dict]]
+    checks: Callable[[Ctx], list[Check]] = lambda ctx: []
+    apiguard: bool = False
+
+
+def _noop_filters(ctx: Ctx, configuration: str = "") -> list[dict]:
+    if ctx.noop_wasm is None:
+        raise Unavailable(f"no-op filter: {ctx.noop_error}")
+    return [wasm_filter(configuration, ctx.noop_wasm, root_id="noop", vm_id="noop")]
+
+
+CONFIGS: list[Config] = [
+    Config("a", "no filter", "router only", lambda ctx: []),
+    Config("b", "no-op wasm", "Rust proxy-wasm filter that returns Continue (bench/noop-filter)",
+           _noop_filters),
+    Config("b2", "no-op wasm + host calls", "the no-op filter configured with `hostcalls`: per request it "
+           "makes the host calls apiguard makes for (c) (read all request headers, read the clock, remove "
+           "a header, add one, bump a counter) and nothing else: the ABI floor of (c)",
+           lambda ctx: _noop_filters(ctx, "hostcalls")),
+    Config("c", "apiguard: API key", "`credentials: api_key`, 1 key, HTTPS not required",
+           lambda ctx: ctx.apiguard_filter(apiguard_keys_only(ctx)), credential_checks, apiguard=True),
+    Config("d", "apiguard: everything", "`credentials: both` (API key + JWT ES256, inline JWKS, "
+           "token cache 4096), HTTPS via trusted x-forwarded-proto",
+           lambda ctx: ctx.apiguard_filter(apiguard_everything(ctx)), full_checks, apiguard=True),
+    Config("e", "Envoy native", "rbac (x-forwarded-proto = https) + api_key_auth + jwt_authn "
+           "(ES256, local_jwks inline, jwt_cache_size 4096)", native_everything, full_checks),
+    Config("f", "apiguard: everything, no cache", "(d) with `jwt.cache_max_entries: 0`",
+           lambda ctx: ctx.apiguard_filter(apiguard_everything(ctx, cache_max_entries=0)), full_checks,
+           apiguard=True),
+    Config("g", "Envoy native, no JWT cache", "(e) without `jwt_cache_config`: the baseline for (f)",
+           lambda ctx: native_everything(ctx, jwt_cache=False), full_checks),
+]

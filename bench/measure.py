@@ -1,0 +1,301 @@
+"""Measuring: builds what the run needs (the no-op filter, an API key, a signed token), starts every
+configuration's Envoy, loads them round by round with wrk, samples them with perf, measures memory
+with one worker and with many keys, times the pure pipeline natively, and returns it all as Results.
+
+Nothing here writes the report: see report.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from configs import (AUDIENCE, BENCH_PATH, CONFIGS, ISSUER, KID, TOKEN_LIFETIME, Config, Ctx, Unavailable,
+                     apiguard_everything, apiguard_keys_only)
+from machine import machine_info, perf_jit_share, proc_rss_kib
+from proxies import Running, check_config, direct_response_upstream, pin, start_proxy, stop
+from results import ConfigResult, Results, ScalePoint
+from support.harness import Envoy, request, wasm_filter
+from support.jwt import ec_key
+from wrk import Load, wrk_script
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+NOOP_DIR = BENCH / "noop-filter"
+NOOP_TARGET = ROOT / "target" / "noop"
+NOOP_WASM = NOOP_TARGET / "wasm32-wasip1" / "release" / "apiguard_noop.wasm"
+PIPELINE_DIR = BENCH / "pipeline"
+PIPELINE_TARGET = ROOT / "target" / "bench-pipeline"
+OUT_DIR = BENCH / "out"
+
+T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Building the pieces
+
+
+def run_checked(cmd: list[str], what: str, cwd: Path = ROOT, timeout: float = 900) -> str:
+    say(f"{what}: {' '.join(shlex.quote(c) for c in cmd)}")
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        errors = [line for line in p.stderr.splitlines() if line.startswith("error")]
+        first = errors[0] if errors else (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise Unavailable(f"{what} failed: {first}")
+    return p.stdout
+
+
+def build_noop() -> Path:
+    run_checked(["cargo", "build", "--release", "--target", "wasm32-wasip1", "--manifest-path",
+                 str(NOOP_DIR / "Cargo.toml"), "--target-dir", str(NOOP_TARGET)], "building the no-op filter")
+    return NOOP_WASM
+
+
+def generate_key() -> dict:
+    out = run_checked(["cargo", "run", "--quiet", "--release", "--bin", "apiguard-keygen", "--",
+                       "--consumer", "bench", "--json"], "apiguard-keygen")
+    doc = json.loads(out.strip().splitlines()[-1])
+    if not (isinstance(doc.get("key"), str) and isinstance(doc.get("entry"), dict)):
+        raise Unavailable(f"apiguard-keygen printed an unexpected document: keys {sorted(doc)}")
+    return doc
+
+
+def es256_token() -> tuple[dict, str, int]:
+    """A fresh P-256 key: (public JWK with kid, signed access token, its exp)."""
+    key = ec_key(KID)
+    now = int(time.time())
+    claims = {"sub": "bench-user", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + TOKEN_LIFETIME}
+    return {**key.jwk, "alg": "ES256"}, key.sign(claims), claims["exp"]
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Outcome:
+    """One configuration during the run: how it is built, its Envoy while it is measured, and what
+    was measured (the part that goes into the results file)."""
+    cfg: Config
+    result: ConfigResult
+    run: Running | None = None
+
+
+def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Config]) -> list[Outcome]:
+    outcomes = []
+    for cfg in configs:
+        o = Outcome(cfg, ConfigResult(cfg.key, cfg.title, cfg.detail, apiguard=cfg.apiguard))
+        outcomes.append(o)
+        try:
+            filters = cfg.filters(ctx)
+            o.run = start_proxy(ctx, filters, upstream.port, concurrency=ctx.concurrency, cpus=args.proxy_cpus)
+            o.result.verified = check_config(ctx, cfg, o.run)
+            o.result.startup_s = o.run.startup_s
+            say(f"({cfg.key}) {cfg.title}: ready in {o.run.startup_s:.2f}s; {'; '.join(o.result.verified)}")
+        except Unavailable as e:
+            o.result.unavailable = str(e)
+            say(f"({cfg.key}) {cfg.title}: NOT MEASURED: {e}")
+            if o.run:
+                stop(o.run.envoy)
+                o.run = None
+    live = [o for o in outcomes if o.run]
+    for o in live:
+        say(f"({o.cfg.key}) warm-up {args.warmup}s")
+        load.run(o.run.envoy, args.warmup)
+    for rnd in range(args.rounds):
+        for o in live:
+            r = load.run(o.run.envoy, args.duration)
+            o.result.series.rounds.append(r)
+            say(f"round {rnd + 1}/{args.rounds} ({o.cfg.key}) {r['rps']:9.0f} req/s  p50 {r['p50_us']}µs  "
+                f"p99 {r['p99_us']}µs  proxy {r['proxy_cpu_us_per_req']:.1f} µs CPU/req  errors {r['errors']}")
+    for o in live:
+        o.result.rss_kib = proc_rss_kib(o.run.envoy.proc.pid)
+    if args.perf:
+        for o in live:
+            r = perf_jit_share(o.run.envoy.proc.pid, args.duration, lambda: load.run(o.run.envoy, args.duration),
+                               OUT_DIR / "perf.data")
+            if r is None:
+                say("perf: not available, skipping the wasm-code share")
+                break
+            o.result.jit_share = r[0]
+            say(f"({o.cfg.key}) perf: {r[0] * 100:.1f}% of the proxy's CPU samples in V8-generated code")
+    return outcomes
+
+
+def measure_memory_one_worker(ctx: Ctx, args, upstream: Envoy, load: Load, outcomes: list[Outcome]):
+    """RSS with --concurrency 1, after a little traffic, to separate per-worker from fixed cost."""
+    short = Load(1, 4, load.script, load.cpus)
+    for o in outcomes:
+        if not o.run:
+            continue
+        try:
+            run = start_proxy(ctx, o.cfg.filters(ctx), upstream.port, concurrency=1, cpus=args.proxy_cpus)
+        except Unavailable as e:
+            say(f"({o.cfg.key}) --concurrency 1: {e}")
+            continue
+        try:
+            short.run(run.envoy, 1)
+            o.result.rss1_kib = proc_rss_kib(run.envoy.proc.pid)
+            o.result.startup1_s = run.startup_s
+        finally:
+            stop(run.envoy)
+
+
+def measure_scale(ctx: Ctx, args, upstream: Envoy, load: Load, base: Outcome | None) -> list[ScalePoint]:
+    points = []
+    for n in args.scales:
+        p = ScalePoint(n)
+        points.append(p)
+        if base is None or base.run is None:
+            p.unavailable = "(c) was not measured"
+            continue
+        say(f"scale: {n} keys: generating configuration")
+        plugin_config = json.dumps(apiguard_keys_only(ctx, n))
+        p.config_bytes = len(plugin_config)
+        try:
+            run = start_proxy(ctx, ctx.apiguard_filter(plugin_config), upstream.port,  # type: ignore[arg-type]
+                              concurrency=ctx.concurrency, timeout=args.scale_timeout, cpus=args.proxy_cpus)
+        except Unavailable as e:
+            p.unavailable = str(e)
+            say(f"scale: {n} keys: NOT MEASURED: {e}")
+        else:
+            p.startup_s = run.startup_s
+            try:
+                check_config(ctx, base.cfg, run)
+                p.rss_kib = proc_rss_kib(run.envoy.proc.pid)
+                say(f"scale: {n} keys: config {p.config_bytes / 1e6:.1f} MB, ready in {p.startup_s:.2f}s, "
+                    f"RSS {p.rss_kib / 1024:.0f} MiB")
+                load.run(run.envoy, args.warmup)
+                for _ in range(args.scale_rounds):
+                    p.base.rounds.append(load.run(base.run.envoy, args.scale_duration))
+                    p.series.rounds.append(load.run(run.envoy, args.scale_duration))
+                say(f"scale: {n} keys: {p.series.median('rps'):.0f} req/s vs {p.base.median('rps'):.0f} with 1 key")
+            except Unavailable as e:
+                p.unavailable = str(e)
+            finally:
+                stop(run.envoy)
+        if ctx.noop_wasm is None:
+            p.noop_unavailable = f"no-op filter: {ctx.noop_error}"
+            continue
+        try:
+            noop = [wasm_filter(plugin_config, ctx.noop_wasm, root_id="noop", vm_id="noop")]
+            run = start_proxy(ctx, noop, upstream.port, concurrency=ctx.concurrency,
+                              timeout=args.scale_timeout, cpus=args.proxy_cpus)
+        except Unavailable as e:
+            p.noop_unavailable = str(e)
+            continue
+        try:
+            request(run.envoy.port, path=BENCH_PATH)
+            p.noop_startup_s, p.noop_rss_kib = run.startup_s, proc_rss_kib(run.envoy.proc.pid)
+            say(f"scale: {n} keys, no-op filter with the same configuration: ready in {p.noop_startup_s:.2f}s, "
+                f"RSS {(p.noop_rss_kib or 0) / 1024:.0f} MiB")
+        finally:
+            stop(run.envoy)
+    return points
+
+
+def run_micro(ctx: Ctx, args) -> tuple[list[dict], str | None]:
+    """bench/pipeline: the pure pipeline timed natively (ns/op)."""
+    if ctx.key is None:
+        return [], f"no API key: {ctx.key_error}"
+    spec = {
+        "key": ctx.key["key"],
+        "token": ctx.token,
+        "now": int(time.time()),
+        "headers": [[":method", "GET"], [":path", BENCH_PATH], [":authority", "127.0.0.1"],
+                    [":scheme", "http"], ["user-agent", "wrk"], ["x-request-id", "0f3e6c1a-bench"]]
+                   + [[k, v] for k, v in ctx.load_headers().items()],
+        "configs": {
+            "keys_only": apiguard_keys_only(ctx),
+            "everything": apiguard_everything(ctx),
+            "everything_nocache": apiguard_everything(ctx, cache_max_entries=0),
+        },
+        "scale": {str(n): apiguard_keys_only(ctx, n) for n in (1000, 100000) if n in args.micro_scales},
+        "budget_ms": args.micro_budget_ms,
+    }
+    spec_path = OUT_DIR / "pipeline-input.json"
+    spec_path.write_text(json.dumps(spec))
+    try:
+        run_checked(["cargo", "build", "--release", "--quiet", "--manifest-path", str(PIPELINE_DIR / "Cargo.toml"),
+                     "--target-dir", str(PIPELINE_TARGET)], "building bench/pipeline")
+        out = run_checked([str(PIPELINE_TARGET / "release" / "apiguard-pipeline-bench"), str(spec_path)],
+                          "running bench/pipeline")
+    except Unavailable as e:
+        return [], str(e)
+    results = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return results, None
+
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def measure(args, command: str) -> Results:
+    """The whole run, as bench/run.py's options (`args`) ask; `command` is recorded as given."""
+    started = time.monotonic()
+    OUT_DIR.mkdir(exist_ok=True)
+    info = machine_info(args.envoy)
+    say(f"{info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}, Envoy {info['envoy']}")
+
+    noop_wasm = noop_error = None
+    try:
+        noop_wasm = build_noop()
+    except Unavailable as e:
+        noop_error = str(e)
+    key = key_error = None
+    try:
+        key = generate_key()
+    except Unavailable as e:
+        key_error = str(e)
+    jwk, token, exp = es256_token()
+    ctx = Ctx(args.envoy, Path(args.wasm), noop_wasm, noop_error, key, key_error, jwk, token, exp, args.concurrency)
+    sizes = {"apiguard.wasm": Path(args.wasm).stat().st_size if Path(args.wasm).is_file() else None,
+             "apiguard_noop.wasm (bench/noop-filter)": noop_wasm.stat().st_size if noop_wasm else None}
+
+    configs = CONFIGS
+    if args.only:
+        wanted = set(args.only.split(","))
+        configs = [c for c in CONFIGS if c.key in wanted]
+    load = Load(args.threads, args.connections, wrk_script(ctx, OUT_DIR), args.client_cpus)
+
+    upstream = direct_response_upstream(args.envoy)
+    pin(upstream.proc.pid, args.client_cpus)
+    load.upstream_pid = upstream.proc.pid
+    info["loadavg_start"] = Path("/proc/loadavg").read_text().split()[:3]
+    outcomes: list[Outcome] = []
+    try:
+        outcomes = measure_main(ctx, args, upstream, load, configs)
+        say("memory: --concurrency 1 pass")
+        measure_memory_one_worker(ctx, args, upstream, load, outcomes)
+        base = next((o for o in outcomes if o.cfg.key == "c"), None)
+        for o in outcomes:  # only (c) stays up for the scale runs
+            if o.run and o is not base:
+                stop(o.run.envoy)
+        scale = measure_scale(ctx, args, upstream, load, base)
+    finally:
+        for o in outcomes:
+            if o.run:
+                stop(o.run.envoy)
+        stop(upstream)
+
+    micro, micro_error = ([], "skipped (--no-micro)") if args.no_micro else run_micro(ctx, args)
+    if micro_error:
+        say(f"micro-benchmarks: {micro_error}")
+
+    return Results(
+        machine=info, args=argparse.Namespace(**vars(args)),
+        request={"path": BENCH_PATH, "jwk_kid": KID, "token_lifetime_s": TOKEN_LIFETIME},
+        sizes=sizes, configs=[o.result for o in outcomes],
+        one_key_config_bytes=len(json.dumps(apiguard_keys_only(ctx, 1))) if ctx.key else None,
+        scale=scale, micro=micro, micro_error=micro_error,
+        command=command, elapsed_s=time.monotonic() - started,
+    )
