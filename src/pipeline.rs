@@ -61,7 +61,7 @@ pub struct Wait {
 pub enum Decision {
     Forward(Forward),
     Reply(LocalReply),
-    Wait(Wait),
+    Wait(Box<Wait>),
 }
 
 /// The ports a decision may use, and the time.
@@ -244,7 +244,7 @@ impl Guard {
             }
             Err(Stop::Wait(wait)) => {
                 env.events.emit(Event::WaitStarted);
-                return Decision::Wait(*wait);
+                return Decision::Wait(wait);
             }
             Err(Stop::Redirect(location)) if !policy.report_only => {
                 env.events.emit(Event::Denied {

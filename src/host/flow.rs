@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::denial::LocalReply;
-use crate::pipeline::{Decision, Env, Forward, Guard, Topic};
+use crate::pipeline::{Decision, Env, Forward, Guard, Topic, Wait};
 use crate::ports::{Call, CallFailure, CallReply, Outbound};
 use crate::request::RequestFacts;
 
@@ -77,45 +77,37 @@ impl Flows {
         env: &mut Env<'_>,
         host: &mut dyn Host,
     ) -> Action {
-        match guard.decide(&facts, env) {
-            Decision::Forward(forward) => {
-                self.apply_forward(context, &forward, host);
-                Action::Continue
-            }
-            Decision::Reply(reply) => {
-                host.send_reply(&reply);
-                Action::Pause
-            }
-            Decision::Wait(wait) => {
-                if let Some(call) = wait.call {
-                    match host.dispatch(&call) {
-                        Ok(token) => {
-                            let topic = wait.topic;
-                            self.calls.insert(
-                                token,
-                                InFlight {
-                                    topic,
-                                    call,
-                                    context,
-                                },
-                            );
-                        }
-                        Err(failure) => {
-                            // Nothing to wait for: decide now with what we have.
-                            guard.on_reply(wait.topic, &CallReply::Failed(failure), env);
-                            return self.decide_again(context, &facts, guard, env, host);
-                        }
-                    }
+        let wait = match self.apply(context, guard.decide(&facts, env), host) {
+            Ok(action) => return action,
+            Err(wait) => wait,
+        };
+        if let Some(call) = wait.call {
+            match host.dispatch(&call) {
+                Ok(token) => {
+                    let topic = wait.topic;
+                    self.calls.insert(
+                        token,
+                        InFlight {
+                            topic,
+                            call,
+                            context,
+                        },
+                    );
                 }
-                let waiting = Waiting {
-                    facts,
-                    topic: wait.topic,
-                    until_ms: wait.until_ms,
-                };
-                self.waiting.insert(context, waiting);
-                Action::Pause
+                Err(failure) => {
+                    // Nothing to wait for: decide now with what we have.
+                    guard.on_reply(wait.topic, &CallReply::Failed(failure), env);
+                    return self.decide_again(context, &facts, guard, env, host);
+                }
             }
         }
+        let waiting = Waiting {
+            facts,
+            topic: wait.topic,
+            until_ms: wait.until_ms,
+        };
+        self.waiting.insert(context, waiting);
+        Action::Pause
     }
 
     /// The answer to call `token` arrived at `context` (the current one).
@@ -283,20 +275,31 @@ impl Flows {
         env: &mut Env<'_>,
         host: &mut dyn Host,
     ) -> Action {
-        match guard.resume(facts, env) {
+        // `resume` never waits; should it ever, refuse rather than hang.
+        self.apply(context, guard.resume(facts, env), host)
+            .unwrap_or_else(|_| {
+                host.send_reply(&LocalReply::internal_error());
+                Action::Pause
+            })
+    }
+
+    /// Applies a forward or a reply to the current request; a wait is handed back.
+    fn apply(
+        &mut self,
+        context: u32,
+        decision: Decision,
+        host: &mut dyn Host,
+    ) -> Result<Action, Box<Wait>> {
+        match decision {
             Decision::Forward(forward) => {
                 self.apply_forward(context, &forward, host);
-                Action::Continue
+                Ok(Action::Continue)
             }
             Decision::Reply(reply) => {
                 host.send_reply(&reply);
-                Action::Pause
+                Ok(Action::Pause)
             }
-            // `resume` never waits; should it ever, refuse rather than hang.
-            Decision::Wait(_) => {
-                host.send_reply(&LocalReply::internal_error());
-                Action::Pause
-            }
+            Decision::Wait(wait) => Err(wait),
         }
     }
 

@@ -8,7 +8,7 @@ use proxy_wasm::types::{Action, LogLevel, MapType};
 use super::adapters::ProxyHost;
 use super::env::{header_map, log, set_header};
 use super::flow::{self, Host};
-use super::root::{call_reply, SharedVm, Vm};
+use super::root::{deliver_reply, SharedVm, Vm};
 use crate::denial::LocalReply;
 use crate::request::RequestFacts;
 
@@ -39,11 +39,7 @@ impl Context for ApiguardRequest {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let reply = call_reply(num_headers, body_size);
-        let me = self.context_id;
-        Vm::with(&self.vm, |guard, flows, env, host| {
-            flows.on_call_reply(me, token_id, &reply, guard, env, host)
-        });
+        deliver_reply(&self.vm, self.context_id, token_id, num_headers, body_size);
     }
 
     fn on_done(&mut self) -> bool {

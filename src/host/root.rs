@@ -53,8 +53,22 @@ impl Vm {
     }
 }
 
+/// Hands the answer to call `token` (delivered by Envoy to `context`) to the VM's flows.
+pub fn deliver_reply(
+    vm: &SharedVm,
+    context: u32,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+) {
+    let reply = call_reply(num_headers, body_size);
+    Vm::with(vm, |guard, flows, env, host| {
+        flows.on_call_reply(context, token, &reply, guard, env, host)
+    });
+}
+
 /// The answer to an outbound call, as the core sees it.
-pub fn call_reply(num_headers: usize, body_size: usize) -> CallReply {
+fn call_reply(num_headers: usize, body_size: usize) -> CallReply {
     if num_headers == 0 {
         // Envoy answers a failed or timed-out call without any header.
         return CallReply::Failed(CallFailure::NoResponse);
@@ -114,11 +128,7 @@ impl Context for ApiguardRoot {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let reply = call_reply(num_headers, body_size);
-        let root = self.context_id;
-        Vm::with(&self.vm, |guard, flows, env, host| {
-            flows.on_call_reply(root, token_id, &reply, guard, env, host)
-        });
+        deliver_reply(&self.vm, self.context_id, token_id, num_headers, body_size);
     }
 }
 
