@@ -101,9 +101,21 @@ pub struct KeyRecord {
     pub consumer: Rc<str>,
     pub expires_at: Option<i64>,
     pub revoked: bool,
+    /// The key's rate-limit plan, when it has its own.
+    pub plan: Option<Rc<str>>,
 }
 
 impl KeyRecord {
+    pub fn with_plan(mut self, plan: Option<Rc<str>>) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// SHA-256 of the key (names its rate-limit bucket under `bucket_by: key`).
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+
     pub fn new(
         digest: [u8; 32],
         consumer: Rc<str>,
@@ -115,6 +127,7 @@ impl KeyRecord {
             consumer,
             expires_at,
             revoked,
+            plan: None,
         }
     }
 }

@@ -69,6 +69,10 @@ pub struct PluginConfig {
     pub realm: String,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub rate_limits: Option<crate::ratelimit::RateLimitsConfig>,
+    #[serde(default)]
+    pub failed_auth_limit: Option<crate::ratelimit::FailedAuthConfig>,
 }
 
 fn default_key_header() -> String {
@@ -97,6 +101,9 @@ pub struct ApiKeyEntryConfig {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub revoked: bool,
+    /// A `rate_limits.plans` name.
+    #[serde(default)]
+    pub plan: Option<String>,
 }
 
 fn default_hsts_max_age() -> u64 {
@@ -137,7 +144,12 @@ impl Default for HttpsConfig {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub prefix: String,
-    pub credentials: CredentialPolicy,
+    /// The top-level `credentials` when absent.
+    #[serde(default)]
+    pub credentials: Option<CredentialPolicy>,
+    /// Tokens a request on this route takes from its caller's bucket.
+    #[serde(default)]
+    pub cost: Option<u64>,
     #[serde(default)]
     pub bind_claim: Option<String>,
 }

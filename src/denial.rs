@@ -28,6 +28,31 @@ pub enum Denial {
     BindingMismatch {
         claim: String,
     },
+    /// The caller's quota is used up (`fields`: the RateLimit header values, when known).
+    RateLimited {
+        retry_after: u64,
+        fields: Option<RateLimitFields>,
+    },
+    /// The client's address failed authentication too often.
+    TooManyAuthFailures {
+        retry_after: u64,
+    },
+}
+
+/// `RateLimit-Policy` and `RateLimit` (IETF httpapi RateLimit header fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitFields {
+    pub policy: String,
+    pub state: String,
+}
+
+impl RateLimitFields {
+    pub fn headers(&self) -> [(String, String); 2] {
+        [
+            ("ratelimit-policy".to_owned(), self.policy.clone()),
+            ("ratelimit".to_owned(), self.state.clone()),
+        ]
+    }
 }
 
 impl Denial {
@@ -37,6 +62,7 @@ impl Denial {
             | Self::MultipleCredentials { .. }
             | Self::NonCanonicalPath => 400,
             Self::HttpsRequired => 403,
+            Self::RateLimited { .. } | Self::TooManyAuthFailures { .. } => 429,
             Self::Jwt {
                 retryable: true, ..
             } => 503,
@@ -60,6 +86,8 @@ impl Denial {
             Self::HttpsRequired => "https_required",
             Self::Jwt { code, .. } => code,
             Self::BindingMismatch { .. } => "credential_binding_mismatch",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::TooManyAuthFailures { .. } => "too_many_auth_failures",
         }
     }
 
@@ -76,6 +104,8 @@ impl Denial {
             Self::HttpsRequired => "HTTPS required",
             Self::Jwt { .. } => "Invalid access token",
             Self::BindingMismatch { .. } => "Credentials do not belong together",
+            Self::RateLimited { .. } => "Too many requests",
+            Self::TooManyAuthFailures { .. } => "Too many failed authentications",
         }
     }
 
@@ -94,6 +124,18 @@ impl Denial {
             Self::HttpsRequired => "this API is served over HTTPS only".to_owned(),
             Self::Jwt { description, .. } => description.clone(),
             Self::BindingMismatch { claim } => format!("the token's '{claim}' claim does not match the API key's consumer"),
+            Self::RateLimited { retry_after, .. } => format!("the request quota is used up; retry in {retry_after} seconds"),
+            Self::TooManyAuthFailures { retry_after } => format!("too many requests from this address failed authentication; retry in {retry_after} seconds"),
+        }
+    }
+
+    /// Whether this refusal counts against the client's failed-authentication bucket: a
+    /// credential was missing or wrong (not: our own key set is not loaded yet).
+    pub fn is_failed_authentication(&self) -> bool {
+        match self {
+            Self::MissingCredential | Self::ApiKey(_) | Self::BindingMismatch { .. } => true,
+            Self::Jwt { retryable, .. } => !retryable,
+            _ => false,
         }
     }
 
@@ -161,8 +203,19 @@ impl LocalReply {
             ),
             ("cache-control".to_owned(), "no-store".to_owned()),
         ];
-        if status == 503 {
-            headers.push(("retry-after".to_owned(), "5".to_owned()));
+        match denial {
+            Denial::RateLimited {
+                retry_after,
+                fields,
+            } => {
+                headers.push(("retry-after".to_owned(), retry_after.to_string()));
+                headers.extend(fields.iter().flat_map(RateLimitFields::headers));
+            }
+            Denial::TooManyAuthFailures { retry_after } => {
+                headers.push(("retry-after".to_owned(), retry_after.to_string()));
+            }
+            _ if status == 503 => headers.push(("retry-after".to_owned(), "5".to_owned())),
+            _ => {}
         }
         if status == 401 {
             if let Some(header) = challenges.api_key {

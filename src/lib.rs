@@ -16,6 +16,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod policy;
 pub mod ports;
+pub mod ratelimit;
 pub mod request;
 pub mod secret;
 pub mod time;

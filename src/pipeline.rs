@@ -5,6 +5,7 @@
 
 use std::rc::Rc;
 
+use crate::api_key::KeyRecord;
 use crate::config::CredentialPolicy;
 use crate::credentials::{credential_in_query, with_scheme};
 use crate::denial::{Challenges, Denial, LocalReply};
@@ -13,6 +14,7 @@ use crate::jwt::{JwtVerifier, Refetch, VerifiedJwt};
 use crate::paths::is_canonical;
 use crate::policy::Policy;
 use crate::ports::{Call, CallReply, Event, Events, KeySpace, SharedStore, StoreError};
+use crate::ratelimit::{BucketBy, BucketOwner, Limiter, OnContention, Quota, RateLimits};
 use crate::request::RequestFacts;
 use crate::transport::PlainHttp;
 
@@ -33,8 +35,8 @@ pub struct Forward {
     pub remove_headers: Vec<String>,
     pub set_headers: Vec<(String, String)>,
     pub caller: Caller,
-    /// The `Strict-Transport-Security` value its response gets (the request came over HTTPS).
-    pub hsts: Option<String>,
+    /// Headers its response gets: HSTS (the request came over HTTPS), RateLimit fields.
+    pub response_headers: Vec<(String, String)>,
     /// In report-only mode, the denial that was not enforced.
     pub unenforced: Option<Denial>,
 }
@@ -75,6 +77,10 @@ impl Env<'_> {
     fn now_secs(&self) -> i64 {
         self.now_ms.div_euclid(1000)
     }
+
+    fn now_ns(&self) -> i64 {
+        self.now_ms.saturating_mul(1_000_000)
+    }
 }
 
 /// Why the checks stopped short of forwarding the request.
@@ -109,6 +115,8 @@ struct Passed {
     caller: Caller,
     /// Verified claims for the upstream (`forward_claims`).
     claim_headers: Vec<(String, String)>,
+    /// For the client's response (RateLimit fields).
+    response_headers: Vec<(String, String)>,
 }
 
 /// Per-worker state: the shared policy, the JWT verifier's keys and caches, and this VM's
@@ -118,6 +126,7 @@ pub struct Guard {
     jwt: Option<JwtVerifier>,
     /// This VM's lease-holder id (random, non-zero).
     vm_id: u64,
+    limiter: Limiter,
 }
 
 impl Guard {
@@ -127,6 +136,7 @@ impl Guard {
             policy,
             jwt,
             vm_id: vm_id.max(1),
+            limiter: Limiter::new(space.clone(), vm_id),
         }
     }
 
@@ -139,7 +149,10 @@ impl Guard {
     }
 
     /// Creates the shared-data keys this configuration uses (at start-up).
-    pub fn create_shared_keys(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
+    pub fn create_shared_keys(&mut self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        if self.policy.rate_limits.is_some() || self.policy.failed_auth.is_some() {
+            self.limiter.prepare(store)?;
+        }
         self.jwt.as_ref().map_or(Ok(()), |j| j.create_feeds(store))
     }
 
@@ -210,7 +223,10 @@ impl Guard {
         let hsts = policy.https.hsts.as_ref().filter(|_| is_https);
         let mut forward = Forward {
             remove_headers: spoofable_headers(req, &policy),
-            hsts: hsts.cloned(),
+            response_headers: hsts
+                .map(|h| ("strict-transport-security".to_owned(), h.clone()))
+                .into_iter()
+                .collect(),
             ..Forward::default()
         };
         // Credentials are stripped whatever follows: exempt paths and report-only mode included.
@@ -222,12 +238,27 @@ impl Guard {
         let checks = Checks {
             policy: &policy,
             jwt: self.jwt.as_mut(),
+            limiter: &mut self.limiter,
             vm_id: self.vm_id,
             may_wait,
         };
-        let unenforced = match checks.run(req, env) {
+        let outcome = checks.run(req, env);
+        if let (Err(Stop::Refuse(refusal)), Some(limit)) = (&outcome, &policy.failed_auth) {
+            if refusal.denial.is_failed_authentication() {
+                let now_ns = env.now_ns();
+                if self
+                    .limiter
+                    .record_failure(limit, req, env.store, now_ns)
+                    .is_err()
+                {
+                    env.events.emit(Event::RateLimitContention);
+                }
+            }
+        }
+        let unenforced = match outcome {
             Ok(passed) => {
                 forward.set_headers = passed.claim_headers;
+                forward.response_headers.extend(passed.response_headers);
                 if let Some(consumer) = &passed.caller.consumer {
                     forward
                         .set_headers
@@ -301,6 +332,7 @@ fn is_cors_preflight(req: &RequestFacts) -> bool {
 struct Checks<'p, 'j> {
     policy: &'p Policy,
     jwt: Option<&'j mut JwtVerifier>,
+    limiter: &'j mut Limiter,
     vm_id: u64,
     may_wait: bool,
 }
@@ -330,6 +362,15 @@ impl<'p> Checks<'p, '_> {
         }
         if policy.allow_cors_preflight && is_cors_preflight(req) {
             return Ok(Passed::default());
+        }
+        // A client that keeps failing authentication is refused before any credential costs
+        // anything (a stream of forged tokens stops costing signature checks).
+        if let Some(limit) = &policy.failed_auth {
+            match self.limiter.throttled(limit, req, env.store, env.now_ns()) {
+                Ok(None) => {}
+                Ok(Some(denial)) => return Err(Stop::Refuse(denial.into())),
+                Err(StoreError) => env.events.emit(Event::StoreFailed),
+            }
         }
         let route = policy.route_for(req.path());
         let rule = route.map_or(policy.credentials, |r| r.credentials);
@@ -365,9 +406,13 @@ impl<'p> Checks<'p, '_> {
 
         let now = env.now_secs();
         let mut passed = Passed::default();
+        let mut key_record = None;
         if let (Some(key), Some(keys)) = (api_key, &policy.api_keys) {
             match keys.store.verify(key, now) {
-                Ok(record) => passed.caller.consumer = Some(Rc::clone(&record.consumer)),
+                Ok(record) => {
+                    passed.caller.consumer = Some(Rc::clone(&record.consumer));
+                    key_record = Some(record);
+                }
                 Err(rejection) => return refuse(Denial::ApiKey(rejection)),
             }
         }
@@ -407,7 +452,70 @@ impl<'p> Checks<'p, '_> {
         if passed.caller.consumer.is_none() {
             passed.caller.consumer = passed.caller.subject.as_deref().map(Rc::from);
         }
+        if let Some(limits) = &policy.rate_limits {
+            let caller = RateLimitedCaller {
+                key: key_record,
+                consumer: passed.caller.consumer.as_deref(),
+                token: token.as_ref(),
+            };
+            let cost = route.map_or(1, |r| r.cost);
+            match take_quota(limits, self.limiter, &caller, cost, env) {
+                Ok(fields) => passed.response_headers.extend(fields),
+                Err(denial) => return refuse(denial),
+            }
+        }
         Ok(passed)
+    }
+}
+
+/// What the rate limits need to know of an authenticated caller.
+struct RateLimitedCaller<'a> {
+    key: Option<&'a KeyRecord>,
+    consumer: Option<&'a str>,
+    token: Option<&'a VerifiedJwt>,
+}
+
+/// Takes the request's cost from its caller's bucket, when the caller has a plan. Returns the
+/// RateLimit response fields (when configured), or the refusal.
+fn take_quota(
+    limits: &RateLimits,
+    limiter: &mut Limiter,
+    caller: &RateLimitedCaller<'_>,
+    cost: u64,
+    env: &mut Env<'_>,
+) -> Result<Vec<(String, String)>, Denial> {
+    let claim = match (&limits.plan_claim, caller.token) {
+        (Some(name), Some(token)) => token.claim_str(name),
+        _ => None,
+    };
+    let key_plan = caller.key.and_then(|k| k.plan.as_deref());
+    let Some(plan) = limits.plan_for(key_plan, caller.consumer, claim.as_deref()) else {
+        return Ok(Vec::new());
+    };
+    let owner = match (caller.key, caller.token, limits.bucket_by) {
+        (Some(key), _, BucketBy::Consumer) => BucketOwner::Consumer(&key.consumer),
+        (Some(key), _, BucketBy::Key) => BucketOwner::Key(key.digest()),
+        (None, Some(token), _) => BucketOwner::Subject {
+            issuer: &token.issuer,
+            subject: &token.subject,
+        },
+        // Authenticated without key or token cannot happen; a consumer name is all there is.
+        (None, None, _) => BucketOwner::Consumer(caller.consumer.unwrap_or("")),
+    };
+    match limiter.take_quota(&plan, owner, cost, env.store, env.now_ns()) {
+        Ok(Quota::Admitted(fields)) if limits.response_headers => Ok(fields.headers().to_vec()),
+        Ok(Quota::Admitted(_)) => Ok(Vec::new()),
+        Ok(Quota::Refused(denial)) => Err(denial),
+        Err(_) => {
+            env.events.emit(Event::RateLimitContention);
+            match limits.on_store_contention {
+                OnContention::Allow => Ok(Vec::new()),
+                OnContention::Deny => Err(Denial::RateLimited {
+                    retry_after: 1,
+                    fields: None,
+                }),
+            }
+        }
     }
 }
 
@@ -612,7 +720,10 @@ mod tests {
         );
         assert!(f.remove_headers.contains(&"x-api-key".to_owned()));
         assert!(f.remove_headers.contains(&"x-apiguard-consumer".to_owned()));
-        assert!(f.hsts.is_some());
+        assert!(f
+            .response_headers
+            .iter()
+            .any(|(n, _)| n == "strict-transport-security"));
         assert_eq!(f.caller.consumer.as_deref(), Some("alice"));
     }
 
@@ -909,8 +1020,8 @@ mod tests {
                 NOW
             )
         )
-        .hsts
-        .is_none());
+        .response_headers
+        .is_empty());
         let Decision::Reply(reply) = g.decide_at(&TestRequest::get("/v1").build(), NOW) else {
             panic!()
         };

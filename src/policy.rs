@@ -11,6 +11,7 @@ use crate::credentials::CredentialSources;
 use crate::identity::IDENTITY_HEADER_PREFIX;
 use crate::jwt::JwtSettings;
 use crate::paths::PathPrefix;
+use crate::ratelimit::{FailedAuthLimit, RateLimits};
 use crate::request::is_header_name;
 use crate::secret::parse_hex32;
 use crate::time::parse_rfc3339;
@@ -30,6 +31,8 @@ pub struct Route {
     pub prefix: PathPrefix,
     pub credentials: CredentialPolicy,
     pub bind_claim: Option<String>,
+    /// Tokens a request takes from its caller's rate-limit bucket.
+    pub cost: u64,
 }
 
 #[derive(Debug)]
@@ -45,6 +48,10 @@ pub struct Policy {
     pub report_only: bool,
     pub realm: String,
     pub sources: CredentialSources,
+    pub rate_limits: Option<RateLimits>,
+    pub failed_auth: Option<FailedAuthLimit>,
+    /// Valid but doubtful settings, logged at start-up.
+    pub warnings: Vec<String>,
 }
 
 impl Policy {
@@ -58,7 +65,7 @@ impl Policy {
             .routes
             .into_iter()
             .enumerate()
-            .map(|(i, r)| compile_route(i, r))
+            .map(|(i, r)| compile_route(i, r, cfg.credentials))
             .collect::<Result<Vec<_>, _>>()?;
         // First match wins: a route behind a shorter prefix that covers it would never apply.
         for (i, later) in routes.iter().enumerate() {
@@ -95,7 +102,29 @@ impl Policy {
                 ));
             }
         }
-        let api_keys = cfg.api_keys.map(compile_api_keys).transpose()?;
+        let rate_limits = cfg.rate_limits.map(RateLimits::compile).transpose()?;
+        let failed_auth = cfg
+            .failed_auth_limit
+            .map(FailedAuthLimit::compile)
+            .transpose()?;
+        let api_keys = cfg
+            .api_keys
+            .map(|k| compile_api_keys(k, rate_limits.as_ref()))
+            .transpose()?;
+        let mut warnings = Vec::new();
+        if let Some(limits) = &rate_limits {
+            for (i, route) in routes.iter().enumerate() {
+                for plan in limits.plans().filter(|p| route.cost > p.limit.burst()) {
+                    warnings.push(format!(
+                        "routes[{i}].cost {} exceeds the burst {} of plan {}: its callers are always refused",
+                        route.cost,
+                        plan.limit.burst(),
+                        plan.name
+                    ));
+                }
+            }
+        }
+        warnings.sort();
         let jwt = cfg
             .jwt
             .map(|j| JwtSettings::compile(j, "jwt"))
@@ -192,10 +221,12 @@ impl Policy {
             report_only: cfg.report_only,
             realm: cfg.realm,
             sources,
+            rate_limits,
+            failed_auth,
+            warnings,
         })
     }
 
-    /// Whether a path that is not canonical could be matched wrongly (so must be refused).
     /// Whether some document is fetched from a remote endpoint (the root must tick).
     pub fn fetches_remote_documents(&self) -> bool {
         self.jwt
@@ -203,6 +234,7 @@ impl Policy {
             .is_some_and(|j| j.providers.iter().any(|p| p.remote.is_some()))
     }
 
+    /// Whether a path that is not canonical could be matched wrongly (so must be refused).
     pub fn matches_paths(&self) -> bool {
         !self.exempt.is_empty() || !self.routes.is_empty()
     }
@@ -224,10 +256,21 @@ fn prefix(text: &str, path: &str) -> Result<PathPrefix, ConfigError> {
     })
 }
 
-fn compile_route(i: usize, r: RouteConfig) -> Result<Route, ConfigError> {
+fn compile_route(
+    i: usize,
+    r: RouteConfig,
+    default: CredentialPolicy,
+) -> Result<Route, ConfigError> {
     let prefix = prefix(&r.prefix, &format!("routes[{i}].prefix"))?;
+    let credentials = r.credentials.unwrap_or(default);
+    if r.cost == Some(0) {
+        return Err(ConfigError::new(
+            format!("routes[{i}].cost"),
+            "must be at least 1",
+        ));
+    }
     if let Some(claim) = &r.bind_claim {
-        if r.credentials != CredentialPolicy::Both {
+        if credentials != CredentialPolicy::Both {
             return Err(ConfigError::new(
                 format!("routes[{i}].bind_claim"),
                 "only applies when credentials is 'both'",
@@ -242,8 +285,9 @@ fn compile_route(i: usize, r: RouteConfig) -> Result<Route, ConfigError> {
     }
     Ok(Route {
         prefix,
-        credentials: r.credentials,
+        credentials,
         bind_claim: r.bind_claim,
+        cost: r.cost.unwrap_or(1),
     })
 }
 
@@ -255,7 +299,10 @@ pub fn is_consumer_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"._-:@".contains(&c))
 }
 
-fn compile_api_keys(cfg: ApiKeysConfig) -> Result<ApiKeySettings, ConfigError> {
+fn compile_api_keys(
+    cfg: ApiKeysConfig,
+    rate_limits: Option<&RateLimits>,
+) -> Result<ApiKeySettings, ConfigError> {
     if !is_header_name(&cfg.header) || cfg.header.starts_with(IDENTITY_HEADER_PREFIX) {
         return Err(ConfigError::new(
             "api_keys.header",
@@ -293,8 +340,20 @@ fn compile_api_keys(cfg: ApiKeysConfig) -> Result<ApiKeySettings, ConfigError> {
             .entry(key.consumer)
             .or_insert_with_key(|c| Rc::from(c.as_str()))
             .clone();
+        let plan = match (&key.plan, rate_limits) {
+            (None, _) => None,
+            (Some(name), Some(limits)) if limits.plan(name).is_some() => {
+                Some(Rc::from(name.as_str()))
+            }
+            (Some(_), _) => {
+                return Err(ConfigError::new(
+                    at("plan"),
+                    "names a plan that rate_limits.plans does not define",
+                ))
+            }
+        };
         store
-            .insert(KeyRecord::new(digest, consumer, expires_at, key.revoked))
+            .insert(KeyRecord::new(digest, consumer, expires_at, key.revoked).with_plan(plan))
             .map_err(|_| {
                 ConfigError::new(at("sha256"), "the same digest appears earlier in the list")
             })?;

@@ -142,6 +142,9 @@ pub enum Event {
     WaitEnded { timed_out: bool },
     /// The proxy's shared data failed; the request was answered without it.
     StoreFailed,
+    /// A rate-limit bucket could not be updated (other workers kept winning, or the store
+    /// failed); `on_store_contention` decided.
+    RateLimitContention,
 }
 
 /// Receives events.

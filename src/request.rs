@@ -2,12 +2,27 @@
 //! them over, and whether the downstream connection is TLS. Header names are lower-case (Envoy
 //! normalises them); values are kept as sent.
 
+/// `1.2.3.4:5` → `1.2.3.4`; `[::1]:5` → `::1`; anything else as it is.
+fn without_port(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|c| c.is_ascii_digit()) => {
+            host
+        }
+        _ => address,
+    }
+}
+
 /// A request's facts. Built once per request from a few host calls.
 #[derive(Default, Clone)]
 pub struct RequestFacts {
     headers: Vec<(String, String)>,
     downstream_tls: bool,
     end_of_stream: bool,
+    /// The downstream connection's remote address (without port), when the host read it.
+    client_address: Option<String>,
 }
 
 /// Header values may be credentials: Debug shows names only.
@@ -27,6 +42,7 @@ impl RequestFacts {
             headers,
             downstream_tls: false,
             end_of_stream: false,
+            client_address: None,
         }
     }
 
@@ -41,6 +57,16 @@ impl RequestFacts {
     pub fn with_end_of_stream(mut self, end_of_stream: bool) -> Self {
         self.end_of_stream = end_of_stream;
         self
+    }
+
+    /// Records the connection's remote address (`ip:port` or `[ip]:port`; the port is dropped).
+    pub fn with_client_address(mut self, address: Option<&str>) -> Self {
+        self.client_address = address.map(|a| without_port(a).to_owned());
+        self
+    }
+
+    pub fn client_address(&self) -> Option<&str> {
+        self.client_address.as_deref()
     }
 
     pub fn end_of_stream(&self) -> bool {

@@ -102,6 +102,7 @@ pub struct HostEvents {
     denied: HashMap<&'static str, u32>,
     report_only: HashMap<&'static str, u32>,
     jwks_failures: Option<u32>,
+    contention: Option<u32>,
 }
 
 fn counter(slot: &mut Option<u32>, name: &str) -> Option<u32> {
@@ -176,6 +177,10 @@ impl Events for HostEvents {
                     log(LogLevel::Debug, "a request stopped waiting: time is up");
                 }
             }
+            Event::RateLimitContention => increment(counter(
+                &mut self.contention,
+                "apiguard_rate_limit_contention_total",
+            )),
             Event::StoreFailed => log(
                 LogLevel::Error,
                 "the proxy's shared data failed; deciding without it",

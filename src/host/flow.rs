@@ -58,8 +58,8 @@ pub struct Flows {
     /// Calls whose starting request went away while others still wait for them: the root
     /// starts them again on its next tick.
     orphaned: Vec<(Topic, Call)>,
-    /// The `Strict-Transport-Security` value each forwarded request's response gets.
-    hsts: HashMap<u32, String>,
+    /// The headers each forwarded request's response gets (HSTS, RateLimit fields).
+    response_headers: HashMap<u32, Vec<(String, String)>>,
 }
 
 impl Flows {
@@ -173,7 +173,7 @@ impl Flows {
     /// The request of `context` ended (answered, or its client went away).
     pub fn on_done(&mut self, context: u32, guard: &mut Guard, env: &mut Env<'_>) {
         self.waiting.remove(&context);
-        self.hsts.remove(&context);
+        self.response_headers.remove(&context);
         let tokens: Vec<u32> = self
             .calls
             .iter()
@@ -194,9 +194,9 @@ impl Flows {
         }
     }
 
-    /// The HSTS value for `context`'s response, if it was forwarded over HTTPS.
-    pub fn take_hsts(&mut self, context: u32) -> Option<String> {
-        self.hsts.remove(&context)
+    /// The headers for `context`'s response, if it was forwarded.
+    pub fn take_response_headers(&mut self, context: u32) -> Vec<(String, String)> {
+        self.response_headers.remove(&context).unwrap_or_default()
     }
 
     fn start_from_root(
@@ -310,8 +310,9 @@ impl Flows {
         for (name, value) in &forward.set_headers {
             host.set_request_header(name, Some(value));
         }
-        if let Some(hsts) = &forward.hsts {
-            self.hsts.insert(context, hsts.clone());
+        if !forward.response_headers.is_empty() {
+            self.response_headers
+                .insert(context, forward.response_headers.clone());
         }
     }
 }

@@ -23,6 +23,14 @@ impl ApiguardRequest {
     }
 }
 
+/// The downstream connection's remote address (`ip:port`).
+fn client_address() -> Option<String> {
+    hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
 /// Envoy sets `connection.tls_version` only for TLS connections.
 fn downstream_is_tls() -> bool {
     hostcalls::get_property(vec!["connection", "tls_version"])
@@ -56,10 +64,13 @@ impl HttpContext for ApiguardRequest {
         let me = self.context_id;
         let decided = Vm::with(&self.vm, |guard, flows, env, host| {
             // One host call fewer per request when the connection's TLS state cannot matter.
-            let tls = guard.policy().https.needs_connection_state() && downstream_is_tls();
+            let policy = guard.policy();
+            let tls = policy.https.needs_connection_state() && downstream_is_tls();
+            let client = policy.failed_auth.as_ref().and_then(|_| client_address());
             let facts = RequestFacts::new(header_map(MapType::HttpRequestHeaders))
                 .with_downstream_tls(tls)
-                .with_end_of_stream(end_of_stream);
+                .with_end_of_stream(end_of_stream)
+                .with_client_address(client.as_deref());
             flows.on_request(me, facts, guard, env, host)
         });
         match decided {
@@ -76,17 +87,14 @@ impl HttpContext for ApiguardRequest {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let me = self.context_id;
-        let hsts = self
+        let headers = self
             .vm
             .try_borrow_mut()
             .ok()
-            .and_then(|mut vm| vm.as_mut().and_then(|vm| vm.flows.take_hsts(me)));
-        if let Some(hsts) = hsts {
-            set_header(
-                MapType::HttpResponseHeaders,
-                "strict-transport-security",
-                Some(&hsts),
-            );
+            .and_then(|mut vm| vm.as_mut().map(|vm| vm.flows.take_response_headers(me)))
+            .unwrap_or_default();
+        for (name, value) in &headers {
+            set_header(MapType::HttpResponseHeaders, name, Some(value));
         }
         Action::Continue
     }

@@ -148,8 +148,11 @@ impl RootContext for ApiguardRoot {
             log(LogLevel::Error, "no random source for the VM id");
             return false;
         };
+        for warning in &policy.warnings {
+            log(LogLevel::Warn, &format!("configuration: {warning}"));
+        }
         let needs_ticks = policy.fetches_remote_documents();
-        let guard = Guard::new(Rc::new(policy), &KeySpace::new(&root_id()), vm_id);
+        let mut guard = Guard::new(Rc::new(policy), &KeySpace::new(&root_id()), vm_id);
         if guard.create_shared_keys(&HostStore).is_err() {
             log(LogLevel::Error, "cannot create the plugin's shared data");
             return false;
