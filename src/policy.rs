@@ -35,6 +35,13 @@ pub struct Route {
     pub cost: u64,
 }
 
+/// See [`Policy::needed_facts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeededFacts {
+    pub downstream_tls: bool,
+    pub client_address: bool,
+}
+
 #[derive(Debug)]
 pub struct Policy {
     pub credentials: CredentialPolicy,
@@ -225,6 +232,15 @@ impl Policy {
             failed_auth,
             warnings,
         })
+    }
+
+    /// The facts beyond the headers that a request's decision can depend on: the host reads
+    /// only these (each is one more host call per request).
+    pub fn needed_facts(&self) -> NeededFacts {
+        NeededFacts {
+            downstream_tls: self.https.needs_connection_state(),
+            client_address: self.failed_auth.is_some(),
+        }
     }
 
     /// Whether some document is fetched from a remote endpoint (the root must tick).

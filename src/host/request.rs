@@ -64,9 +64,10 @@ impl HttpContext for ApiguardRequest {
         let me = self.context_id;
         let decided = Vm::with(&self.vm, |guard, flows, env, host| {
             // One host call fewer per request when the connection's TLS state cannot matter.
-            let policy = guard.policy();
-            let tls = policy.https.needs_connection_state() && downstream_is_tls();
-            let client = policy.failed_auth.as_ref().and_then(|_| client_address());
+            // Only the facts the configuration can use: each is one more host call.
+            let needed = guard.policy().needed_facts();
+            let tls = needed.downstream_tls && downstream_is_tls();
+            let client = needed.client_address.then(client_address).flatten();
             let facts = RequestFacts::new(header_map(MapType::HttpRequestHeaders))
                 .with_downstream_tls(tls)
                 .with_end_of_stream(end_of_stream)
