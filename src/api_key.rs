@@ -231,6 +231,27 @@ impl KeyStore {
     }
 }
 
+/// Deterministic keys for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{generate, RandomError, RandomSource};
+
+    /// Every byte the same: key `seed` is always the same key.
+    struct SeqRng(u8);
+
+    impl RandomSource for SeqRng {
+        fn fill(&mut self, buf: &mut [u8]) -> Result<(), RandomError> {
+            buf.fill(self.0);
+            Ok(())
+        }
+    }
+
+    /// A valid key, the same for the same seed.
+    pub fn key(seed: u8) -> String {
+        generate(&mut SeqRng(seed)).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "wasm32")]

@@ -8,6 +8,7 @@ use crate::config_error::ConfigError;
 
 /// Which credentials a request must present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialPolicy {
     /// An API key.
@@ -47,6 +48,7 @@ fn default_query_params() -> Vec<String> {
 
 /// The whole plugin configuration as written by the operator.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     #[serde(default = "default_credentials")]
@@ -80,6 +82,7 @@ fn default_key_header() -> String {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeysConfig {
     #[serde(default = "default_key_header")]
@@ -93,6 +96,7 @@ pub struct ApiKeysConfig {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyEntryConfig {
     pub sha256: String,
@@ -111,6 +115,7 @@ fn default_hsts_max_age() -> u64 {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct HttpsConfig {
     #[serde(default = "default_true")]
@@ -141,6 +146,7 @@ impl Default for HttpsConfig {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub prefix: String,

@@ -18,6 +18,8 @@ pub mod policy;
 pub mod ports;
 pub mod ratelimit;
 pub mod request;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod secret;
 pub mod time;
 pub mod transport;

@@ -625,7 +625,8 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::api_key::{self, RandomError, RandomSource};
+    use crate::api_key;
+    use crate::api_key::test_support::key;
     use crate::request::test_support::TestRequest;
     use crate::secret::to_hex;
 
@@ -651,18 +652,6 @@ mod tests {
             };
             self.decide(req, &mut env)
         }
-    }
-
-    struct SeqRng(u8);
-    impl RandomSource for SeqRng {
-        fn fill(&mut self, buf: &mut [u8]) -> Result<(), RandomError> {
-            buf.fill(self.0);
-            Ok(())
-        }
-    }
-
-    fn key(seed: u8) -> String {
-        api_key::generate(&mut SeqRng(seed)).unwrap()
     }
 
     fn entry(key: &str, consumer: &str, extra: &str) -> String {

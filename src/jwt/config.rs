@@ -64,6 +64,7 @@ fn default_refresh_header_types() -> Vec<String> {
 
 /// The `jwt` object.
 #[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     #[serde(default = "default_header")]
@@ -79,6 +80,7 @@ pub struct JwtConfig {
 
 /// One entry of `jwt.providers`.
 #[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub issuer: String,
@@ -86,6 +88,10 @@ pub struct ProviderConfig {
     pub audiences: Vec<String>,
     /// A JWKS object, or a string holding the JWKS JSON text.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::inline_jwks")
+    )]
     pub jwks: Option<Value>,
     #[serde(default)]
     pub remote_jwks: Option<RemoteJwksConfig>,
@@ -108,6 +114,7 @@ pub struct ProviderConfig {
 
 /// `remote_jwks`: where the host fetches the provider's JWKS.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct RemoteJwksConfig {
     pub cluster: String,
@@ -129,6 +136,7 @@ pub struct RemoteJwksConfig {
 /// One `refresh_token_claims` rule: the token is a refresh token when `claim` is (or, for an
 /// array, contains) one of `values`, compared case-insensitively.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct RefreshClaimConfig {
     pub claim: String,

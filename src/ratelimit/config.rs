@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::bucket::Per;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum PerConfig {
     Second,
@@ -27,6 +28,7 @@ impl From<PerConfig> for Per {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct PlanConfig {
     pub rate: u64,
@@ -35,6 +37,7 @@ pub struct PlanConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum BucketBy {
     /// One bucket per consumer, shared by all its keys.
@@ -44,6 +47,7 @@ pub enum BucketBy {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum OnContention {
     Deny,
@@ -61,6 +65,7 @@ fn default_true() -> bool {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsConfig {
     pub plans: BTreeMap<String, PlanConfig>,
@@ -79,6 +84,7 @@ pub struct RateLimitsConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAddressSource {
     /// The downstream connection's remote address.
@@ -95,6 +101,7 @@ fn default_max_tracked_clients() -> u32 {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct FailedAuthConfig {
     pub rate: u64,

@@ -9,7 +9,8 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::api_key::{self, RandomError, RandomSource};
+use crate::api_key;
+use crate::api_key::test_support::key;
 use crate::pipeline::{Decision, Env, Guard};
 use crate::policy::Policy;
 use crate::ports::fakes::{MemoryStore, RecordedEvents};
@@ -17,18 +18,6 @@ use crate::request::test_support::TestRequest;
 use crate::secret::to_hex;
 
 const NOW_MS: i64 = 1_800_000_000_000;
-
-struct SeqRng(u8);
-impl RandomSource for SeqRng {
-    fn fill(&mut self, buf: &mut [u8]) -> Result<(), RandomError> {
-        buf.fill(self.0);
-        Ok(())
-    }
-}
-
-fn key(seed: u8) -> String {
-    api_key::generate(&mut SeqRng(seed)).unwrap()
-}
 
 fn entry(seed: u8, consumer: &str, plan: Option<&str>) -> Value {
     let mut e = json!({"sha256": to_hex(&api_key::digest(&key(seed))), "consumer": consumer});
