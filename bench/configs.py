@@ -93,6 +93,25 @@ def apiguard_everything(ctx: Ctx, cache_max_entries: int = 4096) -> dict:
             "https": {"required": True, "trust_x_forwarded_proto": True}}
 
 
+# A plan no benchmark run can exhaust (wrk reaches ~10^4 req/s here): every request takes a token
+# from the key's bucket in Envoy's shared data (a read and a compare-and-swap write) and none is
+# refused, so the row shows what the bucket costs per request.
+RATE_LIMIT_PLAN = "bench"
+RATE_LIMIT_TOKENS = 1_000_000
+
+
+def apiguard_rate_limited(ctx: Ctx) -> dict:
+    """(d) with a `rate_limits` plan on the benchmark key and the RateLimit fields on responses."""
+    cfg = apiguard_everything(ctx)
+    cfg["api_keys"]["keys"][0]["plan"] = RATE_LIMIT_PLAN
+    cfg["rate_limits"] = {
+        "plans": {RATE_LIMIT_PLAN: {"rate": RATE_LIMIT_TOKENS, "per": "second", "burst": RATE_LIMIT_TOKENS}},
+        "bucket_by": "consumer",
+        "response_headers": True,
+    }
+    return cfg
+
+
 def native_everything(ctx: Ctx, jwt_cache: bool = True) -> list[dict]:
     """Envoy's own filters doing (d)'s checks: HTTPS via RBAC on x-forwarded-proto, API key via
     api_key_auth (plaintext keys in its config), JWT ES256 via jwt_authn with an inline JWKS."""
@@ -161,6 +180,9 @@ class Config:
     filters: Callable[[Ctx], list[dict]]
     checks: Callable[[Ctx], list[Check]] = lambda ctx: []
     apiguard: bool = False
+    # response header (lower-case) -> regular expression its value must match in the answer to
+    # the benchmark request: evidence that the feature under test is really in the path
+    response_fields: dict[str, str] | None = None
 
 
 def _noop_filters(ctx: Ctx, configuration: str = "") -> list[dict]:
@@ -182,6 +204,13 @@ CONFIGS: list[Config] = [
     Config("d", "apiguard: everything", "`credentials: both` (API key + JWT ES256, inline JWKS, "
            "token cache 4096), HTTPS via trusted x-forwarded-proto",
            lambda ctx: ctx.apiguard_filter(apiguard_everything(ctx)), full_checks, apiguard=True),
+    Config("d2", "apiguard: everything + rate limit", "(d) with a `rate_limits` plan on the benchmark "
+           f"key ({RATE_LIMIT_TOKENS:,} tokens a second, burst {RATE_LIMIT_TOKENS:,}: every request takes a "
+           "token from the consumer's bucket in Envoy's shared data, none is refused) and "
+           "`response_headers: true` (RateLimit and RateLimit-Policy on every response)",
+           lambda ctx: ctx.apiguard_filter(apiguard_rate_limited(ctx)), full_checks, apiguard=True,
+           response_fields={"ratelimit-policy": rf'"{RATE_LIMIT_PLAN}";q={RATE_LIMIT_TOKENS};w=1',
+                            "ratelimit": rf'"{RATE_LIMIT_PLAN}";r=\d+;t=\d+'}),
     Config("e", "Envoy native", "rbac (x-forwarded-proto = https) + api_key_auth + jwt_authn "
            "(ES256, local_jwks inline, jwt_cache_size 4096)", native_everything, full_checks),
     Config("f", "apiguard: everything, no cache", "(d) with `jwt.cache_max_entries: 0`",

@@ -81,10 +81,15 @@ def check_config(ctx: Ctx, cfg: Config, run: Running) -> list[str]:
     """The benchmark request must get 200 and each check its status; returns what was verified."""
     port = run.envoy.port
     verified = []
-    status, _, body = request(port, path=BENCH_PATH, headers=ctx.load_headers())
+    status, answer_headers, body = request(port, path=BENCH_PATH, headers=ctx.load_headers())
     if status != 200:
         raise Unavailable(f"the benchmark request got {status}, not 200: {body[:200]!r}")
     verified.append("benchmark request → 200")
+    for name, pattern in (cfg.response_fields or {}).items():
+        values = [v for k, v in answer_headers if k == name]
+        if len(values) != 1 or not re.fullmatch(pattern, values[0]):
+            raise Unavailable(f"the benchmark response carries {name}: {values}, expected one matching {pattern}")
+        verified.append(f"its {name}: {values[0]}")
     for what, headers, expected in cfg.checks(ctx):
         status, _, body = request(port, path=BENCH_PATH, headers=headers)
         if status != expected:

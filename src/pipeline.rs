@@ -366,6 +366,9 @@ impl<'p> Checks<'p, '_> {
         // A client that keeps failing authentication is refused before any credential costs
         // anything (a stream of forged tokens stops costing signature checks).
         if let Some(limit) = &policy.failed_auth {
+            if self.limiter.first_forwarded_connection_address(limit, req) {
+                env.events.emit(Event::ClientAddressForwarded);
+            }
             match self.limiter.throttled(limit, req, env.store, env.now_ns()) {
                 Ok(None) => {}
                 Ok(Some(denial)) => return Err(Stop::Refuse(denial.into())),

@@ -145,6 +145,9 @@ pub enum Event {
     /// A rate-limit bucket could not be updated (other workers kept winning, or the store
     /// failed); `on_store_contention` decided.
     RateLimitContention,
+    /// `failed_auth_limit.client_address` is `connection`, but Envoy took the downstream
+    /// address from `x-forwarded-for` (a client can choose it).
+    ClientAddressForwarded,
 }
 
 /// Receives events.

@@ -23,6 +23,8 @@ pub struct RequestFacts {
     end_of_stream: bool,
     /// The downstream connection's remote address (without port), when the host read it.
     client_address: Option<String>,
+    /// Envoy took that address from `x-forwarded-for` (it says so with port 0).
+    client_address_forwarded: bool,
 }
 
 /// Header values may be credentials: Debug shows names only.
@@ -43,6 +45,7 @@ impl RequestFacts {
             downstream_tls: false,
             end_of_stream: false,
             client_address: None,
+            client_address_forwarded: false,
         }
     }
 
@@ -62,7 +65,15 @@ impl RequestFacts {
     /// Records the connection's remote address (`ip:port` or `[ip]:port`; the port is dropped).
     pub fn with_client_address(mut self, address: Option<&str>) -> Self {
         self.client_address = address.map(|a| without_port(a).to_owned());
+        // A TCP peer never has port 0; Envoy gives one to an address it read from
+        // x-forwarded-for (the connection manager's use_remote_address is false).
+        self.client_address_forwarded = address.is_some_and(|a| a.ends_with(":0"));
         self
+    }
+
+    /// Whether the client address came from `x-forwarded-for` rather than the TCP peer.
+    pub fn client_address_forwarded(&self) -> bool {
+        self.client_address_forwarded
     }
 
     pub fn client_address(&self) -> Option<&str> {

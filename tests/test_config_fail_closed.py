@@ -12,19 +12,9 @@ upstream, and the tests then judge the recorded outcomes.
 """
 from __future__ import annotations
 
-import os
-import re
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-
 import pytest
 
-from support.harness import EchoUpstream, Envoy, bootstrap, free_port, request, wasm_filter
-
-# `<path>` is a field path; errors about the document as a whole say "the top level".
-LINE_RE = re.compile(r"apiguard: invalid configuration at (?P<path>the top level|\S*): (?P<problem>.+)$",
-                     re.M)
+from support.failclosed import assert_failed_closed, assert_loaded, launch_selected
 
 DIGEST = "0" * 63 + "1"
 # "The value itself is never logged (it could be a secret)": rejected values below carry this marker
@@ -129,82 +119,20 @@ VALID = [
 CONFIGS = {f"invalid/{i}": c for i, c, _, _ in CASES} | {f"valid/{i}": c for i, c in VALID}
 
 
-@dataclass
-class Outcome:
-    exited: bool
-    returncode: int | None
-    statuses: list[int]      # what the listener answered while Envoy was up
-    upstream_requests: int   # what this Envoy's own upstream received
-    log: str
-
-
-def launch(config, wasm_path, timeout: float = 60.0) -> Outcome:
-    """Start Envoy with `config`; send requests whenever its listener answers, until Envoy exits
-    or has answered a few; stop it and report."""
-    upstream = EchoUpstream().start()
-    envoy = Envoy(bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(config, wasm_path)]))
-    statuses: list[int] = []
-    try:
-        envoy.start(expect_ready=False)
-        deadline = time.monotonic() + timeout
-        while envoy.running() and time.monotonic() < deadline and len(statuses) < 4:
-            try:
-                # exempt path (no credential needed) with a trusted-looking scheme, then a plain call
-                statuses.append(request(envoy.port, "GET", "/healthz", {"x-forwarded-proto": "https"},
-                                        timeout=2)[0])
-                statuses.append(request(envoy.port, "GET", "/orders", {"x-api-key": "x"}, timeout=2)[0])
-            except OSError:
-                time.sleep(0.02)
-        exited = not envoy.running()
-    finally:
-        envoy.stop()
-        upstream.stop()
-    return Outcome(exited, envoy.proc.returncode if envoy.proc else None, statuses,
-                   len(upstream.requests), envoy.log())
-
-
 @pytest.fixture(scope="module")
 def outcomes(request, wasm_path):
     """Runs every configuration this session selected from this module, a few Envoys at a time."""
-    wanted = []
-    for item in request.session.items:
-        if item.module is request.module and hasattr(item, "callspec"):
-            name = item.callspec.params.get("case")
-            if name in CONFIGS and name not in wanted:
-                wanted.append(name)
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = dict(zip(wanted, pool.map(lambda n: launch(CONFIGS[n], wasm_path), wanted)))
-    return results
+    return launch_selected(request, CONFIGS, wasm_path)
 
 
 @pytest.mark.parametrize("case, paths, mention",
                          [pytest.param(f"invalid/{i}", p, m, id=i) for i, _, p, m in CASES])
 def test_invalid_configuration_fails_closed(outcomes, case, paths, mention):
-    out = outcomes[case]
-    assert 200 not in out.statuses, f"a request succeeded: {out.statuses}"
-    assert out.upstream_requests == 0, "the upstream received a request"
-    assert out.exited, f"envoy kept running with an invalid configuration; answered {out.statuses}"
-    assert out.returncode not in (0, None)
-    assert "Unable to create Wasm plugin apiguard" in out.log, out.log[-2000:]
-
-    lines = LINE_RE.findall(out.log)
-    assert len(lines) == 1, f"expected one apiguard configuration error line, got {lines}\n{out.log[-3000:]}"
-    path, problem = lines[0]
-    if paths is not None:
-        assert path in paths, f"line names field path {path!r}, expected one of {sorted(paths)}: {problem}"
-    if mention is not None:
-        assert mention in f"{path}: {problem}", f"line does not mention {mention!r}: {path}: {problem}"
-    assert problem.strip(), "the line must say what is wrong"
-    assert MARK not in problem, f"the rejected value was logged: {path}: {problem}"
-    assert "z" * 64 not in problem, f"the rejected value was logged: {path}: {problem}"
+    # "The value itself is never logged (it could be a secret)"
+    assert_failed_closed(outcomes[case], paths, mention, never_logged=(MARK, "z" * 64))
 
 
 @pytest.mark.parametrize("case", [pytest.param(f"valid/{i}", id=i) for i, _ in VALID])
 def test_valid_configuration_loads(outcomes, case):
     """The control: the same launch with a valid configuration serves requests."""
-    out = outcomes[case]
-    assert not out.exited, f"envoy exited ({out.returncode}):\n{out.log[-3000:]}"
-    assert out.statuses[:1] == [200], out.statuses
-    assert out.upstream_requests >= 1
-    assert not LINE_RE.search(out.log)
+    assert_loaded(outcomes[case])

@@ -181,6 +181,13 @@ impl Events for HostEvents {
                 &mut self.contention,
                 "apiguard_rate_limit_contention_total",
             )),
+            Event::ClientAddressForwarded => log(
+                LogLevel::Warn,
+                "failed_auth_limit.client_address is connection, but Envoy takes the downstream \
+                 address from x-forwarded-for (use_remote_address is false), which a client can \
+                 choose: set use_remote_address: true on the HTTP connection manager, or use \
+                 client_address x_forwarded_for with trusted_hops",
+            ),
             Event::StoreFailed => log(
                 LogLevel::Error,
                 "the proxy's shared data failed; deciding without it",

@@ -7,8 +7,8 @@ use crate::ports::{KeySpace, SharedStore, StoreError};
 use crate::request::RequestFacts;
 
 use super::{
-    ceil_seconds, peek, proxy_salt, quota_key, take, BucketOwner, CreationToken, FailedAuthLimit,
-    Plan, TakeError, Verdict,
+    ceil_seconds, peek, proxy_salt, quota_key, take, BucketOwner, ClientAddressSource,
+    CreationToken, FailedAuthLimit, Plan, TakeError, Verdict,
 };
 
 /// What taking a caller's quota decided.
@@ -24,6 +24,8 @@ pub struct Limiter {
     salt_candidate: u64,
     /// Read from shared data on first use: every VM of the proxy gets the same.
     shared: Option<(CreationToken, Vec<u8>)>,
+    /// The operator was told that `connection` addresses come from `x-forwarded-for`.
+    warned_forwarded: bool,
 }
 
 impl Limiter {
@@ -33,6 +35,7 @@ impl Limiter {
             space,
             salt_candidate,
             shared: None,
+            warned_forwarded: false,
         }
     }
 
@@ -61,6 +64,20 @@ impl Limiter {
         let create = self.shared(store)?;
         let salt = self.shared.as_ref().map_or(&[][..], |(_, s)| s.as_slice());
         Ok((create, limit.key(&self.space, salt, address)))
+    }
+
+    /// True the first time a `connection` address turns out to come from `x-forwarded-for`:
+    /// the operator must hear of it once, not on every request.
+    pub fn first_forwarded_connection_address(
+        &mut self,
+        limit: &FailedAuthLimit,
+        req: &RequestFacts,
+    ) -> bool {
+        let forwarded =
+            limit.source == ClientAddressSource::Connection && req.client_address_forwarded();
+        let first = forwarded && !self.warned_forwarded;
+        self.warned_forwarded |= forwarded;
+        first
     }
 
     /// The refusal for a client whose failed-authentication bucket is empty (nothing is taken).

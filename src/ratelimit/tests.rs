@@ -467,3 +467,28 @@ fn a_cost_above_a_burst_is_a_configuration_warning() {
         policy.warnings
     );
 }
+
+#[test]
+fn a_connection_address_from_x_forwarded_for_is_reported_once() {
+    let store = MemoryStore::default();
+    let mut g = vm(
+        &config(json!({"failed_auth_limit": {"rate": 1, "per": "hour", "burst": 2}})),
+        1,
+    );
+    let peer = with_key("/v1", 1);
+    g.decide(&store, &peer, 0);
+    let forwarded = TestRequest::get("/v1")
+        .set_header("x-api-key", &key(4))
+        .build()
+        .with_client_address(Some("203.0.113.5:0"));
+    assert!(forwarded.client_address_forwarded() && !peer.client_address_forwarded());
+    g.decide(&store, &forwarded, 0);
+    g.decide(&store, &forwarded, 0);
+    let warned = g
+        .events
+        .0
+        .iter()
+        .filter(|e| **e == crate::ports::Event::ClientAddressForwarded)
+        .count();
+    assert_eq!(warned, 1);
+}

@@ -30,14 +30,16 @@ class Guard:
         return self.envoy.port
 
     def request(self, method: str = "GET", path: str = "/", headers=None, *, body: bytes | None = None,
-                request_id: str | None = None) -> Response:
-        """Sends one request with a fresh x-request-id (unless `headers` carries one)."""
+                request_id: str | None = None, source: str | None = None) -> Response:
+        """Sends one request, on a new connection, with a fresh x-request-id (unless `headers`
+        carries one); `source` is the client's address (see harness.request)."""
         pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
         ids = [v for k, v in pairs if k.lower() == "x-request-id"]
         rid = ids[0] if ids else (request_id or f"test-{uuid.uuid4()}")
         if not ids:
             pairs.append(("x-request-id", rid))
-        status, hdrs, data = request(self.port, method, path, headers=pairs, body=body, https=self.tls)
+        status, hdrs, data = request(self.port, method, path, headers=pairs, body=body, https=self.tls,
+                                     source=source)
         return Response(status, hdrs, data, rid, self.upstream)
 
     def get(self, path: str = "/", headers=None, **kw) -> Response:
@@ -49,12 +51,13 @@ class Guard:
 
 def start_guard(wasm: Path, upstream: EchoUpstream, config, *, tls_files: tuple[str, str] | None = None,
                 normalize_path: bool = True, extra_clusters: dict[str, int] | None = None,
-                concurrency: int = 2) -> Guard:
+                concurrency: int = 2, use_remote_address: bool = False) -> Guard:
     """A new Envoy loading apiguard with `config` (a dict or raw text) in front of `upstream`; the
     caller stops it. `tls_files` terminates TLS on the listener; `extra_clusters` as in bootstrap()."""
     text = config if isinstance(config, str) else json.dumps(config, sort_keys=True)
     cfg = bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(text, wasm)], tls=tls_files,
-                    normalize_path=normalize_path, extra_clusters=extra_clusters)
+                    normalize_path=normalize_path, extra_clusters=extra_clusters,
+                    use_remote_address=use_remote_address)
     envoy = Envoy(cfg, concurrency=concurrency)
     try:
         envoy.start()

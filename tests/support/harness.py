@@ -63,6 +63,10 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.02):
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of requests that Envoy's workers forward
+    # on new upstream connections at once overflows it, the kernel drops SYNs and Envoy answers
+    # 503 (upstream connect timeout) for requests the plugin let through.
+    request_queue_size = 128
 
 
 class _BackgroundServer:
@@ -211,17 +215,22 @@ def wasm_filter(plugin_config, wasm_path: Path | str, *, fail_open: bool = False
 
 def bootstrap(listen_port: int, admin_port: int, upstream_port: int, http_filters: list[dict],
               extra_clusters: dict[str, int] | None = None, tls: tuple[str, str] | None = None,
-              normalize_path: bool = True) -> dict:
+              normalize_path: bool = True, use_remote_address: bool = False) -> dict:
     """An Envoy bootstrap: one listener routing everything to the upstream through `http_filters`.
 
     `extra_clusters` maps cluster names to local ports (JWKS servers, control endpoints).
     `tls` is (cert_path, key_path) to terminate TLS on the listener.
+    `use_remote_address`: the connection manager's setting (an edge proxy's): the downstream
+    address is the TCP peer, not the last x-forwarded-for entry.
     """
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
         "normalize_path": normalize_path,
         "merge_slashes": normalize_path,
+        "use_remote_address": use_remote_address,
+        # An edge proxy replaces a client's x-request-id; the tests match replies by theirs.
+        "preserve_external_request_id": True,
         "route_config": {"virtual_hosts": [{
             "name": "all", "domains": ["*"],
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "5s"}}],
@@ -358,19 +367,25 @@ class Envoy:
 
 def request(port: int, method: str = "GET", path: str = "/",
             headers: dict | list[tuple[str, str]] | None = None,
-            body: bytes | None = None, https: bool = False, timeout: float = 5.0):
-    """One request; returns (status, headers as a list of (lower-name, value), body bytes).
+            body: bytes | None = None, https: bool = False, timeout: float = 5.0,
+            source: str | None = None):
+    """One request on a new connection; returns (status, headers as a list of (lower-name, value),
+    body bytes).
 
-    `headers` is a dict, or a list of (name, value) pairs when a header must repeat.
+    `headers` is a dict, or a list of (name, value) pairs when a header must repeat. `source` is
+    the local address the connection comes from (any of 127.0.0.0/8 is loopback on Linux, so
+    "127.0.0.2" is another client as Envoy sees it); by default the kernel picks 127.0.0.1.
     """
+    source_address = (source, 0) if source else None
     if https:
         import ssl
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx,
+                                           source_address=source_address)
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=source_address)
     try:
         if isinstance(headers, list):
             names = {name.lower() for name, _ in headers}
