@@ -59,13 +59,17 @@ def main() -> int:
     revoked = keygen("mallory")
     expired = keygen("old-batch-job", "2020-01-01T00:00:00Z")
     revoked["entry"]["revoked"] = True
+    # A key on a small plan, to see the rate limit.
+    metered = keygen("metered")
+    metered["entry"]["plan"] = "demo"
     # A fresh P-256 key: it signs the demo tokens, its public JWK goes inline.
     signing = ec_key("demo-1")
     public_jwk = {**signing.jwk, "alg": "ES256"}
     plugin = {
         "credentials": "api_key",
         "api_keys": {"header": "x-api-key",
-                     "keys": [alice["entry"], revoked["entry"], expired["entry"]]},
+                     "keys": [alice["entry"], revoked["entry"], expired["entry"], metered["entry"]]},
+        "rate_limits": {"plans": {"demo": {"rate": 3, "per": "minute", "burst": 3}}},
         "https": {"required": True, "hsts_max_age_seconds": 31536000},
         "exempt_paths": ["/healthz"],
         "report_only": False,
@@ -123,6 +127,10 @@ def main() -> int:
         ("refresh token used as an access token (401 refresh_token_not_allowed)",
          f"curl -sk -i {base}/me -H {q('authorization: Bearer ' + token(signing, 3600, token_use='refresh'))}"),
         ("no token on /me (401, WWW-Authenticate: Bearer)", f"curl -sk -i {base}/me"),
+        ("a key on a plan of 3 requests a minute: the fourth in a row is 429 rate_limited "
+         "(Retry-After, RateLimit-Policy, RateLimit)",
+         f"for i in 1 2 3 4; do curl -sk -o /dev/null -D - {base}/hello -H {q('x-api-key: ' + metered['key'])} "
+         "| grep -Ei '^(HTTP|retry-after|ratelimit)'; done"),
         ("plain HTTP (403 https_required)",
          f"curl -s -i http://127.0.0.1:{ports['HTTP_PORT']}/hello -H {q('x-api-key: ' + alice['key'])}"),
     ]
