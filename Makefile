@@ -15,7 +15,7 @@ WBG_RUNNER  := $(TOOLS)/bin/wasm-bindgen-test-runner
 
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk build run test test-unit test-wasm test-e2e lint bench bench-report keygen clean
+.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk setup-mesh build run test test-unit test-wasm test-e2e lint bench bench-report keygen image schema clean
 
 help:
 	@echo "make run     build the plugin and start the demo (Envoy + apiguard + echo upstream)"
@@ -23,6 +23,8 @@ help:
 	@echo "make bench   measure the filter's cost (writes BENCHMARKS.md; ARGS=--quick for a short run)"
 	@echo "make bench-report  redraw BENCHMARKS.md and bench/chart.svg from the last run's bench/out/results.json"
 	@echo "make keygen  print a new API key and its configuration entry"
+	@echo "make image   package the plugin as an OCI image for Istio (target/image/) and print its digests"
+	@echo "make schema  regenerate schema/apiguard-config.schema.json from the configuration types"
 
 setup: setup-rust setup-venv
 
@@ -53,6 +55,10 @@ setup-wasm-bindgen: setup-rust $(WBG_RUNNER)
 setup-wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
+# The mesh tests push the image to a real registry (the CNCF distribution server) with skopeo.
+setup-mesh:
+	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo docker-registry >/dev/null; }
+
 build: setup-rust
 	cargo build --release --target $(WASM_TARGET) --lib
 	@printf 'apiguard.wasm: %s bytes (%s)\n' "$$(stat -c %s $(WASM))" "$(WASM)"
@@ -63,6 +69,7 @@ run: setup build
 lint: setup-rust
 	@echo "== lint $$(date +%T)"
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features schema -- -D warnings
 	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
 
 test-unit:
@@ -73,11 +80,14 @@ test-wasm: setup-wasm-bindgen
 	@echo "== test-wasm $$(date +%T)"
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WBG_RUNNER) cargo test --target wasm32-unknown-unknown --lib
 
-# The key generator is built in the debug profile: its dependencies are already compiled by the unit tests.
-test-e2e: setup build
+# The key generator and the schema printer are built in the debug profile: their dependencies are
+# already compiled by the unit tests (the schema printer adds schemars).
+test-e2e: setup setup-mesh build
 	@echo "== test-e2e $$(date +%T)"
 	cargo build --quiet --bin apiguard-keygen
-	APIGUARD_WASM=$(WASM) ENVOY_BIN=$(ENVOY) APIGUARD_KEYGEN=$(ROOT)/target/debug/apiguard-keygen $(PY) -m pytest -q tests
+	cargo build --quiet --features schema --bin apiguard-schema
+	APIGUARD_WASM=$(WASM) ENVOY_BIN=$(ENVOY) APIGUARD_KEYGEN=$(ROOT)/target/debug/apiguard-keygen \
+	  APIGUARD_SCHEMA_BIN=$(ROOT)/target/debug/apiguard-schema $(PY) -m pytest -q tests
 
 test: setup lint test-unit test-wasm test-e2e
 
@@ -91,6 +101,17 @@ bench-report: setup-venv
 
 keygen:
 	@cargo run --quiet --bin apiguard-keygen -- $(ARGS)
+
+# The plugin as an OCI image layout in Istio's Wasm "compat" format; prints the manifest digest
+# (a WasmPlugin's sha256) and the .wasm digest (Envoy's remote code sha256). ARGS: --tag, --out.
+image: setup-venv build
+	$(PY) tools/wasm_image.py --wasm $(WASM) --out $(ROOT)/target/image $(ARGS)
+
+# The configuration's JSON Schema, from the Rust configuration types (the e2e suite checks it is current).
+schema:
+	cargo run --quiet --features schema --bin apiguard-schema > schema/apiguard-config.schema.json.tmp \
+	  || { rm -f schema/apiguard-config.schema.json.tmp; exit 1; }
+	mv schema/apiguard-config.schema.json.tmp schema/apiguard-config.schema.json
 
 clean:
 	cargo clean

@@ -6,6 +6,11 @@ Test modules declare function-scoped `guard` fixtures that call `guards.get(conf
 the same configuration are shared (support/guards.py), and all of them are stopped at the end of
 the session. Tests that need an Envoy of their own for a whole module (the JWT suites: one Envoy's
 log and caches, an "idp" cluster) start it with `new_guard(config, extra_clusters=...)` and stop it.
+
+Every configuration started through `guards` or `new_guard` is first checked against the
+configuration's JSON Schema (schema/apiguard-config.schema.json): what the suites run in Envoy is
+what editors and CI accept. Deliberately invalid configurations go through support.failclosed's
+own launcher instead, and are not checked.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import pytest
 from support.guards import GuardPool, start_guard
 from support.harness import DEFAULT_WASM, ROOT, EchoUpstream, self_signed_cert
 from support.keys import Keys, run_keygen
+from support.schema import assert_valid_config
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,9 +83,17 @@ def tls_files(tmp_path_factory):
     return self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
+class SchemaCheckedPool(GuardPool):
+    """The pool, refusing a configuration that does not validate against the schema."""
+
+    def get(self, config, **kw):
+        assert_valid_config(config, "the test's plugin configuration")
+        return super().get(config, **kw)
+
+
 @pytest.fixture(scope="session")
 def guards(wasm_path, upstream, tls_files, request):
-    pool = GuardPool(wasm_path, upstream, tls_files)
+    pool = SchemaCheckedPool(wasm_path, upstream, tls_files)
     request.addfinalizer(pool.close)
     return pool
 
@@ -89,4 +103,10 @@ def new_guard(wasm_path, upstream):
     """new_guard(config, **start_guard_kw) -> Guard: an Envoy of its own, outside the pool, for
     tests that need one for a whole module (its log, its caches) or extra clusters; the caller
     stops it."""
-    return functools.partial(start_guard, wasm_path, upstream)
+    start = functools.partial(start_guard, wasm_path, upstream)
+
+    def checked(config, **kw):
+        assert_valid_config(config, "the test's plugin configuration")
+        return start(config, **kw)
+
+    return checked
