@@ -1,47 +1,8 @@
 //! Finding credentials in a request: where they may be (headers), where they must never be
 //! (the query string), and refusing ambiguity.
 
-use crate::request::{percent_escape_at, RequestFacts};
+use crate::request::RequestFacts;
 use crate::secret::Secret;
-
-/// The first configured query parameter present in `query`, if any. Names are percent-decoded
-/// and compared case-insensitively, so `%61pi_key` and `API_KEY` are caught like `api_key`.
-pub fn credential_in_query<'a>(query: &str, forbidden: &'a [String]) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| percent_decode(pair.split_once('=').map_or(pair, |(name, _)| name)))
-        .find_map(|name| {
-            forbidden
-                .iter()
-                .find(|f| f.eq_ignore_ascii_case(&name))
-                .map(String::as_str)
-        })
-}
-
-/// `application/x-www-form-urlencoded` decoding of a name: `%XX` and `+`. Invalid escapes stay.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&c) = bytes.get(i) {
-        match (c, percent_escape_at(bytes, i)) {
-            (_, Some(decoded)) => {
-                out.push(decoded);
-                i += 3;
-            }
-            (b'+', None) => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// What a request presented, before anything is verified.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -139,21 +100,6 @@ mod tests {
             .iter()
             .map(|s| (*s).to_owned())
             .collect()
-    }
-
-    #[test]
-    fn query_credentials_are_found_however_spelled() {
-        let f = forbidden();
-        assert_eq!(credential_in_query("api_key=abc", &f), Some("api_key"));
-        assert_eq!(credential_in_query("a=1&TOKEN=x", &f), Some("token"));
-        assert_eq!(credential_in_query("%61pi_key=abc", &f), Some("api_key"));
-        assert_eq!(credential_in_query("a=1&token", &f), Some("token"));
-        assert_eq!(
-            credential_in_query("tokens=1&my_api_key=2&a=token", &f),
-            None
-        );
-        assert_eq!(credential_in_query("", &f), None);
-        assert_eq!(credential_in_query("%zz=1&%", &f), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod policy;
 pub mod ports;
+pub mod query;
 pub mod ratelimit;
 pub mod request;
 #[cfg(feature = "schema")]

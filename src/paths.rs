@@ -7,8 +7,10 @@ use crate::request::percent_escape_at;
 
 /// True when `path` is in a form every upstream reads the same way: it starts with `/`, has no
 /// empty, `.` or `..` segments, no backslash, no `;` (path parameters: `..;` is `..` to Tomcat),
-/// no control or non-ASCII bytes, and no percent-encoding of an unreserved character (`%70` is
-/// `p`), of `/`, `\`, `;`, `%` or of a control byte.
+/// no control or non-ASCII bytes, no percent-encoding of an unreserved character (`%70` is
+/// `p`), of `/`, `\`, `;`, `%` or of a control byte, and its percent-encoded bytes decode to
+/// valid UTF-8 (an overlong `%C0%AE` is `.` to a lenient decoder; a lone continuation byte or a
+/// truncated sequence is read differently by different stacks).
 pub fn is_canonical(path: &str) -> bool {
     if !path.starts_with('/') || path.contains("//") {
         return false;
@@ -20,6 +22,7 @@ pub fn is_canonical(path: &str) -> bool {
         return false;
     }
     let bytes = path.as_bytes();
+    let mut non_ascii_escape = false;
     let mut i = 0;
     while let Some(&c) = bytes.get(i) {
         if c == b'\\' || c == b';' || !c.is_ascii_graphic() {
@@ -33,12 +36,33 @@ pub fn is_canonical(path: &str) -> bool {
             if unreserved || b"/\\;%".contains(&decoded) || decoded.is_ascii_control() {
                 return false;
             }
+            non_ascii_escape |= !decoded.is_ascii();
             i += 3;
             continue;
         }
         i += 1;
     }
-    true
+    !non_ascii_escape || decodes_to_utf8(bytes)
+}
+
+/// Whether the path's percent-escapes decode to valid UTF-8 (Rust's decoder refuses overlong
+/// forms, surrogates, lone continuation bytes and truncated sequences).
+fn decodes_to_utf8(bytes: &[u8]) -> bool {
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&c) = bytes.get(i) {
+        match percent_escape_at(bytes, i) {
+            Some(b) => {
+                decoded.push(b);
+                i += 3;
+            }
+            None => {
+                decoded.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 /// A configured prefix, matched on segment boundaries.
@@ -69,13 +93,17 @@ impl PathPrefix {
         self.covers(path, false)
     }
 
-    /// Like [`Self::matches`], ignoring ASCII case: for route policies, so that `/Payments`
-    /// cannot dodge the `/payments` rule on an upstream that routes without regard to case.
+    /// For route policies: like [`Self::matches`], but ignoring ASCII case (`/Payments` cannot
+    /// dodge the `/payments` rule on an upstream that routes without regard to case), and also
+    /// covering the prefix's last segment followed by `.` or `:` and anything: frameworks route
+    /// `/payments.json` to the `/payments` handler (Rails' `(.:format)`, Spring's suffix
+    /// patterns), and `/payments:batch` is a custom method of `/payments` (Google's API style).
     pub fn matches_ignoring_case(&self, path: &str) -> bool {
         self.covers(path, true)
     }
 
-    fn covers(&self, path: &str, ignore_case: bool) -> bool {
+    fn covers(&self, path: &str, route: bool) -> bool {
+        let ignore_case = route;
         if self.0.is_empty() {
             return true;
         }
@@ -91,7 +119,9 @@ impl PathPrefix {
             head == self.0
         };
         let rest = path.get(self.0.len()..).unwrap_or("");
-        same && (rest.is_empty() || rest.starts_with('/'))
+        same && (rest.is_empty()
+            || rest.starts_with('/')
+            || route && (rest.starts_with('.') || rest.starts_with(':')))
     }
 }
 
@@ -101,6 +131,41 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+
+    #[test]
+    fn invalid_utf8_escapes_are_not_canonical() {
+        for bad in [
+            "/%C0%AE%C0%AE/admin",
+            "/a%C0%AFb",
+            "/%80",
+            "/x%E2%82",
+            "/%ED%A0%80",
+            "/%F8%88%80%80%80",
+            "/%E2%82%AC%80",
+        ] {
+            assert!(!is_canonical(bad), "{bad}");
+        }
+        for good in ["/caf%C3%A9", "/%E2%82%AC", "/%F0%9F%98%80/x"] {
+            assert!(is_canonical(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn routes_cover_format_suffixes_and_custom_methods_exemptions_do_not() {
+        let p = PathPrefix::new("/payments").unwrap();
+        for path in [
+            "/payments.json",
+            "/PAYMENTS.xml",
+            "/payments.",
+            "/payments.json/x",
+            "/payments:batch",
+        ] {
+            assert!(p.matches_ignoring_case(path), "{path}");
+            assert!(!p.matches(path), "{path}");
+        }
+        assert!(!p.matches_ignoring_case("/paymentsx.json"));
+        assert!(!p.matches_ignoring_case("/payment.json"));
+    }
 
     #[test]
     fn prefixes_match_whole_segments() {

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use crate::api_key::KeyRecord;
 use crate::config::CredentialPolicy;
-use crate::credentials::{credential_in_query, with_scheme};
+use crate::credentials::with_scheme;
 use crate::denial::{Challenges, Denial, LocalReply};
 use crate::identity::{CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER};
 use crate::jwt::{JwtVerifier, Refetch, VerifiedJwt};
@@ -231,10 +231,6 @@ impl Guard {
         };
         // Credentials are stripped whatever follows: exempt paths and report-only mode included.
         mark_for_stripping(&policy, req, &mut forward);
-        if policy.exempt.iter().any(|p| p.matches(req.path())) {
-            env.events.emit(Event::Allowed);
-            return Decision::Forward(forward);
-        }
         let checks = Checks {
             policy: &policy,
             jwt: self.jwt.as_mut(),
@@ -284,7 +280,14 @@ impl Guard {
                 return Decision::Reply(LocalReply::redirect(location));
             }
             Err(Stop::Redirect(_)) => Denial::HttpsRequired,
-            Err(Stop::Refuse(refusal)) if policy.report_only => refusal.denial,
+            Err(Stop::Refuse(refusal)) if policy.report_only => {
+                if matches!(refusal.denial, Denial::CredentialInQuery { .. }) {
+                    // Reported, but never forwarded either: the pairs leave the URL.
+                    let path = policy.query_credentials.strip(req.path_and_query());
+                    forward.set_headers.push((":path".to_owned(), path));
+                }
+                refusal.denial
+            }
             Err(Stop::Refuse(refusal)) => {
                 env.events.emit(Event::Denied {
                     code: refusal.denial.code(),
@@ -322,11 +325,20 @@ impl Guard {
 fn is_cors_preflight(req: &RequestFacts) -> bool {
     req.method() == "OPTIONS"
         && req.end_of_stream()
+        // Frameworks that honour a method override would run another method than OPTIONS.
+        && !METHOD_OVERRIDE_HEADERS.iter().any(|h| req.header(h).is_some())
         && req.header("origin").is_some()
         && req
             .header("access-control-request-method")
             .is_some_and(|m| !m.is_empty() && m.bytes().all(|c| c.is_ascii_alphabetic()))
 }
+
+/// Headers through which frameworks let a request claim another method.
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// The checks proper, for one evaluation of one request.
 struct Checks<'p, 'j> {
@@ -344,16 +356,14 @@ impl<'p> Checks<'p, '_> {
         if policy.matches_paths() && !is_canonical(req.path()) {
             return Err(Stop::Refuse(Denial::NonCanonicalPath.into()));
         }
-        if let Some(param) = req
-            .query()
-            .and_then(|q| credential_in_query(q, &policy.query_params))
-        {
+        // On every path, exempt ones included.
+        if let Some(found) = req.query().and_then(|q| policy.query_credentials.find(q)) {
             return Err(Stop::Refuse(
-                Denial::CredentialInQuery {
-                    param: param.to_owned(),
-                }
-                .into(),
+                Denial::CredentialInQuery { param: found.param }.into(),
             ));
+        }
+        if policy.exempt.iter().any(|p| p.matches(req.path())) {
+            return Ok(Passed::default());
         }
         match policy.https.check(req) {
             None => {}
@@ -592,6 +602,15 @@ fn mark_for_stripping(policy: &Policy, req: &RequestFacts, forward: &mut Forward
             forward.remove_headers.push("authorization".to_owned());
         }
     }
+    // An apiguard key under any scheme (`Bearer agk_…`) or none is ours too: it never reaches the
+    // upstream, whether API keys or JWTs are configured or not.
+    let key_in_authorization = req.header_values("authorization").any(|v| {
+        v.split([' ', '\t', ','])
+            .any(|part| crate::api_key::is_well_formed(part.trim()))
+    });
+    if key_in_authorization {
+        forward.remove_headers.push("authorization".to_owned());
+    }
     if let Some(jwt) = policy.jwt.as_ref().filter(|j| j.strip_token()) {
         if req.header(jwt.header()).is_some() {
             forward.remove_headers.push(jwt.header().to_owned());
@@ -601,22 +620,41 @@ fn mark_for_stripping(policy: &Policy, req: &RequestFacts, forward: &mut Forward
     forward.remove_headers.dedup();
 }
 
+/// Whether `name` starts with `prefix` as a CGI-style upstream reads header names: ASCII case
+/// folded and `_` read as `-` (without allocating: this runs for every header of every request).
+fn read_as_prefix(name: &str, prefix: &str) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(a, b)| fold(a) == fold(b))
+}
+
 /// Client-sent headers that only the plugin may set: every `x-apiguard-*` header and the targets
-/// of forwarded claims.
+/// of forwarded claims, in any spelling an upstream reads as theirs: CGI, WSGI and PHP turn
+/// `x_apiguard_consumer` into `HTTP_X_APIGUARD_CONSUMER`, the same as `x-apiguard-consumer`.
 fn spoofable_headers(req: &RequestFacts, policy: &Policy) -> Vec<String> {
+    let forwarded = policy
+        .jwt
+        .as_ref()
+        .map_or(&[][..], |j| j.forwarded_header_names());
     let mut names: Vec<String> = req
         .header_names()
-        .filter(|n| n.starts_with(IDENTITY_HEADER_PREFIX))
+        .filter(|name| {
+            read_as_prefix(name, IDENTITY_HEADER_PREFIX)
+                || forwarded
+                    .iter()
+                    .any(|f| f.len() == name.len() && read_as_prefix(name, f))
+        })
         .map(str::to_owned)
         .collect();
-    if let Some(jwt) = &policy.jwt {
-        names.extend(
-            jwt.forwarded_header_names()
-                .iter()
-                .filter(|n| req.header(n).is_some())
-                .cloned(),
-        );
-    }
     names.sort_unstable();
     names.dedup();
     names
@@ -1306,5 +1344,174 @@ mod tests {
             ),
             Some("missing_credential")
         );
+    }
+
+    /// Findings of a security review, each as a class of spellings.
+    mod hardening {
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
+
+        use super::*;
+
+        #[test]
+        fn identity_headers_are_removed_in_every_spelling_an_upstream_reads_as_ours() {
+            let mut g = guard("");
+            let req = TestRequest::get("/v1")
+                .set_header("x-api-key", &key(1))
+                .add_header("x_apiguard_consumer", "admin")
+                .add_header("X_APIGUARD_SUBJECT", "root")
+                .add_header("x-apiguard_would-deny", "x")
+                .add_header("x_api_key_hint", "kept")
+                .build();
+            let f = forwarded(g.decide_at(&req, NOW));
+            for spoof in [
+                "x_apiguard_consumer",
+                "X_APIGUARD_SUBJECT",
+                "x-apiguard_would-deny",
+            ] {
+                assert!(f.remove_headers.contains(&spoof.to_owned()), "{spoof}");
+            }
+            assert!(!f.remove_headers.contains(&"x_api_key_hint".to_owned()));
+        }
+
+        #[test]
+        fn an_options_request_with_a_method_override_is_not_a_preflight() {
+            let mut g = guard("");
+            for header in [
+                "x-http-method-override",
+                "x-http-method",
+                "x-method-override",
+            ] {
+                let req = TestRequest::get("/v1")
+                    .set_header(":method", "OPTIONS")
+                    .set_header("origin", "https://app.test")
+                    .set_header("access-control-request-method", "POST")
+                    .set_header(header, "DELETE")
+                    .build();
+                assert_eq!(
+                    denial_code(&g.decide_at(&req, NOW)),
+                    Some("missing_credential"),
+                    "{header}"
+                );
+            }
+        }
+
+        #[test]
+        fn an_apiguard_key_in_authorization_is_stripped_under_any_scheme_everywhere() {
+            let jwt_only = serde_json::json!({"credentials": "jwt", "jwt": {"providers": [
+                {"issuer": "https://idp.test", "jwks": {"keys": [crate::jwt::test_keys::ec_public_jwk()]}}]},
+                "exempt_paths": ["/healthz"]});
+            let mut no_keys = guard_of(Rc::new(
+                Policy::from_json(jwt_only.to_string().as_bytes()).unwrap(),
+            ));
+            let mut report_only = guard(r#", "report_only": true"#);
+            for value in [
+                format!("Bearer {}", key(1)),
+                format!("Basic {}", key(1)),
+                key(1),
+                format!("Token  {}", key(1)),
+            ] {
+                for (which, path) in [(0, "/healthz"), (1, "/v1"), (1, "/healthz")] {
+                    let g = if which == 0 {
+                        &mut no_keys
+                    } else {
+                        &mut report_only
+                    };
+                    let req = TestRequest::get(path)
+                        .set_header("authorization", &value)
+                        .build();
+                    let f = forwarded(g.decide_at(&req, NOW));
+                    assert!(
+                        f.remove_headers.contains(&"authorization".to_owned()),
+                        "{path}"
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn query_credentials_are_refused_on_exempt_paths_and_never_forwarded_in_report_only() {
+            let mut g = guard("");
+            let req = TestRequest::get("/healthz?Api-Key%5B%5D=x").build();
+            assert_eq!(
+                denial_code(&g.decide_at(&req, NOW)),
+                Some("credential_in_query")
+            );
+            let by_value = TestRequest::get(&format!("/healthz?q={}", key(1))).build();
+            assert_eq!(
+                denial_code(&g.decide_at(&by_value, NOW)),
+                Some("credential_in_query")
+            );
+            let mut report = guard(r#", "report_only": true"#);
+            let req = TestRequest::get(&format!("/v1?a=1&token=x;b=2&q={}", key(1)))
+                .set_header("x-api-key", &key(1))
+                .build();
+            let f = forwarded(report.decide_at(&req, NOW));
+            assert!(f
+                .set_headers
+                .contains(&(":path".to_owned(), "/v1?a=1&b=2".to_owned())));
+            assert!(f.set_headers.contains(&(
+                WOULD_DENY_HEADER.to_owned(),
+                "credential_in_query".to_owned()
+            )));
+        }
+
+        #[test]
+        fn format_suffixes_fall_under_their_route() {
+            let json = format!(
+                r#"{{"api_keys": {{"keys": [{}]}}, "jwt": {{"providers": [{{"issuer": "https://idp.test",
+                    "jwks": {{"keys": [{}]}}}}]}},
+                    "routes": [{{"prefix": "/payments", "credentials": "jwt"}}]}}"#,
+                entry(&key(1), "alice", ""),
+                crate::jwt::test_keys::ec_public_jwk()
+            );
+            let mut g = guard_of(Rc::new(Policy::from_json(json.as_bytes()).unwrap()));
+            for path in [
+                "/payments.json",
+                "/Payments.XML",
+                "/payments:batch",
+                "/payments.json/1",
+            ] {
+                let req = TestRequest::get(path)
+                    .set_header("x-api-key", &key(1))
+                    .build();
+                assert_eq!(
+                    denial_code(&g.decide_at(&req, NOW)),
+                    Some("missing_credential"),
+                    "{path}: the route asks for a JWT, an API key does not do"
+                );
+            }
+            let elsewhere = TestRequest::get("/paymentsx.json")
+                .set_header("x-api-key", &key(1))
+                .build();
+            forwarded(g.decide_at(&elsewhere, NOW));
+        }
+
+        #[test]
+        fn configurations_that_switch_enforcement_off_are_refused() {
+            let keys = r#""api_keys": {"keys": []}"#;
+            for (extra, path) in [
+                (r#""exempt_paths": ["/"]"#, "exempt_paths[0]"),
+                (r#""exempt_paths": ["//"]"#, "exempt_paths[0]"),
+                (
+                    r#""exempt_paths": ["/api"], "routes": [{"prefix": "/api/admin", "credentials": "api_key"}]"#,
+                    "exempt_paths[0]",
+                ),
+                (
+                    r#""exempt_paths": ["/api"], "routes": [{"prefix": "/API", "credentials": "api_key"}]"#,
+                    "exempt_paths[0]",
+                ),
+                (r#""routes": [{"prefix": "/"}]"#, "routes[0]"),
+            ] {
+                let json = format!("{{{keys}, {extra}}}");
+                let err = Policy::from_json(json.as_bytes()).unwrap_err();
+                assert_eq!(err.path, path, "{extra}: {err}");
+            }
+            // An exemption inside a route is the usual health check: fine.
+            let ok = format!(
+                r#"{{{keys}, "exempt_paths": ["/api/health"], "routes": [{{"prefix": "/api", "credentials": "api_key"}}]}}"#
+            );
+            assert!(Policy::from_json(ok.as_bytes()).is_ok());
+        }
     }
 }

@@ -11,6 +11,7 @@ use crate::credentials::CredentialSources;
 use crate::identity::IDENTITY_HEADER_PREFIX;
 use crate::jwt::JwtSettings;
 use crate::paths::PathPrefix;
+use crate::query::QueryCredentials;
 use crate::ratelimit::{FailedAuthLimit, RateLimits};
 use crate::request::is_header_name;
 use crate::secret::parse_hex32;
@@ -50,7 +51,8 @@ pub struct Policy {
     pub jwt: Option<Rc<JwtSettings>>,
     pub https: HttpsPolicy,
     pub exempt: Vec<PathPrefix>,
-    pub query_params: Vec<String>,
+    /// Query parameters that carry credentials, by name or value (see [`QueryCredentials`]).
+    pub query_credentials: QueryCredentials,
     pub allow_cors_preflight: bool,
     pub report_only: bool,
     pub realm: String,
@@ -68,6 +70,14 @@ impl Policy {
     }
 
     pub fn compile(cfg: PluginConfig) -> Result<Self, ConfigError> {
+        let routes_given: Vec<RouteGiven> = cfg
+            .routes
+            .iter()
+            .map(|r| RouteGiven {
+                credentials: r.credentials.is_some(),
+                cost: r.cost.is_some(),
+            })
+            .collect();
         let routes = cfg
             .routes
             .into_iter()
@@ -143,11 +153,12 @@ impl Policy {
             .enumerate()
             .map(|(i, p)| prefix(p, &format!("exempt_paths[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        refuse_disabling_rules(&exempt, &routes, &routes_given)?;
         for (i, param) in cfg.query_credential_params.iter().enumerate() {
-            if param.is_empty() {
+            if crate::query::normalize_name(param).is_empty() {
                 return Err(ConfigError::new(
                     format!("query_credential_params[{i}]"),
-                    "must not be empty",
+                    "must name a parameter (letters or digits)",
                 ));
             }
         }
@@ -185,6 +196,18 @@ impl Policy {
                 h.hsts_preload,
             ),
         };
+        // The credential headers' own names are refused as parameters too.
+        let header_names = [
+            api_keys.as_ref().map(|k| k.header.as_str()),
+            jwt.as_ref().map(|j| j.header()),
+            Some("authorization"),
+        ];
+        let query_credentials = QueryCredentials::new(
+            cfg.query_credential_params
+                .iter()
+                .map(String::as_str)
+                .chain(header_names.into_iter().flatten()),
+        );
         let sources = CredentialSources {
             api_key_header: api_keys.as_ref().map(|k| k.header.clone()),
             api_key_in_authorization: api_keys.as_ref().is_some_and(|k| k.in_authorization),
@@ -223,7 +246,7 @@ impl Policy {
             jwt,
             https,
             exempt,
-            query_params: cfg.query_credential_params,
+            query_credentials,
             allow_cors_preflight: cfg.allow_cors_preflight,
             report_only: cfg.report_only,
             realm: cfg.realm,
@@ -261,6 +284,56 @@ impl Policy {
             .iter()
             .find(|r| r.prefix.matches_ignoring_case(path))
     }
+}
+
+/// Refuses configurations that switch enforcement off by accident: an exemption of `/` (every
+/// request unchecked), an exemption that covers a route's prefix (exemptions are checked first,
+/// so the route would never apply), a route of `/` that sets nothing (it would only shadow
+/// every later route).
+fn refuse_disabling_rules(
+    exempt: &[PathPrefix],
+    routes: &[Route],
+    given: &[RouteGiven],
+) -> Result<(), ConfigError> {
+    for (i, e) in exempt.iter().enumerate() {
+        if e.as_str() == "/" {
+            return Err(ConfigError::new(
+                format!("exempt_paths[{i}]"),
+                "exempts every path: nothing would be checked",
+            ));
+        }
+        for (j, r) in routes.iter().enumerate() {
+            // Some spelling of the route's paths is exempt (exemptions match case-sensitively,
+            // routes do not).
+            let lower = |p: &PathPrefix| PathPrefix::new(&p.as_str().to_ascii_lowercase());
+            let covered = match (lower(e), lower(&r.prefix)) {
+                (Some(e), Some(r)) => e.matches(r.as_str()),
+                _ => e.matches(r.prefix.as_str()),
+            };
+            if covered {
+                return Err(ConfigError::new(
+                    format!("exempt_paths[{i}]"),
+                    format!("covers routes[{j}].prefix: that route would never apply"),
+                ));
+            }
+        }
+    }
+    for (i, (r, g)) in routes.iter().zip(given).enumerate() {
+        if r.prefix.as_str() == "/" && !g.credentials && !g.cost && r.bind_claim.is_none() {
+            return Err(ConfigError::new(
+                format!("routes[{i}]"),
+                "a route of '/' that sets neither credentials nor cost does nothing but shadow later routes",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Which optional fields a route set explicitly.
+#[derive(Debug, Clone, Copy)]
+struct RouteGiven {
+    credentials: bool,
+    cost: bool,
 }
 
 fn prefix(text: &str, path: &str) -> Result<PathPrefix, ConfigError> {
