@@ -95,12 +95,6 @@ mod tests {
     use super::*;
     use crate::request::test_support::TestRequest;
 
-    fn forbidden() -> Vec<String> {
-        ["api_key", "token"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect()
-    }
 
     #[test]
     fn api_key_from_header_or_authorization_scheme() {

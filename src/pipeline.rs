@@ -603,11 +603,14 @@ fn mark_for_stripping(policy: &Policy, req: &RequestFacts, forward: &mut Forward
         }
     }
     // An apiguard key under any scheme (`Bearer agk_…`) or none is ours too: it never reaches the
-    // upstream, whether API keys or JWTs are configured or not.
-    let key_in_authorization = req.header_values("authorization").any(|v| {
-        v.split([' ', '\t', ','])
-            .any(|part| crate::api_key::is_well_formed(part.trim()))
-    });
+    // upstream, whether API keys or JWTs are configured or not (unless the operator asked for
+    // keys to be forwarded: `api_keys.strip_credential: false`).
+    let strip_keys = !matches!(&policy.api_keys, Some(k) if !k.strip);
+    let key_in_authorization = strip_keys
+        && req.header_values("authorization").any(|v| {
+            v.split([' ', '\t', ','])
+                .any(|part| crate::api_key::is_well_formed(part.trim()))
+        });
     if key_in_authorization {
         forward.remove_headers.push("authorization".to_owned());
     }

@@ -48,10 +48,14 @@ def test_multiple_credentials_passes_with_would_deny(guard, keys):
     assert_passed_with_would_deny(resp, "multiple_credentials", keys.alice.key, keys.dave.key)
 
 
-def test_credential_in_query_passes_with_would_deny(guard, keys):
+def test_credential_in_query_passes_with_would_deny_but_never_reaches_the_upstream(guard, keys):
     resp = guard.get("/orders?api_key=abc", {"x-api-key": keys.alice.key})
     seen = assert_passed_with_would_deny(resp, "credential_in_query", keys.alice.key)
-    assert seen["path"] == "/orders?api_key=abc"
+    assert seen["path"] == "/orders"
+    # only the credential pairs leave the URL, in every spelling and by value
+    resp = guard.get(f"/orders?page=2;Api-Key[]=abc&q={keys.alice.key}&sort=id", {"x-api-key": keys.alice.key})
+    seen = assert_passed_with_would_deny(resp, "credential_in_query", keys.alice.key)
+    assert seen["path"] == "/orders?page=2&sort=id"
 
 
 def test_valid_key_passes_as_consumer_without_would_deny(guard, keys):
