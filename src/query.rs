@@ -17,7 +17,12 @@ use crate::request::percent_escape_at;
 /// A name reduced to what every reader agrees on (see the module comment).
 pub fn normalize_name(name: &str) -> String {
     let decoded = form_decode(name);
-    let base = decoded.split('[').next().unwrap_or("");
+    // `api_key[]`, `api_key[0]`: an array of `api_key`. A `[` without its `]` is a plain
+    // character that PHP turns into `_` (`api[key` is `api_key`).
+    let base = match decoded.split_once('[') {
+        Some((head, tail)) if tail.contains(']') => head.to_owned(),
+        _ => decoded.replace('[', "_"),
+    };
     base.chars()
         .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
         .flat_map(char::to_lowercase)
@@ -208,6 +213,8 @@ mod tests {
             "api_key[]=x",
             "api_key[0]=x",
             "api_key[a]=x",
+            "api[key=x",
+            "api%5Bkey=x",
             "apiKey=x",
             "a=1;api_key=x",
             "a=1&access-token=x",
