@@ -95,7 +95,6 @@ mod tests {
     use super::*;
     use crate::request::test_support::TestRequest;
 
-
     #[test]
     fn api_key_from_header_or_authorization_scheme() {
         let sources = CredentialSources {

@@ -282,6 +282,9 @@ REFUSALS = {
         lambda k: hs256_with_secret({"alg": "HS256", "typ": "JWT"}, claims(iss=RSA_ONLY), k.rsa.public_pem)),
     "alg_not_allowed": ("alg_not_allowed", lambda k: k.rsa.sign(claims(iss=PS_ONLY), alg="RS256")),
     "unknown_alg": ("alg_not_allowed",
+                    lambda k: craft({"alg": "ES256K", "kid": "ec1"}, claims(), b"\x01" * 64)),
+    # ES512 is supported, but ec1 is a P-256 key: the curve decides, not the header.
+    "wrong_curve": ("key_type_mismatch",
                     lambda k: craft({"alg": "ES512", "kid": "ec1"}, claims(), b"\x01" * 132)),
     "key_type_mismatch": ("key_type_mismatch", lambda k: k.ec.sign(claims(), kid="rsa1")),
     "unknown_kid": ("unknown_kid", lambda k: k.ec.sign(claims(), kid="no-such-kid")),

@@ -16,6 +16,8 @@ pub enum Alg {
     Ps384,
     Ps512,
     Es256,
+    Es384,
+    Es512,
     EdDsa,
 }
 
@@ -28,6 +30,10 @@ pub enum KeyFamily {
     Rsa,
     /// JWK `EC` on P-256.
     EcP256,
+    /// JWK `EC` on P-384.
+    EcP384,
+    /// JWK `EC` on P-521.
+    EcP521,
     /// JWK `OKP` on Ed25519.
     Ed25519,
 }
@@ -39,13 +45,15 @@ impl KeyFamily {
             Self::Hmac => "oct",
             Self::Rsa => "RSA",
             Self::EcP256 => "EC P-256",
+            Self::EcP384 => "EC P-384",
+            Self::EcP521 => "EC P-521",
             Self::Ed25519 => "OKP Ed25519",
         }
     }
 }
 
 impl Alg {
-    pub const ALL: [Alg; 11] = [
+    pub const ALL: [Alg; 13] = [
         Alg::Hs256,
         Alg::Hs384,
         Alg::Hs512,
@@ -56,8 +64,14 @@ impl Alg {
         Alg::Ps384,
         Alg::Ps512,
         Alg::Es256,
+        Alg::Es384,
+        Alg::Es512,
         Alg::EdDsa,
     ];
+
+    /// Every name, space-separated, for error messages (no value from the input ever goes in).
+    pub const NAMES: &'static str =
+        "HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA";
 
     /// Exact, case-sensitive match on the registered name (RFC 7515 §4.1.1: `alg` is
     /// case-sensitive), so `hs256` is not an alias an attacker could play with.
@@ -77,6 +91,8 @@ impl Alg {
             Self::Ps384 => "PS384",
             Self::Ps512 => "PS512",
             Self::Es256 => "ES256",
+            Self::Es384 => "ES384",
+            Self::Es512 => "ES512",
             Self::EdDsa => "EdDSA",
         }
     }
@@ -88,6 +104,8 @@ impl Alg {
                 KeyFamily::Rsa
             }
             Self::Es256 => KeyFamily::EcP256,
+            Self::Es384 => KeyFamily::EcP384,
+            Self::Es512 => KeyFamily::EcP521,
             Self::EdDsa => KeyFamily::Ed25519,
         }
     }
@@ -127,7 +145,17 @@ mod tests {
         }
         assert_eq!(Alg::from_name("hs256"), None);
         assert_eq!(Alg::from_name("none"), None);
-        assert_eq!(Alg::from_name("ES384"), None);
+        assert_eq!(Alg::from_name("ES384"), Some(Alg::Es384));
+        assert_eq!(Alg::from_name("ES512"), Some(Alg::Es512));
+        assert_eq!(Alg::from_name("es384"), None);
+        assert_eq!(Alg::from_name("ES256K"), None);
+    }
+
+    #[test]
+    fn names_lists_every_algorithm() {
+        let listed: Vec<&str> = Alg::NAMES.split(' ').collect();
+        let all: Vec<&str> = Alg::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(listed, all);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::alg::{is_none_alg, Alg};
-use super::jwks::{key_array, parse_jwk, KeySource, VerifyKey, MAX_KEYS_PER_SET};
+use super::jwks::{
+    classify, key_array, parse_jwk, JwkProblem, KeySource, Purpose, VerifyKey, MAX_KEYS_PER_SET,
+};
 use crate::config_error::ConfigError;
 use crate::identity::{CONSUMER_HEADER, SUBJECT_HEADER, WOULD_DENY_HEADER};
 use crate::request::is_header_name;
@@ -385,7 +387,10 @@ fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigErr
                     ));
                 } else {
                     Alg::from_name(name).ok_or_else(|| {
-                        err(&format!("algorithms[{i}]"), "unknown algorithm: use HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 or EdDSA")
+                        err(
+                            &format!("algorithms[{i}]"),
+                            &format!("unknown algorithm: use one of {}", Alg::NAMES),
+                        )
                     })?
                 };
                 if !algs.contains(&alg) {
@@ -396,24 +401,23 @@ fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigErr
         }
     };
 
-    let inline_keys = match &dto.jwks {
-        None => Vec::new(),
-        Some(jwks) => compile_inline_jwks(jwks, &format!("{at}.jwks"))?,
-    };
-    if let Some(algs) = &algorithms {
-        for (i, key) in inline_keys.iter().enumerate() {
-            if !key.algorithms().any(|a| algs.contains(&a)) {
-                return Err(err(
-                    &format!("jwks.keys[{i}]"),
-                    "this key cannot verify any of the provider's algorithms",
-                ));
-            }
-        }
-    }
-
     let remote = match dto.remote_jwks {
         None => None,
         Some(r) => Some(compile_remote(r, &format!("{at}.remote_jwks"))?),
+    };
+    let inline_keys = match &dto.jwks {
+        None => Vec::new(),
+        Some(jwks) => {
+            let keys = compile_inline_jwks(jwks, algorithms.as_deref(), &format!("{at}.jwks"))?;
+            if keys.is_empty() && remote.is_none() {
+                return Err(err(
+                    "jwks.keys",
+                    "no key in this set can verify the provider's algorithms (keys of other \
+                     types, curves or uses are skipped): add one, or set remote_jwks",
+                ));
+            }
+            keys
+        }
     };
     if inline_keys.is_empty() && remote.is_none() {
         return Err(err(
@@ -493,7 +497,14 @@ pub fn normalize_typ(typ: &str) -> String {
     }
 }
 
-fn compile_inline_jwks(jwks: &Value, at: &str) -> Result<Vec<VerifyKey>, ConfigError> {
+/// Compiles an inline JWKS. Keys that are not for the provider's signatures are skipped (see
+/// [`classify`]: other `use`, `kty`, curve or `alg`; with an `algorithms` allow-list, keys for none
+/// of its algorithms too); every other key must parse, or the error names its member.
+fn compile_inline_jwks(
+    jwks: &Value,
+    algorithms: Option<&[Alg]>,
+    at: &str,
+) -> Result<Vec<VerifyKey>, ConfigError> {
     let parsed;
     let doc = match jwks {
         Value::String(text) => {
@@ -536,14 +547,33 @@ fn compile_inline_jwks(jwks: &Value, at: &str) -> Result<Vec<VerifyKey>, ConfigE
         let object = key
             .as_object()
             .ok_or_else(|| ConfigError::new(&key_at, "must be a JWK object"))?;
-        let key = parse_jwk(object, KeySource::Inline).map_err(|p| {
+        let at_member = |p: JwkProblem| {
             let path = if p.field.is_empty() {
                 key_at.clone()
             } else {
                 format!("{key_at}.{}", p.field)
             };
             ConfigError::new(path, p.message)
-        })?;
+        };
+        let purpose = classify(object).map_err(at_member)?;
+        let wanted = match (purpose, algorithms) {
+            (Purpose::Other, _) => false,
+            (_, Some(algs)) => purpose.serves(algs),
+            (_, None) => true,
+        };
+        if !wanted {
+            continue;
+        }
+        let key = parse_jwk(object, KeySource::Inline).map_err(at_member)?;
+        if let Some(algs) = algorithms {
+            // Of the right family, but e.g. an HMAC secret too short for the allowed HS512.
+            if !key.algorithms().any(|a| algs.contains(&a)) {
+                return Err(ConfigError::new(
+                    &key_at,
+                    "this key cannot verify any of the provider's algorithms",
+                ));
+            }
+        }
         if key.kid.is_some() && out.iter().any(|k| k.kid == key.kid) {
             return Err(ConfigError::new(
                 format!("{key_at}.kid"),
@@ -606,7 +636,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use crate::jwt::test_keys;
+    use crate::jwt::test_keys::{self, b64url};
     use serde_json::json;
 
     fn compile(v: Value) -> Result<JwtSettings, ConfigError> {
@@ -697,6 +727,16 @@ mod tests {
             ),
             (
                 provider(json!({"algorithms": ["RS256"]})),
+                "jwt.providers[0].jwks.keys",
+            ),
+            (
+                provider(json!({"algorithms": ["ES384", "ES512"]})),
+                "jwt.providers[0].jwks.keys",
+            ),
+            (
+                provider(
+                    json!({"algorithms": ["HS512"], "jwks": {"keys": [{"kty": "oct", "k": b64url(&[1; 32])}]}}),
+                ),
                 "jwt.providers[0].jwks.keys[0]",
             ),
             (provider(json!({"issuer": ""})), "jwt.providers[0].issuer"),
@@ -791,6 +831,112 @@ mod tests {
         for (config, path) in cases {
             assert_eq!(err_path(config.clone()), path, "{config}");
         }
+    }
+
+    fn keys(v: Value) -> Value {
+        json!({"providers": [{"issuer": "a", "jwks": {"keys": v}}]})
+    }
+
+    #[test]
+    fn mixed_inline_jwks_skips_keys_of_other_types_curves_and_uses() {
+        let mut p384 = test_keys::ec384_public_jwk();
+        p384["kid"] = json!("p384");
+        let mut p521 = test_keys::ec521_public_jwk();
+        p521["kid"] = json!("p521");
+        let skipped = [
+            json!({"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB", "kid": "p384"}),
+            json!({"kty": "OKP", "crv": "X25519", "x": b64url(&[9; 32])}),
+            json!({"kty": "OKP", "crv": "Ed448", "x": "AA"}),
+            json!({"kty": "EC", "crv": "secp256k1", "x": "AA", "y": "AA", "d": "AA"}),
+            json!({"kty": "AKP", "pub": "AA"}),
+            json!({"kty": "EC", "crv": "P-256", "key_ops": ["deriveKey"], "x": "AA", "y": "AA"}),
+            json!({"kty": "RSA", "alg": "RSA-OAEP-256", "n": "AQAB", "e": "AQAB"}),
+        ];
+        let mut all = vec![p384.clone()];
+        all.extend(skipped.iter().cloned());
+        all.push(p521.clone());
+        let s = compile(keys(json!(all))).unwrap();
+        let kept: Vec<_> = s.providers[0]
+            .inline_keys
+            .iter()
+            .map(|k| k.kid.as_deref())
+            .collect();
+        assert_eq!(kept, vec![Some("p384"), Some("p521")]);
+
+        // With an allow-list, usable keys for none of its algorithms are skipped too.
+        let s = compile(json!({"providers": [{"issuer": "a", "algorithms": ["ES512"],
+            "jwks": {"keys": [p384.clone(), test_keys::rsa_public_jwk(), {"kty": "RSA", "n": "AQAB"}, p521.clone()]}}]}))
+        .unwrap();
+        assert_eq!(s.providers[0].inline_keys.len(), 1);
+        assert_eq!(s.providers[0].inline_keys[0].kid.as_deref(), Some("p521"));
+
+        // Only skipped keys: an error without remote_jwks, fine with it.
+        assert_eq!(err_path(keys(json!(skipped))), "jwt.providers[0].jwks.keys");
+        let s = compile(
+            json!({"providers": [{"issuer": "a", "jwks": {"keys": skipped},
+            "remote_jwks": {"cluster": "idp"}}]}),
+        )
+        .unwrap();
+        assert!(s.providers[0].inline_keys.is_empty());
+    }
+
+    #[test]
+    fn mixed_inline_jwks_still_refuses_malformed_signature_keys() {
+        let good = test_keys::ec_public_jwk();
+        let mut p384_private = test_keys::ec384_public_jwk();
+        p384_private["d"] = json!("AA");
+        let mut p521_pinned_wrong = test_keys::ec521_public_jwk();
+        p521_pinned_wrong["alg"] = json!("ES384");
+        let mut p384_short = test_keys::ec384_public_jwk();
+        p384_short["x"] = json!("AAAA");
+        let mut p384_sig = test_keys::ec384_public_jwk();
+        p384_sig["use"] = json!("sig");
+        p384_sig["y"] = json!(test_keys::ec521_public_jwk()["y"]);
+        let skip = json!({"kty": "OKP", "crv": "X25519", "x": "AA"});
+        let cases = [
+            (p384_short, "x"),
+            (p384_sig, "x"),
+            (p384_private, "d"),
+            (p521_pinned_wrong, "alg"),
+            (json!({"kty": "EC", "crv": "P-521", "x": "AA"}), "y"),
+            (json!({"kty": "EC", "x": "AA", "y": "AA"}), "crv"),
+            (json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}), "n"),
+            (json!({"kty": "oct", "k": "AA"}), "k"),
+            (json!({"kty": "OKP", "crv": "Ed25519", "x": "AA"}), "x"),
+            (json!({"use": "sig"}), "kty"),
+            (json!({"kty": "RSA", "use": 3}), "use"),
+        ];
+        for (bad, member) in cases {
+            let set = json!([good.clone(), skip.clone(), bad.clone()]);
+            assert_eq!(
+                err_path(keys(set)),
+                format!("jwt.providers[0].jwks.keys[2].{member}"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            err_path(keys(json!([good, 7]))),
+            "jwt.providers[0].jwks.keys[1]"
+        );
+    }
+
+    #[test]
+    fn algorithms_accept_es384_and_es512_and_list_them_when_unknown() {
+        let s = compile(
+            json!({"providers": [{"issuer": "a", "algorithms": ["ES384", "ES512"],
+            "jwks": {"keys": [test_keys::ec384_public_jwk(), test_keys::ec521_public_jwk()]}}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.providers[0].algorithms,
+            Some(vec![Alg::Es384, Alg::Es512])
+        );
+        let err = compile(provider(json!({"algorithms": ["ES256K"]}))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("ES384") && text.contains("ES512") && !text.contains("ES256K"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use jwt_compact::Algorithm;
 use serde_json::{Map, Value};
 
 use super::alg::{Alg, KeyFamily};
+use super::ecdsa;
 
 type Es256PublicKey = <Es256 as Algorithm>::VerifyingKey;
 type Ed25519PublicKey = <Ed25519 as Algorithm>::VerifyingKey;
@@ -37,6 +38,8 @@ pub(crate) enum KeyMaterial {
     Hmac(Hs256Key),
     Rsa(RsaPublicKey),
     Es256(Es256PublicKey),
+    Es384(p384::ecdsa::VerifyingKey),
+    Es512(p521::ecdsa::VerifyingKey),
     Ed25519(Ed25519PublicKey),
 }
 
@@ -67,6 +70,8 @@ impl VerifyKey {
             KeyMaterial::Hmac(_) => KeyFamily::Hmac,
             KeyMaterial::Rsa(_) => KeyFamily::Rsa,
             KeyMaterial::Es256(_) => KeyFamily::EcP256,
+            KeyMaterial::Es384(_) => KeyFamily::EcP384,
+            KeyMaterial::Es512(_) => KeyFamily::EcP521,
             KeyMaterial::Ed25519(_) => KeyFamily::Ed25519,
         }
     }
@@ -125,6 +130,74 @@ fn req_bytes(jwk: &Map<String, Value>, field: &'static str) -> Result<Vec<u8>, J
     Ok(bytes)
 }
 
+/// The `crv` values of the `EC` keys we verify with, one per ECDSA algorithm.
+const EC_CURVES: [&str; 3] = ["P-256", "P-384", "P-521"];
+
+/// What an inline JWK is for, judged from its type members alone (before any key material is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A signature key of a family we verify with (`kty`/`crv` supported, `use` absent or `sig`,
+    /// `key_ops` absent or with `verify`, `alg` absent or one of ours): it must parse.
+    Signature { family: KeyFamily, alg: Option<Alg> },
+    /// Not a key we could ever verify with (encryption key, other curve or key type, an `alg`
+    /// that is not one of ours): skipped without reading it any further.
+    Other,
+}
+
+impl Purpose {
+    /// Whether a signature key of this purpose could verify one of `algorithms`.
+    pub fn serves(self, algorithms: &[Alg]) -> bool {
+        match self {
+            Self::Signature { family, alg } => algorithms
+                .iter()
+                .any(|a| a.family() == family && alg.map_or(true, |pinned| pinned == *a)),
+            Self::Other => false,
+        }
+    }
+}
+
+/// Sorts a JWK into [`Purpose::Signature`] or [`Purpose::Other`]. Errors only for members whose
+/// *shape* is wrong (a `kty`, `crv`, `use` or `alg` that is not a string, a missing `kty`, an EC
+/// or OKP key without `crv`, a `key_ops` that is not an array): such a key cannot be classified.
+pub fn classify(jwk: &Map<String, Value>) -> Result<Purpose, JwkProblem> {
+    let kty = req_str(jwk, "kty")?;
+    if opt_str(jwk, "use")?.is_some_and(|usage| usage != "sig") {
+        return Ok(Purpose::Other);
+    }
+    if let Some(ops) = jwk.get("key_ops") {
+        let ops = ops
+            .as_array()
+            .ok_or_else(|| problem("key_ops", "must be an array of strings"))?;
+        if !ops.iter().any(|op| op.as_str() == Some("verify")) {
+            return Ok(Purpose::Other);
+        }
+    }
+    let family = match kty {
+        "oct" => KeyFamily::Hmac,
+        "RSA" => KeyFamily::Rsa,
+        "EC" => match req_str(jwk, "crv")? {
+            "P-256" => KeyFamily::EcP256,
+            "P-384" => KeyFamily::EcP384,
+            "P-521" => KeyFamily::EcP521,
+            _ => return Ok(Purpose::Other),
+        },
+        "OKP" => match req_str(jwk, "crv")? {
+            "Ed25519" => KeyFamily::Ed25519,
+            _ => return Ok(Purpose::Other),
+        },
+        _ => return Ok(Purpose::Other),
+    };
+    let alg = match opt_str(jwk, "alg")? {
+        None => None,
+        Some(name) => match Alg::from_name(name) {
+            Some(alg) => Some(alg),
+            // An algorithm we do not verify (RSA-OAEP, ES256K, ...): the key is for something else.
+            None => return Ok(Purpose::Other),
+        },
+    };
+    Ok(Purpose::Signature { family, alg })
+}
+
 /// Private members of RSA/EC/OKP keys (RFC 7518 §6.2.2, §6.3.2, RFC 8037 §2).
 const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
 
@@ -150,12 +223,10 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
     }
     let alg = match opt_str(jwk, "alg")? {
         None => None,
-        Some(name) => Some(Alg::from_name(name).ok_or_else(|| {
-            problem(
-                "alg",
-                "is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 EdDSA",
-            )
-        })?),
+        Some(name) => Some(
+            Alg::from_name(name)
+                .ok_or_else(|| problem("alg", format!("is not one of {}", Alg::NAMES)))?,
+        ),
     };
 
     let (material, size) = match kty {
@@ -202,20 +273,40 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
         }
         "EC" => {
             refuse_private(jwk)?;
-            if req_str(jwk, "crv")? != "P-256" {
-                return Err(problem("crv", "only P-256 is supported for EC keys"));
+            let crv = req_str(jwk, "crv")?;
+            if !EC_CURVES.contains(&crv) {
+                return Err(problem(
+                    "crv",
+                    "only P-256, P-384 and P-521 are supported for EC keys",
+                ));
             }
             let x = req_bytes(jwk, "x")?;
             let y = req_bytes(jwk, "y")?;
-            let jwk = JsonWebKey::EllipticCurve {
-                curve: Cow::Borrowed("P-256"),
-                x: Cow::Owned(x),
-                y: Cow::Owned(y),
-                secret: None,
-            };
-            let key = Es256PublicKey::try_from(&jwk)
-                .map_err(|_| problem("x", "x and y are not a point on P-256"))?;
-            (KeyMaterial::Es256(key), 256)
+            match crv {
+                "P-384" => {
+                    let key = ecdsa::p384_key(&x, &y).ok_or_else(|| {
+                        problem("x", "x and y are not a point on P-384 (48 bytes each)")
+                    })?;
+                    (KeyMaterial::Es384(key), 384)
+                }
+                "P-521" => {
+                    let key = ecdsa::p521_key(&x, &y).ok_or_else(|| {
+                        problem("x", "x and y are not a point on P-521 (66 bytes each)")
+                    })?;
+                    (KeyMaterial::Es512(key), 521)
+                }
+                _ => {
+                    let jwk = JsonWebKey::EllipticCurve {
+                        curve: Cow::Borrowed("P-256"),
+                        x: Cow::Owned(x),
+                        y: Cow::Owned(y),
+                        secret: None,
+                    };
+                    let key = Es256PublicKey::try_from(&jwk)
+                        .map_err(|_| problem("x", "x and y are not a point on P-256"))?;
+                    (KeyMaterial::Es256(key), 256)
+                }
+            }
         }
         "OKP" => {
             refuse_private(jwk)?;
@@ -416,8 +507,12 @@ mod tests {
             (json!({"kty": "RSA", "n": "AQAB"}), "e"),
             (json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}), "n"),
             (
-                json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}),
+                json!({"kty": "EC", "crv": "secp256k1", "x": "AA", "y": "AA"}),
                 "crv",
+            ),
+            (
+                json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}),
+                "x",
             ),
             (
                 json!({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}),
@@ -467,5 +562,151 @@ mod tests {
         let text = format!("{key:?}");
         assert!(text.contains("Hmac"));
         assert!(!text.contains("AyM1") && !text.contains("35, 51"), "{text}");
+    }
+
+    #[test]
+    fn p384_and_p521_keys_parse_and_support_only_their_algorithm() {
+        let k384 = parse_jwk(&obj(test_keys::ec384_public_jwk()), KeySource::Remote).unwrap();
+        assert_eq!(k384.family(), KeyFamily::EcP384);
+        assert_eq!(k384.algorithms().collect::<Vec<_>>(), vec![Alg::Es384]);
+        let k521 = parse_jwk(&obj(test_keys::ec521_public_jwk()), KeySource::Inline).unwrap();
+        assert_eq!(k521.family(), KeyFamily::EcP521);
+        assert_eq!(k521.algorithms().collect::<Vec<_>>(), vec![Alg::Es512]);
+        // alg pins must agree with the curve.
+        for (jwk, good, bad) in [
+            (test_keys::ec384_public_jwk(), "ES384", ["ES256", "ES512"]),
+            (test_keys::ec521_public_jwk(), "ES512", ["ES256", "ES384"]),
+            (test_keys::ec_public_jwk(), "ES256", ["ES384", "ES512"]),
+        ] {
+            let mut pinned = jwk.clone();
+            pinned["alg"] = json!(good);
+            assert!(parse_jwk(&obj(pinned), KeySource::Inline).is_ok());
+            for alg in bad {
+                let mut wrong = jwk.clone();
+                wrong["alg"] = json!(alg);
+                let err = parse_jwk(&obj(wrong), KeySource::Inline).unwrap_err();
+                assert_eq!(err.field, "alg", "{alg}");
+            }
+        }
+    }
+
+    #[test]
+    fn p384_and_p521_coordinates_are_validated() {
+        let coord = |jwk: &Value, m: &str| b64url_decode(jwk[m].as_str().unwrap_or("")).unwrap();
+        for (jwk, len) in [
+            (test_keys::ec384_public_jwk(), 48),
+            (test_keys::ec521_public_jwk(), 66),
+        ] {
+            let (x, y) = (coord(&jwk, "x"), coord(&jwk, "y"));
+            assert_eq!((x.len(), y.len()), (len, len));
+            let with = |x: &[u8], y: &[u8]| {
+                let mut k = jwk.clone();
+                k["x"] = json!(test_keys::b64url(x));
+                k["y"] = json!(test_keys::b64url(y));
+                parse_jwk(&obj(k), KeySource::Remote).map(|_| ())
+            };
+            assert!(with(&x, &y).is_ok());
+            // Off the curve: y + 1.
+            let mut y1 = y.clone();
+            if let Some(last) = y1.last_mut() {
+                *last ^= 1;
+            }
+            assert_eq!(with(&x, &y1).unwrap_err().field, "x");
+            // Short (leading zero dropped) and long coordinates.
+            assert_eq!(with(&x[1..], &y).unwrap_err().field, "x");
+            let mut long = vec![0u8];
+            long.extend_from_slice(&x);
+            assert_eq!(with(&long, &y).unwrap_err().field, "x");
+            // The other curve's length.
+            let other = if len == 48 { 66 } else { 48 };
+            assert_eq!(
+                with(&vec![1u8; other], &vec![1u8; other])
+                    .unwrap_err()
+                    .field,
+                "x"
+            );
+            // All-zero coordinates (not a point; the identity has no affine form).
+            assert_eq!(
+                with(&vec![0u8; len], &vec![0u8; len]).unwrap_err().field,
+                "x"
+            );
+            // Private members are refused, as for P-256; the message never echoes them.
+            let mut private = jwk.clone();
+            private["d"] = json!("c2VjcmV0LXNjYWxhcg");
+            let err = parse_jwk(&obj(private), KeySource::Inline).unwrap_err();
+            assert_eq!(err.field, "d");
+            assert!(!err.message.contains("c2Vj"));
+        }
+    }
+
+    #[test]
+    fn classify_sorts_signature_keys_from_the_rest() {
+        let sig = |family, alg| Ok(Purpose::Signature { family, alg });
+        let cases = [
+            (test_keys::ec384_public_jwk(), sig(KeyFamily::EcP384, None)),
+            (
+                json!({"kty": "EC", "crv": "P-521"}),
+                sig(KeyFamily::EcP521, None),
+            ),
+            (
+                json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256"}),
+                sig(KeyFamily::EcP256, Some(Alg::Es256)),
+            ),
+            (
+                json!({"kty": "RSA", "key_ops": ["verify"]}),
+                sig(KeyFamily::Rsa, None),
+            ),
+            (json!({"kty": "oct"}), sig(KeyFamily::Hmac, None)),
+            (
+                json!({"kty": "OKP", "crv": "Ed25519"}),
+                sig(KeyFamily::Ed25519, None),
+            ),
+            // A malformed signature key still classifies as one: parsing then names the member.
+            (
+                json!({"kty": "EC", "crv": "P-384", "x": 5}),
+                sig(KeyFamily::EcP384, None),
+            ),
+            (json!({"kty": "RSA", "use": "enc"}), Ok(Purpose::Other)),
+            (
+                json!({"kty": "RSA", "key_ops": ["encrypt"]}),
+                Ok(Purpose::Other),
+            ),
+            (
+                json!({"kty": "RSA", "alg": "RSA-OAEP-256"}),
+                Ok(Purpose::Other),
+            ),
+            (json!({"kty": "OKP", "crv": "X25519"}), Ok(Purpose::Other)),
+            (json!({"kty": "OKP", "crv": "Ed448"}), Ok(Purpose::Other)),
+            (json!({"kty": "EC", "crv": "secp256k1"}), Ok(Purpose::Other)),
+            (
+                json!({"kty": "EC", "crv": "P-256", "alg": "ES256K"}),
+                Ok(Purpose::Other),
+            ),
+            (json!({"kty": "AKP"}), Ok(Purpose::Other)),
+            (json!({"crv": "P-256"}), Err("kty")),
+            (json!({"kty": 1}), Err("kty")),
+            (json!({"kty": "EC"}), Err("crv")),
+            (json!({"kty": "OKP", "crv": 25519}), Err("crv")),
+            (json!({"kty": "RSA", "use": 1}), Err("use")),
+            (json!({"kty": "RSA", "alg": ["RS256"]}), Err("alg")),
+            (json!({"kty": "RSA", "key_ops": "verify"}), Err("key_ops")),
+        ];
+        for (jwk, want) in cases {
+            let got = classify(&obj(jwk.clone())).map_err(|p| p.field);
+            assert_eq!(got, want, "{jwk}");
+        }
+        let p384 = Purpose::Signature {
+            family: KeyFamily::EcP384,
+            alg: None,
+        };
+        assert!(p384.serves(&[Alg::Es384]));
+        assert!(!p384.serves(&[Alg::Es256, Alg::Es512]));
+        let pinned = Purpose::Signature {
+            family: KeyFamily::Rsa,
+            alg: Some(Alg::Ps256),
+        };
+        assert!(pinned.serves(&[Alg::Rs256, Alg::Ps256]));
+        assert!(!pinned.serves(&[Alg::Rs256]));
+        assert!(!Purpose::Other.serves(&Alg::ALL));
     }
 }

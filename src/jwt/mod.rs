@@ -18,6 +18,7 @@ mod alg;
 mod cache;
 mod claims;
 mod config;
+mod ecdsa;
 mod error;
 mod jwks;
 mod remote;

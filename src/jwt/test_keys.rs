@@ -9,6 +9,7 @@ use jwt_compact::{Algorithm, AlgorithmSignature};
 use serde_json::{json, Value};
 
 use super::alg::Alg;
+use super::ecdsa::{Es384, Es512};
 
 /// RFC 7515 Appendix A.1: the HMAC SHA-256 key (64 bytes).
 pub const HMAC_K: &str =
@@ -38,6 +39,27 @@ const EC_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
 const EC_Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
 const EC_D: &str = "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI";
 
+/// RFC 7515 Appendix A.4: ES512 (ECDSA P-521 SHA-512) JWS over the (non-JSON) payload "Payload".
+pub const RFC7515_A4_ES512: &str = "eyJhbGciOiJFUzUxMiJ9.UGF5bG9hZA.AdwMgeerwtHoh-l192l60hp9wAHZFVJbLfD_UxMi70cwnZOYaRI1bKPWROc-mZZqwqT2SI-KGDKB34XO0aw_7XdtAG8GaSwFKdCAPZgoXD2YBJZCPEX3xKpRwcdOO8KpEHwJjyqOgzDO7iKvU8vcnwNrmxYbSW9ERBXukOXolLzeO_Jn";
+
+// RFC 7515 Appendix A.4.1: the P-521 key.
+const EC521_X: &str =
+    "AekpBQ8ST8a8VcfVOTNl353vSrDCLLJXmPk06wTjxrrjcBpXp5EOnYG_NjFZ6OvLFV1jSfS9tsz4qUxcWceqwQGk";
+const EC521_Y: &str =
+    "ADSmRA43Z1DSNx_RvcLI87cdL07l6jQyyBXMoxVg_l2Th-x3S1WDhjDly79ajL4Kkd0AZMaZmh9ubmf63e3kyMj2";
+const EC521_D: &str =
+    "AY5pb7A0UFiB3RELSD64fTLOSV_jazdF7fLYyuTw8lOfRhWg6Y6rUrPAxerEzgdRhajnu0ferB0d53vM9mE15j2C";
+
+// RFC 6979 Appendix A.2.6: the P-384 key (private x; public Ux, Uy), base64url.
+const EC384_X: &str = "7DpOQVtOGaRWhhgCn0J_pdqai8SukuAuBqrlKGswDGTe-PDqkFWGYGSiVFFUgLwT";
+const EC384_Y: &str = "gBXZty19VyROqO-awMYhiWcIpZNn-d-59UyoSz8cnbEoiyMcOuDU_nNE_SUzJkcg";
+const EC384_D: &str = "a509rS4bjBwFsZh1tmWfTeI8O2Z78pe6mqR3QHhxN9iW1XJOTHCoJfhyyepg0u31";
+
+/// RFC 6979 Appendix A.2.6, "With SHA-384, message = ..." (P-384): `r || s` in hex, deterministic
+/// ECDSA, the signatures ES384 verifies (RFC 7518 §3.4 has no published JWS example for ES384).
+pub const RFC6979_A26_SHA384_SAMPLE: &str = "94edbb92a5ecb8aad4736e56c691916b3f88140666ce9fa73d64c4ea95ad133c81a648152e44acf96e36dd1e80fabe4699ef4aeb15f178cea1fe40db2603138f130e740a19624526203b6351d0a3a94fa329c145786e679e7b82c71a38628ac8";
+pub const RFC6979_A26_SHA384_TEST: &str = "8203b63d3c853e8d77227fb377bcf7b7b772e97892a80f36ab775d509d7a5feb0542a7f0812998da8f1dd3ca3cf023dbddd0760448d42d8a43af45af836fce4de8be06b485e9b61b827c2f13173923e06a739f040649a667bf3b828246baa5a5";
+
 // RFC 8037 Appendix A.1: the Ed25519 key.
 const ED_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
 const ED_D: &str = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
@@ -54,6 +76,47 @@ pub fn other_rsa_public_jwk() -> Value {
 pub fn ec_public_jwk() -> Value {
     json!({"kty": "EC", "crv": "P-256", "x": EC_X, "y": EC_Y})
 }
+/// RFC 6979 A.2.6 P-384 public key.
+pub fn ec384_public_jwk() -> Value {
+    json!({"kty": "EC", "crv": "P-384", "x": EC384_X, "y": EC384_Y})
+}
+/// RFC 7515 A.4 P-521 public key.
+pub fn ec521_public_jwk() -> Value {
+    json!({"kty": "EC", "crv": "P-521", "x": EC521_X, "y": EC521_Y})
+}
+/// A second P-384 key, from a fixed scalar.
+pub fn other_ec384_public_jwk() -> Value {
+    let vk = other_ec384_signing_key().verifying_key().to_owned();
+    let point = vk.to_encoded_point(false);
+    json!({"kty": "EC", "crv": "P-384", "x": b64url(point.x().unwrap()), "y": b64url(point.y().unwrap())})
+}
+/// A second P-521 key, from a fixed scalar.
+pub fn other_ec521_public_jwk() -> Value {
+    let vk = p521::ecdsa::VerifyingKey::from(&other_ec521_signing_key());
+    let point = vk.to_encoded_point(false);
+    json!({"kty": "EC", "crv": "P-521", "x": b64url(point.x().unwrap()), "y": b64url(point.y().unwrap())})
+}
+fn other_ec384_signing_key() -> p384::ecdsa::SigningKey {
+    p384::ecdsa::SigningKey::from_slice(&[7u8; 48]).unwrap()
+}
+fn other_ec521_signing_key() -> p521::ecdsa::SigningKey {
+    p521::ecdsa::SigningKey::from_slice(&[1u8; 66]).unwrap()
+}
+fn rfc_ec384_signing_key() -> p384::ecdsa::SigningKey {
+    p384::ecdsa::SigningKey::from_slice(&crate::jwt::jwks::b64url_decode(EC384_D).unwrap()).unwrap()
+}
+fn rfc_ec521_signing_key() -> p521::ecdsa::SigningKey {
+    p521::ecdsa::SigningKey::from_slice(&crate::jwt::jwks::b64url_decode(EC521_D).unwrap()).unwrap()
+}
+
+/// Lower-case hex → bytes (test vectors).
+pub fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 pub fn ed25519_public_jwk() -> Value {
     json!({"kty": "OKP", "crv": "Ed25519", "x": ED_X})
 }
@@ -164,6 +227,20 @@ pub fn mint_with(alg: Alg, signer: Signer, header: &Value, claims: &Value) -> St
                 Signer::Other => other_ec_signing_key(),
             };
             Es256.sign(&key, input.as_bytes()).as_bytes().to_vec()
+        }
+        Alg::Es384 => {
+            let key = match signer {
+                Signer::Rfc => rfc_ec384_signing_key(),
+                Signer::Other => other_ec384_signing_key(),
+            };
+            Es384.sign(&key, input.as_bytes()).as_bytes().to_vec()
+        }
+        Alg::Es512 => {
+            let key = match signer {
+                Signer::Rfc => rfc_ec521_signing_key(),
+                Signer::Other => other_ec521_signing_key(),
+            };
+            Es512.sign(&key, input.as_bytes()).as_bytes().to_vec()
         }
         Alg::EdDsa => {
             let key = <Ed25519 as Algorithm>::SigningKey::try_from(&private_jwk(

@@ -21,13 +21,15 @@ fn settings(config: Value) -> Rc<JwtSettings> {
     Rc::new(JwtSettings::compile(dto, "jwt").unwrap())
 }
 
-/// One provider with every RFC test key inline (kids: hmac, rsa, ec, ed).
+/// One provider with every RFC test key inline (kids: hmac, rsa, ec, ec384, ec521, ed).
 fn all_keys_config() -> Value {
     let mut keys = Vec::new();
     for (kid, jwk) in [
         ("hmac", test_keys::hmac_jwk()),
         ("rsa", test_keys::rsa_public_jwk()),
         ("ec", test_keys::ec_public_jwk()),
+        ("ec384", test_keys::ec384_public_jwk()),
+        ("ec521", test_keys::ec521_public_jwk()),
         ("ed", test_keys::ed25519_public_jwk()),
     ] {
         let mut jwk = jwk;
@@ -116,6 +118,8 @@ fn kid_for(alg: Alg) -> &'static str {
         KeyFamily::Hmac => "hmac",
         KeyFamily::Rsa => "rsa",
         KeyFamily::EcP256 => "ec",
+        KeyFamily::EcP384 => "ec384",
+        KeyFamily::EcP521 => "ec521",
         KeyFamily::Ed25519 => "ed",
     }
 }
@@ -145,7 +149,14 @@ fn every_algorithm_verifies_with_its_key() {
 fn every_algorithm_refuses_a_signature_by_another_key() {
     let mut v = verifier(all_keys_config());
     let header = |alg: Alg| json!({"alg": alg.name(), "kid": kid_for(alg)});
-    for alg in [Alg::Hs256, Alg::Hs384, Alg::Hs512, Alg::Es256] {
+    for alg in [
+        Alg::Hs256,
+        Alg::Hs384,
+        Alg::Hs512,
+        Alg::Es256,
+        Alg::Es384,
+        Alg::Es512,
+    ] {
         let token = mint_with(alg, Signer::Other, &header(alg), &claims());
         assert_eq!(code(&mut v, &token), "invalid_signature", "{alg}");
     }
@@ -434,13 +445,20 @@ fn rfc8037_a4_example_verifies_as_jws_but_is_not_a_jwt() {
 #[test]
 fn every_bit_flip_of_a_valid_token_is_refused() {
     let mut v = verifier(all_keys_config());
-    for alg in [Alg::Hs256, Alg::Es256, Alg::EdDsa] {
+    for alg in [Alg::Hs256, Alg::Es256, Alg::Es384, Alg::Es512, Alg::EdDsa] {
         let token = mint(alg, Some(kid_for(alg)), &claims());
         assert!(v.verify(&token, NOW).is_ok());
         for index in 0..3 {
             let mut bytes =
                 jwks::b64url_decode(token.split('.').nth(index).unwrap_or_default()).unwrap();
-            for bit in 0..bytes.len() * 8 {
+            // P-384 and P-521 are slow in test builds: every 11th bit (the property tests flip
+            // every bit).
+            let step = if matches!(alg, Alg::Es384 | Alg::Es512) {
+                11
+            } else {
+                1
+            };
+            for bit in (0..bytes.len() * 8).step_by(step) {
                 bytes[bit / 8] ^= 1 << (bit % 8);
                 let mutated = with_segment(&token, index, &b64url(&bytes));
                 bytes[bit / 8] ^= 1 << (bit % 8);
@@ -997,4 +1015,154 @@ fn a_kidless_forgery_buys_at_most_three_signature_checks() {
     let before = token::signature_checks();
     assert_eq!(code(&mut v, &forged), "invalid_signature");
     assert_eq!(token::signature_checks() - before, MAX_KIDLESS_ATTEMPTS);
+}
+
+/// RFC 7515 Appendix A.4 (ES512, P-521 key of A.4.1): the signature step accepts the RFC bytes
+/// with the RFC key, refuses them with another P-521 key, and never tries a key of another curve.
+/// Its payload ("Payload") is no JWT: the full path refuses it before any key is consulted.
+#[test]
+fn rfc7515_appendix_a4_es512_passes_the_signature_step() {
+    let token = test_keys::RFC7515_A4_ES512;
+    let config = |jwk: Value| json!({"providers": [{"issuer": "joe", "jwks": {"keys": [jwk]}}]});
+    let parsed = ParsedToken::parse(token).unwrap();
+    assert_eq!(parsed.alg(), Alg::Es512);
+    let v = verifier(config(test_keys::ec521_public_jwk()));
+    assert!(v.check_signature(0, &parsed).is_ok());
+    let w = verifier(config(test_keys::other_ec521_public_jwk()));
+    assert_eq!(
+        w.check_signature(0, &parsed).err(),
+        Some(JwtError::InvalidSignature)
+    );
+    for (jwk, family) in [
+        (test_keys::ec_public_jwk(), KeyFamily::EcP256),
+        (test_keys::ec384_public_jwk(), KeyFamily::EcP384),
+    ] {
+        let before = token::signature_checks();
+        assert_eq!(
+            verifier(config(jwk)).check_signature(0, &parsed).err(),
+            Some(JwtError::KeyTypeMismatch {
+                alg: Alg::Es512,
+                key: family
+            })
+        );
+        assert_eq!(token::signature_checks(), before);
+    }
+    let mut full = verifier(all_keys_config());
+    assert_eq!(
+        full.verify(token, NOW).err(),
+        Some(JwtError::Malformed(Malformed::Claims))
+    );
+}
+
+/// A token whose `kid` names a key of another curve is refused as `key_type_mismatch` without
+/// any signature check, whatever curve the token was really signed on; without `kid` the same.
+#[test]
+fn wrong_curve_for_the_kid_is_a_key_type_mismatch() {
+    let mut v = verifier(all_keys_config());
+    let ecdsa = [Alg::Es256, Alg::Es384, Alg::Es512];
+    for alg in ecdsa {
+        for other in ecdsa.into_iter().filter(|a| *a != alg) {
+            let token = mint(alg, Some(kid_for(other)), &claims());
+            let before = token::signature_checks();
+            assert_eq!(
+                v.verify(&token, NOW).err(),
+                Some(JwtError::KeyTypeMismatch {
+                    alg,
+                    key: other.family()
+                }),
+                "{alg} token, {other} key"
+            );
+            assert_eq!(token::signature_checks(), before, "{alg} / {other}");
+        }
+        // HMAC aimed at an EC key of any curve is still algorithm confusion.
+        assert_eq!(
+            code(&mut v, &mint(Alg::Hs256, Some(kid_for(alg)), &claims())),
+            "algorithm_confusion"
+        );
+    }
+    // The signature of one curve relabelled as another algorithm: refused (no key fits).
+    let es384 = mint(Alg::Es384, Some("ec384"), &claims());
+    let relabelled = mint_with(
+        Alg::Es512,
+        Signer::Rfc,
+        &json!({"alg": "ES512", "kid": "ec384"}),
+        &claims(),
+    );
+    assert_eq!(code(&mut v, &relabelled), "key_type_mismatch");
+    let sig384 = es384.rsplit('.').next().unwrap_or_default();
+    let es512 = mint(Alg::Es512, Some("ec521"), &claims());
+    assert_eq!(
+        code(&mut v, &with_segment(&es512, 2, sig384)),
+        "invalid_signature"
+    );
+    // Without kid: only P-256 keys in the set.
+    let mut only_p256 = verifier(
+        json!({"providers": [{"issuer": ISS, "jwks": {"keys": [test_keys::ec_public_jwk()]}}]}),
+    );
+    for alg in [Alg::Es384, Alg::Es512] {
+        assert_eq!(
+            only_p256.verify(&mint(alg, None, &claims()), NOW).err(),
+            Some(JwtError::KeyTypeMismatch {
+                alg,
+                key: KeyFamily::EcP256
+            })
+        );
+    }
+}
+
+#[test]
+fn es384_and_es512_follow_the_allow_list_and_jwk_alg_pins() {
+    let mut only_384 = verifier(
+        json!({"providers": [{"issuer": ISS, "algorithms": ["ES384"],
+        "jwks": {"keys": [test_keys::ec384_public_jwk()]}}]}),
+    );
+    assert!(only_384
+        .verify(&mint(Alg::Es384, None, &claims()), NOW)
+        .is_ok());
+    assert_eq!(
+        code(&mut only_384, &mint(Alg::Es512, None, &claims())),
+        "alg_not_allowed"
+    );
+    assert_eq!(
+        code(&mut only_384, &mint(Alg::Es256, None, &claims())),
+        "alg_not_allowed"
+    );
+
+    let mut pinned = test_keys::ec521_public_jwk();
+    pinned["alg"] = json!("ES512");
+    pinned["kid"] = json!("k");
+    let mut v = verifier(json!({"providers": [{"issuer": ISS, "jwks": {"keys": [pinned]}}]}));
+    assert!(v
+        .verify(&mint(Alg::Es512, Some("k"), &claims()), NOW)
+        .is_ok());
+    assert_eq!(
+        code(&mut v, &mint(Alg::Es384, Some("k"), &claims())),
+        "key_type_mismatch"
+    );
+}
+
+#[test]
+fn remote_jwks_serves_p384_and_p521_keys() {
+    let mut v = verifier(remote_config());
+    let mut proxy = Proxy::default();
+    assert_eq!(proxy.tick(&mut v, NOW).len(), 1);
+    let mut k384 = test_keys::ec384_public_jwk();
+    k384["kid"] = json!("r384");
+    let mut k521 = test_keys::ec521_public_jwk();
+    k521["kid"] = json!("r521");
+    // Unusable neighbours are skipped, as before: an X25519 key and a secp256k1 key.
+    let x25519 = json!({"kty": "OKP", "crv": "X25519", "x": b64url(&[9; 32]), "kid": "x"});
+    let k1 = json!({"kty": "EC", "crv": "secp256k1", "x": b64url(&[1; 32]), "y": b64url(&[2; 32])});
+    proxy.answer(&mut v, 200, &jwks_body(&[k384, x25519, k521, k1]), NOW);
+    assert_eq!(proxy.loaded(), Some(2));
+    assert!(v
+        .verify(&mint(Alg::Es384, Some("r384"), &claims()), NOW)
+        .is_ok());
+    assert!(v
+        .verify(&mint(Alg::Es512, Some("r521"), &claims()), NOW)
+        .is_ok());
+    assert_eq!(
+        code(&mut v, &mint(Alg::Es512, Some("r384"), &claims())),
+        "key_type_mismatch"
+    );
 }

@@ -64,12 +64,22 @@ class SigningKey:
         return pyjwt.encode(claims, self.private, algorithm=alg or self.alg, headers=hdr or None)
 
 
-def ec_key(kid: str) -> SigningKey:
-    priv = ec.generate_private_key(ec.SECP256R1())
+# JWK crv -> (cryptography curve, coordinate bytes, JWS alg) (RFC 7518 sections 3.4 and 6.2.1.2).
+EC_CURVES = {
+    "P-256": (ec.SECP256R1, 32, "ES256"),
+    "P-384": (ec.SECP384R1, 48, "ES384"),
+    "P-521": (ec.SECP521R1, 66, "ES512"),
+}
+
+
+def ec_key(kid: str, curve: str = "P-256") -> SigningKey:
+    """An EC key on `curve` ("P-256", "P-384" or "P-521"); signs with its ES algorithm."""
+    cls, size, alg = EC_CURVES[curve]
+    priv = ec.generate_private_key(cls())
     nums = priv.public_key().public_numbers()
-    jwk = {"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
-           "x": b64u(nums.x.to_bytes(32, "big")), "y": b64u(nums.y.to_bytes(32, "big"))}
-    return SigningKey(kid, "ES256", priv, jwk)
+    jwk = {"kty": "EC", "crv": curve, "kid": kid, "use": "sig",
+           "x": b64u(nums.x.to_bytes(size, "big")), "y": b64u(nums.y.to_bytes(size, "big"))}
+    return SigningKey(kid, alg, priv, jwk)
 
 
 def rsa_key(kid: str, alg: str = "RS256") -> SigningKey:
