@@ -15,7 +15,7 @@ WBG_RUNNER  := $(TOOLS)/bin/wasm-bindgen-test-runner
 
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk setup-mesh build run test test-unit test-wasm test-e2e lint bench bench-report keygen image schema clean
+.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk setup-mesh build run test test-unit test-wasm test-e2e fuzz lint bench bench-report keygen image schema clean
 
 help:
 	@echo "make run     build the plugin and start the demo (Envoy + apiguard + echo upstream)"
@@ -75,6 +75,13 @@ lint: setup-rust
 test-unit:
 	@echo "== test-unit $$(date +%T)"
 	cargo test
+
+# tests/properties.rs with a long budget: a million cases per property, optimised
+# (`make test-unit` runs the same properties with APIGUARD_PROPTEST_CASES' short default).
+FUZZ_CASES ?= 1000000
+fuzz:
+	@echo "== fuzz $$(date +%T) ($(FUZZ_CASES) cases per property)"
+	APIGUARD_PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --test properties
 
 test-wasm: setup-wasm-bindgen
 	@echo "== test-wasm $$(date +%T)"
