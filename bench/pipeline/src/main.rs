@@ -9,11 +9,20 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use apiguard::pipeline::{Decision, Guard};
+use apiguard::pipeline::{Decision, Env, Guard};
+use apiguard::ports::fakes::MemoryStore;
+use apiguard::ports::{Event, Events, KeySpace};
 use apiguard::policy::Policy;
 use apiguard::request::RequestFacts;
 use apiguard::secret::Secret;
 use serde_json::Value;
+
+/// Events go nowhere: the host's counters are measured in Envoy.
+struct Discard;
+
+impl Events for Discard {
+    fn emit(&mut self, _event: Event) {}
+}
 
 struct Input {
     key: String,
@@ -109,14 +118,16 @@ fn run(input: &Input) -> Result<(), String> {
         black_box(store.verify(Secret::new(black_box(&input.key)), now).is_ok());
     });
 
+    let space = KeySpace::new("apiguard");
+
     // Stage: JWT ES256.
-    let mut uncached = Guard::new(Rc::clone(&nocache));
+    let mut uncached = Guard::new(Rc::clone(&nocache), &space, 1);
     let verifier = uncached.jwt_verifier().ok_or("everything_nocache has no jwt")?;
     verifier.verify(&input.token, now).map_err(|e| format!("token refused: {e:?}"))?;
     bench("jwt ES256: verify, uncached", budget, || {
         black_box(verifier.verify(black_box(&input.token), now).is_ok());
     });
-    let mut cached = Guard::new(Rc::clone(&everything));
+    let mut cached = Guard::new(Rc::clone(&everything), &space, 1);
     let verifier = cached.jwt_verifier().ok_or("everything has no jwt")?;
     verifier.verify(&input.token, now).map_err(|e| format!("token refused: {e:?}"))?;
     bench("jwt ES256: verify, cached", budget, || {
@@ -125,13 +136,17 @@ fn run(input: &Input) -> Result<(), String> {
 
     // The whole decision.
     for (name, policy) in [("decide(): api key only (c)", &keys_only), ("decide(): everything, cached (d)", &everything), ("decide(): everything, uncached (f)", &nocache)] {
-        let mut guard = Guard::new(Rc::clone(policy));
-        let first = guard.decide(&facts, now);
+        let mut guard = Guard::new(Rc::clone(policy), &space, 1);
+        // The ports as an in-memory store: what shared data costs is measured in Envoy, not here.
+        let shared = MemoryStore::default();
+        let mut events = Discard;
+        let mut env = Env { now_ms: now * 1000, store: &shared, events: &mut events };
+        let first = guard.decide(&facts, &mut env);
         if !forwarded(&first) {
             return Err(format!("{name}: the benchmark request is not forwarded: {first:?}"));
         }
         bench(name, budget, || {
-            black_box(guard.decide(black_box(&facts), now));
+            black_box(guard.decide(black_box(&facts), &mut env));
         });
     }
 
