@@ -133,7 +133,7 @@ impl Limiter {
                     full_in_ns,
                     ..
                 } => Quota::Admitted(RateLimitFields {
-                    policy: plan.policy_field(),
+                    policy: plan.policy_field.clone(),
                     state: plan.state_field(remaining, full_in_ns),
                 }),
                 Verdict::Refused {
@@ -143,7 +143,7 @@ impl Limiter {
                 } => Quota::Refused(Denial::RateLimited {
                     retry_after: ceil_seconds(retry_in_ns, 1),
                     fields: Some(RateLimitFields {
-                        policy: plan.policy_field(),
+                        policy: plan.policy_field.clone(),
                         state: plan.state_field(remaining, full_in_ns),
                     }),
                 }),

@@ -44,18 +44,23 @@ const MAX_TRACKED_CLIENTS: u32 = 1 << 24;
 pub struct Plan {
     pub name: Rc<str>,
     pub limit: Limit,
+    /// `RateLimit-Policy` (IETF httpapi RateLimit fields): the plan, its burst, the seconds to
+    /// refill the whole burst. Fixed by the configuration, so written once.
+    pub policy_field: String,
 }
 
 impl Plan {
-    /// `RateLimit-Policy` (IETF httpapi RateLimit fields): the plan, its burst, the seconds to
-    /// refill the whole burst.
-    pub fn policy_field(&self) -> String {
-        format!(
-            "\"{}\";q={};w={}",
-            self.name,
-            self.limit.burst(),
-            self.limit.window_seconds()
-        )
+    pub fn new(name: &str, limit: Limit) -> Self {
+        let policy_field = format!(
+            "\"{name}\";q={};w={}",
+            limit.burst(),
+            limit.window_seconds()
+        );
+        Self {
+            name: Rc::from(name),
+            limit,
+            policy_field,
+        }
     }
 
     /// `RateLimit`: tokens left and seconds until the bucket is full again.
@@ -118,10 +123,7 @@ impl RateLimits {
                 ));
             }
             let limit = compile_limit(plan.rate, plan.per, plan.burst, &at)?;
-            let plan = Rc::new(Plan {
-                name: Rc::from(name.as_str()),
-                limit,
-            });
+            let plan = Rc::new(Plan::new(&name, limit));
             plans.insert(name, plan);
         }
         if plans.is_empty() {

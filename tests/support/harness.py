@@ -267,6 +267,17 @@ def bootstrap(listen_port: int, admin_port: int, upstream_port: int, http_filter
     }
 
 
+def stop_process(proc: "subprocess.Popen | None", grace: float = 10.0):
+    """Ends a server process started by the tests: SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 _RUNNING: "set[Envoy]" = set()
 
 
@@ -353,13 +364,7 @@ class Envoy:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         _RUNNING.discard(self)
         if getattr(self, "_log", None):
             self._log.close()

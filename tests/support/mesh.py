@@ -24,7 +24,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from support.harness import ROOT, GaveUp, free_port, wait_until
+from support.harness import ROOT, GaveUp, free_port, stop_process, wait_until
 from support.schema import config_errors
 
 IMAGE_TOOL = ROOT / "tools" / "wasm_image.py"
@@ -185,13 +185,7 @@ class Registry:
             return ""
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if getattr(self, "_log", None):
             self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
