@@ -116,6 +116,17 @@ impl KeyRecord {
         &self.digest
     }
 
+    /// Revocation and expiry at `now` (Unix seconds).
+    pub fn check(&self, now: i64) -> Result<(), KeyRejection> {
+        if self.revoked {
+            return Err(KeyRejection::Revoked);
+        }
+        if self.expires_at.is_some_and(|at| now >= at) {
+            return Err(KeyRejection::Expired);
+        }
+        Ok(())
+    }
+
     pub fn new(
         digest: [u8; 32],
         consumer: Rc<str>,
@@ -203,6 +214,21 @@ impl KeyStore {
         self.by_prefix.len()
     }
 
+    /// Whether this exact digest is configured.
+    pub fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.by_prefix
+            .get(&prefix_of(digest))
+            .is_some_and(|r| r.digest == *digest)
+    }
+
+    /// The configured record of a well-formed key's digest (see [`KeyStore::verify`] for the
+    /// whole check).
+    pub fn get(&self, digest: &[u8; 32]) -> Option<&KeyRecord> {
+        self.by_prefix
+            .get(&prefix_of(digest))
+            .filter(|r| ct_eq(&r.digest, digest))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_prefix.is_empty()
     }
@@ -221,12 +247,7 @@ impl KeyStore {
         if !ct_eq(&record.digest, &presented) {
             return Err(KeyRejection::Unknown);
         }
-        if record.revoked {
-            return Err(KeyRejection::Revoked);
-        }
-        if record.expires_at.is_some_and(|at| now >= at) {
-            return Err(KeyRejection::Expired);
-        }
+        record.check(now)?;
         Ok(record)
     }
 }

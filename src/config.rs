@@ -75,6 +75,9 @@ pub struct PluginConfig {
     pub rate_limits: Option<crate::ratelimit::RateLimitsConfig>,
     #[serde(default)]
     pub failed_auth_limit: Option<crate::ratelimit::FailedAuthConfig>,
+    /// The live policy document (API keys, ACL data) fetched from a control endpoint.
+    #[serde(default)]
+    pub data_source: Option<crate::live::source::DataSourceConfig>,
 }
 
 fn default_key_header() -> String {
@@ -162,12 +165,18 @@ pub struct RouteConfig {
 
 /// Parses the configuration text; a syntax or shape error names the path where it happened.
 pub fn parse(text: &[u8]) -> Result<PluginConfig, ConfigError> {
-    // serde would also read a struct from a JSON array; configuration is always an object.
+    parse_object(text)
+}
+
+/// Parses a JSON object (configuration, or a document the plugin fetches); an error names the
+/// path where it happened and never quotes a value.
+pub(crate) fn parse_object<'de, T: Deserialize<'de>>(text: &'de [u8]) -> Result<T, ConfigError> {
+    // serde would also read a struct from a JSON array; these are always objects.
     if text.iter().find(|c| !c.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ConfigError::new("", "expected a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(text);
-    let parsed: PluginConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         // "." is the root; "?" means a syntax error before any field was known.
         let path = if path == "." || path == "?" {

@@ -37,6 +37,11 @@ pub enum Denial {
     TooManyAuthFailures {
         retry_after: u64,
     },
+    /// The key is not configured and the live policy document that could hold it is not
+    /// loaded yet, or (`stale`) older than `data_source.max_stale_seconds` allows.
+    PolicyNotLoaded {
+        stale: bool,
+    },
 }
 
 /// `RateLimit-Policy` and `RateLimit` (IETF httpapi RateLimit header fields).
@@ -65,7 +70,8 @@ impl Denial {
             Self::RateLimited { .. } | Self::TooManyAuthFailures { .. } => 429,
             Self::Jwt {
                 retryable: true, ..
-            } => 503,
+            }
+            | Self::PolicyNotLoaded { .. } => 503,
             Self::MissingCredential
             | Self::ApiKey(_)
             | Self::Jwt { .. }
@@ -88,6 +94,7 @@ impl Denial {
             Self::BindingMismatch { .. } => "credential_binding_mismatch",
             Self::RateLimited { .. } => "rate_limited",
             Self::TooManyAuthFailures { .. } => "too_many_auth_failures",
+            Self::PolicyNotLoaded { .. } => "policy_not_loaded",
         }
     }
 
@@ -106,6 +113,7 @@ impl Denial {
             Self::BindingMismatch { .. } => "Credentials do not belong together",
             Self::RateLimited { .. } => "Too many requests",
             Self::TooManyAuthFailures { .. } => "Too many failed authentications",
+            Self::PolicyNotLoaded { .. } => "Policy data not loaded",
         }
     }
 
@@ -126,6 +134,8 @@ impl Denial {
             Self::BindingMismatch { claim } => format!("the token's '{claim}' claim does not match the API key's consumer"),
             Self::RateLimited { retry_after, .. } => format!("the request quota is used up; retry in {retry_after} seconds"),
             Self::TooManyAuthFailures { retry_after } => format!("too many requests from this address failed authentication; retry in {retry_after} seconds"),
+            Self::PolicyNotLoaded { stale: false } => "the policy data needed to check this credential is not loaded yet; retry later".to_owned(),
+            Self::PolicyNotLoaded { stale: true } => "the policy data needed to check this credential is out of date (its source has failed for too long); retry later".to_owned(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod denial;
 pub mod identity;
 pub mod jwt;
+pub mod key_entry;
 pub mod live;
 pub mod paths;
 pub mod pipeline;

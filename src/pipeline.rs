@@ -5,17 +5,20 @@
 
 use std::rc::Rc;
 
-use crate::api_key::KeyRecord;
+use crate::api_key::{self, KeyRecord, KeyRejection, KeyStore};
 use crate::config::CredentialPolicy;
 use crate::credentials::with_scheme;
 use crate::denial::{Challenges, Denial, LocalReply};
 use crate::identity::{CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER};
 use crate::jwt::{JwtVerifier, Refetch, VerifiedJwt};
+use crate::live::document::DocumentRules;
+use crate::live::{DataUnavailable, PolicyData};
 use crate::paths::is_canonical;
 use crate::policy::Policy;
 use crate::ports::{Call, CallReply, Event, Events, KeySpace, SharedStore, StoreError};
 use crate::ratelimit::{BucketBy, BucketOwner, Limiter, OnContention, Quota, RateLimits};
 use crate::request::RequestFacts;
+use crate::secret::Secret;
 use crate::transport::PlainHttp;
 
 /// Who the caller was verified to be.
@@ -46,6 +49,8 @@ pub struct Forward {
 pub enum Topic {
     /// A JWT provider's key set: a token named a key the set does not have yet.
     JwksKeys { provider: usize },
+    /// The live policy document (fetched on the root's tick; no request waits for it).
+    PolicyData,
 }
 
 /// A request that cannot be decided before an outbound answer.
@@ -127,16 +132,23 @@ pub struct Guard {
     /// This VM's lease-holder id (random, non-zero).
     vm_id: u64,
     limiter: Limiter,
+    /// The live policy document, when `data_source` is configured.
+    data: Option<PolicyData>,
 }
 
 impl Guard {
     pub fn new(policy: Rc<Policy>, space: &KeySpace, vm_id: u64) -> Self {
         let jwt = policy.jwt.clone().map(|s| JwtVerifier::new(s, space));
+        let data = policy
+            .data_source
+            .clone()
+            .map(|source| PolicyData::new(source, space));
         Self {
             policy,
             jwt,
             vm_id: vm_id.max(1),
             limiter: Limiter::new(space.clone(), vm_id),
+            data,
         }
     }
 
@@ -153,46 +165,68 @@ impl Guard {
         if self.policy.rate_limits.is_some() || self.policy.failed_auth.is_some() {
             self.limiter.prepare(store)?;
         }
+        if let Some(data) = &self.data {
+            data.create(store)?;
+        }
         self.jwt.as_ref().map_or(Ok(()), |j| j.create_feeds(store))
     }
 
     /// The periodic work: load what other VMs published, and the fetches due now (this VM took
     /// their leases; the host starts them and hands the answers to [`Guard::on_reply`]).
     pub fn tick(&mut self, env: &mut Env<'_>) -> Result<Vec<(Topic, Call)>, StoreError> {
+        let mut due = Vec::new();
+        if let Some(data) = self.data.as_mut() {
+            if let Some(call) = data.tick(env.store, self.vm_id, env.now_ms)? {
+                due.push((Topic::PolicyData, call));
+            }
+        }
         let Some(jwt) = self.jwt.as_mut() else {
-            return Ok(Vec::new());
+            return Ok(due);
         };
-        let due = jwt.jwks_tick(env.store, self.vm_id, env.now_ms, env.events)?;
-        Ok(due
-            .into_iter()
-            .map(|f| {
-                (
-                    Topic::JwksKeys {
-                        provider: f.provider,
-                    },
-                    f.call,
-                )
-            })
-            .collect())
+        let fetches = jwt.jwks_tick(env.store, self.vm_id, env.now_ms, env.events)?;
+        due.extend(fetches.into_iter().map(|f| {
+            (
+                Topic::JwksKeys {
+                    provider: f.provider,
+                },
+                f.call,
+            )
+        }));
+        Ok(due)
     }
 
     /// The answer to a call started for `topic` (by a waiting request or by [`Guard::tick`]).
     pub fn on_reply(&mut self, topic: Topic, reply: &CallReply, env: &mut Env<'_>) {
-        let Topic::JwksKeys { provider } = topic;
-        if let Some(jwt) = self.jwt.as_mut() {
-            if jwt
-                .on_jwks_reply(provider, reply, env.store, env.now_ms, env.events)
-                .is_err()
-            {
-                env.events.emit(Event::StoreFailed);
+        let stored = match topic {
+            Topic::JwksKeys { provider } => self.jwt.as_mut().map_or(Ok(()), |jwt| {
+                jwt.on_jwks_reply(provider, reply, env.store, env.now_ms, env.events)
+            }),
+            Topic::PolicyData => {
+                let policy = &self.policy;
+                let rules = DocumentRules {
+                    max_bytes: policy
+                        .data_source
+                        .as_ref()
+                        .map_or(0, |d| d.max_document_bytes),
+                    config_keys: policy.api_keys.as_ref().map(|k| &k.store),
+                    rate_limits: policy.rate_limits.as_ref(),
+                };
+                self.data.as_mut().map_or(Ok(()), |data| {
+                    data.on_reply(reply, &rules, env.store, env.now_ms, env.events)
+                })
             }
+        };
+        if stored.is_err() {
+            env.events.emit(Event::StoreFailed);
         }
     }
 
     /// Whether requests waiting for `topic` may go on: what they wait for has arrived, or
     /// nothing is under way any more. Called while they wait for another VM's call.
     pub fn settled(&mut self, topic: Topic, env: &mut Env<'_>) -> bool {
-        let Topic::JwksKeys { provider } = topic;
+        let Topic::JwksKeys { provider } = topic else {
+            return true;
+        };
         let Some(jwt) = self.jwt.as_mut() else {
             return true;
         };
@@ -235,6 +269,7 @@ impl Guard {
             policy: &policy,
             jwt: self.jwt.as_mut(),
             limiter: &mut self.limiter,
+            data: self.data.as_mut(),
             vm_id: self.vm_id,
             may_wait,
         };
@@ -345,6 +380,7 @@ struct Checks<'p, 'j> {
     policy: &'p Policy,
     jwt: Option<&'j mut JwtVerifier>,
     limiter: &'j mut Limiter,
+    data: Option<&'j mut PolicyData>,
     vm_id: u64,
     may_wait: bool,
 }
@@ -417,16 +453,15 @@ impl<'p> Checks<'p, '_> {
             return refuse(Denial::MissingCredential);
         }
 
-        let now = env.now_secs();
         let mut passed = Passed::default();
         let mut key_record = None;
         if let (Some(key), Some(keys)) = (api_key, &policy.api_keys) {
-            match keys.store.verify(key, now) {
+            match verify_api_key(&keys.store, self.data, key, env) {
                 Ok(record) => {
                     passed.caller.consumer = Some(Rc::clone(&record.consumer));
                     key_record = Some(record);
                 }
-                Err(rejection) => return refuse(Denial::ApiKey(rejection)),
+                Err(denial) => return refuse(denial),
             }
         }
         let mut token: Option<VerifiedJwt> = None;
@@ -467,7 +502,7 @@ impl<'p> Checks<'p, '_> {
         }
         if let Some(limits) = &policy.rate_limits {
             let caller = RateLimitedCaller {
-                key: key_record,
+                key: key_record.as_ref(),
                 consumer: passed.caller.consumer.as_deref(),
                 token: token.as_ref(),
             };
@@ -479,6 +514,49 @@ impl<'p> Checks<'p, '_> {
         }
         Ok(passed)
     }
+}
+
+/// Checks an API key: its form, then the configured keys, then the live document's.
+fn verify_api_key(
+    configured: &KeyStore,
+    data: Option<&mut PolicyData>,
+    key: Secret<'_>,
+    env: &mut Env<'_>,
+) -> Result<KeyRecord, Denial> {
+    let key = key.expose();
+    if !api_key::is_well_formed(key) {
+        return Err(Denial::ApiKey(KeyRejection::Malformed));
+    }
+    let digest = api_key::digest(key);
+    let now = env.now_secs();
+    if let Some(record) = configured.get(&digest) {
+        record.check(now).map_err(Denial::ApiKey)?;
+        return Ok(record.clone());
+    }
+    let Some(data) = data else {
+        return Err(Denial::ApiKey(KeyRejection::Unknown));
+    };
+    let entry = match data.lookup(&digest, env.store, env.now_ms) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return Err(Denial::ApiKey(KeyRejection::Unknown)),
+        Err(unavailable) => {
+            if unavailable == DataUnavailable::StoreFailed {
+                env.events.emit(Event::StoreFailed);
+            }
+            return Err(Denial::PolicyNotLoaded {
+                stale: unavailable == DataUnavailable::Stale,
+            });
+        }
+    };
+    let record = KeyRecord::new(
+        entry.digest,
+        Rc::from(entry.consumer),
+        entry.expires_at,
+        entry.revoked,
+    )
+    .with_plan(entry.plan.map(Rc::from));
+    record.check(now).map_err(Denial::ApiKey)?;
+    Ok(record)
 }
 
 /// What the rate limits need to know of an authenticated caller.
@@ -1515,6 +1593,121 @@ mod tests {
                 r#"{{{keys}, "exempt_paths": ["/api/health"], "routes": [{{"prefix": "/api", "credentials": "api_key"}}]}}"#
             );
             assert!(Policy::from_json(ok.as_bytes()).is_ok());
+        }
+    }
+
+    mod live_data {
+        use super::*;
+
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
+
+        fn live_guard(extra: &str) -> Guard {
+            let json = format!(
+                r#"{{"api_keys": {{"keys": [{}]}}, "data_source": {{"cluster": "apiguard-control"}}{extra}}}"#,
+                entry(&key(1), "alice", "")
+            );
+            guard_of(Rc::new(Policy::from_json(json.as_bytes()).unwrap()))
+        }
+
+        fn with_key(seed: u8) -> RequestFacts {
+            TestRequest::get("/v1")
+                .set_header("x-api-key", &key(seed))
+                .build()
+        }
+
+        #[test]
+        fn keys_come_from_the_document_once_loaded_and_configured_keys_work_before() {
+            let mut g = live_guard("");
+            let store = crate::ports::fakes::MemoryStore::default();
+            let mut events = crate::ports::fakes::RecordedEvents::default();
+            let mut env = Env {
+                now_ms: NOW * 1000,
+                store: &store,
+                events: &mut events,
+            };
+            g.create_shared_keys(env.store).unwrap();
+            let Decision::Reply(reply) = g.decide(&with_key(4), &mut env) else {
+                panic!("an unknown key cannot be decided before the document")
+            };
+            assert_eq!((reply.status, reply.code), (503, Some("policy_not_loaded")));
+            assert!(reply.headers.iter().any(|(n, _)| n == "retry-after"));
+            let configured = forwarded(g.decide(&with_key(1), &mut env));
+            assert_eq!(configured.caller.consumer.as_deref(), Some("alice"));
+
+            let due = g.tick(&mut env).unwrap();
+            let [(Topic::PolicyData, call)] = &due[..] else {
+                panic!("{due:?}")
+            };
+            assert_eq!(call.cluster, "apiguard-control");
+            let body = format!(
+                r#"{{"version": "v1", "api_keys": [{}, {}]}}"#,
+                entry(&key(4), "dave", ""),
+                entry(&key(6), "erin", r#", "revoked": true"#)
+            );
+            let reply = CallReply::Answered {
+                status: 200,
+                headers: vec![],
+                body: body.into_bytes(),
+            };
+            g.on_reply(Topic::PolicyData, &reply, &mut env);
+            let live = forwarded(g.decide(&with_key(4), &mut env));
+            assert_eq!(live.caller.consumer.as_deref(), Some("dave"));
+            assert!(live
+                .set_headers
+                .contains(&(CONSUMER_HEADER.to_owned(), "dave".to_owned())));
+            assert_eq!(
+                denial_code(&g.decide(&with_key(6), &mut env)),
+                Some("revoked_api_key")
+            );
+            assert_eq!(
+                denial_code(&g.decide(&with_key(5), &mut env)),
+                Some("unknown_api_key")
+            );
+        }
+
+        #[test]
+        fn a_document_key_takes_its_plan() {
+            let mut g = live_guard(
+                r#", "rate_limits": {"plans": {"one": {"rate": 1, "per": "minute", "burst": 1}}}"#,
+            );
+            let store = crate::ports::fakes::MemoryStore::default();
+            let mut events = crate::ports::fakes::RecordedEvents::default();
+            let mut env = Env {
+                now_ms: NOW * 1000,
+                store: &store,
+                events: &mut events,
+            };
+            g.create_shared_keys(env.store).unwrap();
+            g.tick(&mut env).unwrap();
+            let body = format!(
+                r#"{{"version": "v1", "api_keys": [{}]}}"#,
+                entry(&key(4), "dave", r#", "plan": "one""#)
+            );
+            let reply = CallReply::Answered {
+                status: 200,
+                headers: vec![],
+                body: body.into_bytes(),
+            };
+            g.on_reply(Topic::PolicyData, &reply, &mut env);
+            forwarded(g.decide(&with_key(4), &mut env));
+            assert_eq!(
+                denial_code(&g.decide(&with_key(4), &mut env)),
+                Some("rate_limited")
+            );
+        }
+
+        #[test]
+        fn a_data_source_needs_api_keys() {
+            let mut jwk = crate::jwt::test_keys::ec_public_jwk();
+            jwk["kid"] = serde_json::json!("ec");
+            let json = serde_json::json!({
+                "credentials": "jwt",
+                "jwt": {"providers": [{"issuer": "https://issuer.example", "jwks": {"keys": [jwk]}}]},
+                "data_source": {"cluster": "apiguard-control"},
+            });
+            let err = Policy::from_json(json.to_string().as_bytes()).unwrap_err();
+            assert_eq!(err.path, "data_source", "{err}");
         }
     }
 }

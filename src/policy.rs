@@ -10,13 +10,16 @@ use crate::config_error::ConfigError;
 use crate::credentials::CredentialSources;
 use crate::identity::IDENTITY_HEADER_PREFIX;
 use crate::jwt::JwtSettings;
+use crate::key_entry::{check_key_entry, KeyEntryFields};
+use crate::live::source::DataSource;
 use crate::paths::PathPrefix;
 use crate::query::QueryCredentials;
 use crate::ratelimit::{FailedAuthLimit, RateLimits};
 use crate::request::is_header_name;
-use crate::secret::parse_hex32;
-use crate::time::parse_rfc3339;
 use crate::transport::HttpsPolicy;
+
+/// The largest JWKS document a VM accepts (a provider's key set is a few KiB).
+const MAX_JWKS_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug)]
 pub struct ApiKeySettings {
@@ -59,6 +62,8 @@ pub struct Policy {
     pub sources: CredentialSources,
     pub rate_limits: Option<RateLimits>,
     pub failed_auth: Option<FailedAuthLimit>,
+    /// Where the live policy document comes from.
+    pub data_source: Option<DataSource>,
     /// Valid but doubtful settings, logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -128,6 +133,14 @@ impl Policy {
             .api_keys
             .map(|k| compile_api_keys(k, rate_limits.as_ref()))
             .transpose()?;
+        let data_source = cfg.data_source.map(DataSource::compile).transpose()?;
+        if data_source.is_some() && api_keys.is_none() {
+            // The document's entries are API keys (its ACL data has no use without them yet).
+            return Err(ConfigError::new(
+                "data_source",
+                "needs api_keys (the document's keys are read with its settings)",
+            ));
+        }
         let mut warnings = Vec::new();
         if let Some(limits) = &rate_limits {
             for (i, route) in routes.iter().enumerate() {
@@ -253,6 +266,7 @@ impl Policy {
             sources,
             rate_limits,
             failed_auth,
+            data_source,
             warnings,
         })
     }
@@ -268,9 +282,20 @@ impl Policy {
 
     /// Whether some document is fetched from a remote endpoint (the root must tick).
     pub fn fetches_remote_documents(&self) -> bool {
-        self.jwt
+        self.data_source.is_some()
+            || self
+                .jwt
+                .as_ref()
+                .is_some_and(|j| j.providers.iter().any(|p| p.remote.is_some()))
+    }
+
+    /// The largest answer body the host hands in: a bigger one counts as a failed call.
+    pub fn max_call_body_bytes(&self) -> usize {
+        let documents = self
+            .data_source
             .as_ref()
-            .is_some_and(|j| j.providers.iter().any(|p| p.remote.is_some()))
+            .map_or(0, |d| d.max_document_bytes);
+        documents.max(MAX_JWKS_BODY_BYTES)
     }
 
     /// Whether a path that is not canonical could be matched wrongly (so must be refused).
@@ -401,48 +426,27 @@ fn compile_api_keys(
     let mut store = KeyStore::with_capacity(cfg.keys.len());
     // Many keys often share a consumer: keep one copy of each id.
     let mut consumers: HashMap<String, Rc<str>> = HashMap::new();
-    for (i, key) in cfg.keys.into_iter().enumerate() {
+    for (i, key) in cfg.keys.iter().enumerate() {
         let at = |field: &str| format!("api_keys.keys[{i}].{field}");
-        let digest = parse_hex32(&key.sha256).ok_or_else(|| {
-            ConfigError::new(
-                at("sha256"),
-                format!(
-                    "expected 64 hex digits, got {} characters",
-                    key.sha256.chars().count()
-                ),
-            )
-        })?;
-        if !is_consumer_id(&key.consumer) {
-            return Err(ConfigError::new(
-                at("consumer"),
-                "must be 1-128 characters of A-Z a-z 0-9 . _ - : @",
-            ));
-        }
-        let expires_at = key
-            .expires_at
-            .as_deref()
-            .map(|t| {
-                parse_rfc3339(t).map_err(|e| ConfigError::new(at("expires_at"), e.to_string()))
-            })
-            .transpose()?;
+        let fields = KeyEntryFields {
+            sha256: &key.sha256,
+            consumer: &key.consumer,
+            expires_at: key.expires_at.as_deref(),
+            revoked: key.revoked,
+            plan: key.plan.as_deref(),
+        };
+        let checked = check_key_entry(fields, rate_limits, at)?;
         let consumer = consumers
-            .entry(key.consumer)
+            .entry(checked.consumer.to_owned())
             .or_insert_with_key(|c| Rc::from(c.as_str()))
             .clone();
-        let plan = match (&key.plan, rate_limits) {
-            (None, _) => None,
-            (Some(name), Some(limits)) if limits.plan(name).is_some() => {
-                Some(Rc::from(name.as_str()))
-            }
-            (Some(_), _) => {
-                return Err(ConfigError::new(
-                    at("plan"),
-                    "names a plan that rate_limits.plans does not define",
-                ))
-            }
-        };
+        let (digest, expires_at, plan) = (
+            checked.digest,
+            checked.expires_at,
+            checked.plan.map(Rc::from),
+        );
         store
-            .insert(KeyRecord::new(digest, consumer, expires_at, key.revoked).with_plan(plan))
+            .insert(KeyRecord::new(digest, consumer, expires_at, checked.revoked).with_plan(plan))
             .map_err(|_| {
                 ConfigError::new(at("sha256"), "the same digest appears earlier in the list")
             })?;

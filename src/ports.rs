@@ -97,14 +97,22 @@ pub enum CallFailure {
     NotStarted,
     /// No response: connection failure, reset, or the call's timeout.
     NoResponse,
+    /// The answer's body is larger than the plugin accepts (it was not read).
+    TooLarge { bytes: usize },
 }
 
 impl fmt::Display for CallFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::NotStarted => "the call could not be started",
-            Self::NoResponse => "no response (connection failure or timeout)",
-        })
+        match self {
+            Self::NotStarted => f.write_str("the call could not be started"),
+            Self::NoResponse => f.write_str("no response (connection failure or timeout)"),
+            Self::TooLarge { bytes } => {
+                write!(
+                    f,
+                    "the answer's body of {bytes} bytes is larger than allowed"
+                )
+            }
+        }
     }
 }
 
@@ -148,6 +156,25 @@ pub enum Event {
     /// `failed_auth_limit.client_address` is `connection`, but Envoy took the downstream
     /// address from `x-forwarded-for` (a client can choose it).
     ClientAddressForwarded,
+    /// A new live policy document is in force on the whole proxy (this VM published it).
+    DataLoaded {
+        document_version: String,
+        version: u64,
+        api_keys: u64,
+        acl_groups: usize,
+        acl_ownership_entries: usize,
+    },
+    /// A fetched policy document failed validation: `path` and `message` say where and why (never
+    /// a value); version `in_force` stays.
+    DataRefused {
+        path: String,
+        message: String,
+        in_force: u64,
+    },
+    /// The policy document could not be fetched; the version in force stays.
+    DataFetchFailed { reason: String },
+    /// The endpoint confirmed the version in force (`304`, or the same bytes): nothing re-validated.
+    DataNotModified,
 }
 
 /// Receives events.

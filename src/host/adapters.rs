@@ -103,6 +103,18 @@ pub struct HostEvents {
     report_only: HashMap<&'static str, u32>,
     jwks_failures: Option<u32>,
     contention: Option<u32>,
+    data: DataMetrics,
+}
+
+/// The live policy document's metrics.
+#[derive(Default)]
+struct DataMetrics {
+    loads: Option<u32>,
+    refusals: Option<u32>,
+    fetch_failures: Option<u32>,
+    not_modified: Option<u32>,
+    /// Gauge: API keys in the version in force.
+    entries: Option<u32>,
 }
 
 fn counter(slot: &mut Option<u32>, name: &str) -> Option<u32> {
@@ -192,6 +204,67 @@ impl Events for HostEvents {
                 LogLevel::Error,
                 "the proxy's shared data failed; deciding without it",
             ),
+            Event::DataLoaded {
+                document_version,
+                version,
+                api_keys,
+                acl_groups,
+                acl_ownership_entries,
+            } => {
+                let d = &mut self.data;
+                increment(counter(&mut d.loads, "apiguard_data_loads_total"));
+                if d.entries.is_none() {
+                    d.entries =
+                        hostcalls::define_metric(MetricType::Gauge, "apiguard_data_entries").ok();
+                }
+                if let Some(id) = d.entries {
+                    let _ = hostcalls::record_metric(id, api_keys);
+                }
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "policy document {document_version} in force (proxy version {version}): \
+                         {api_keys} api keys, {acl_groups} acl groups, {acl_ownership_entries} \
+                         ownership entries"
+                    ),
+                );
+            }
+            Event::DataRefused {
+                path,
+                message,
+                in_force,
+            } => {
+                increment(counter(
+                    &mut self.data.refusals,
+                    "apiguard_data_refusals_total",
+                ));
+                let at = if path.is_empty() {
+                    "the top level".to_owned()
+                } else {
+                    path
+                };
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "policy document refused at {at}: {message}; proxy version {in_force} \
+                         stays in force"
+                    ),
+                );
+            }
+            Event::DataFetchFailed { reason } => {
+                increment(counter(
+                    &mut self.data.fetch_failures,
+                    "apiguard_data_fetch_failures_total",
+                ));
+                log(
+                    LogLevel::Warn,
+                    &format!("policy document fetch failed: {reason}; the version in force stays"),
+                );
+            }
+            Event::DataNotModified => increment(counter(
+                &mut self.data.not_modified,
+                "apiguard_data_not_modified_total",
+            )),
         }
     }
 }

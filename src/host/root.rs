@@ -61,17 +61,22 @@ pub fn deliver_reply(
     num_headers: usize,
     body_size: usize,
 ) {
-    let reply = call_reply(num_headers, body_size);
     Vm::with(vm, |guard, flows, env, host| {
+        let max_body = guard.policy().max_call_body_bytes();
+        let reply = call_reply(num_headers, body_size, max_body);
         flows.on_call_reply(context, token, &reply, guard, env, host)
     });
 }
 
 /// The answer to an outbound call, as the core sees it.
-fn call_reply(num_headers: usize, body_size: usize) -> CallReply {
+fn call_reply(num_headers: usize, body_size: usize, max_body: usize) -> CallReply {
     if num_headers == 0 {
         // Envoy answers a failed or timed-out call without any header.
         return CallReply::Failed(CallFailure::NoResponse);
+    }
+    if body_size > max_body {
+        // Never copied into the VM: its memory would keep the peak for good.
+        return CallReply::Failed(CallFailure::TooLarge { bytes: body_size });
     }
     let headers = header_map(MapType::HttpCallResponseHeaders);
     let status = headers

@@ -35,6 +35,7 @@ impl RemoteState {
                 refresh_ms: remote.refresh_interval.saturating_mul(1000),
                 min_refetch_ms: remote.min_refetch_interval.saturating_mul(1000),
                 lease_ms: lease_ms(remote.timeout_ms),
+                sticky_ms: 0,
             },
             call: Call {
                 cluster: remote.cluster.clone(),

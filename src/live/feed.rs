@@ -24,10 +24,19 @@ pub struct FeedState {
     pub next_due_ms: i64,
     /// When the last fetch started; 0 = never (rate-limits early refetches).
     pub last_started_ms: i64,
+    /// When a fetch last confirmed the published version as current (a new body, the same
+    /// body, or `304 Not Modified`); 0 = never. How stale the proxy's copy is.
+    pub last_ok_ms: i64,
+    /// The VM that fetched last: it keeps fetching while it is alive (see
+    /// [`FeedTiming::sticky_ms`]).
+    pub last_holder: u64,
+    /// What the publisher wants every reader to see with the version (a layout descriptor);
+    /// opaque to the feed, read in the same host call as the version.
+    pub extra: Vec<u8>,
 }
 
-const STATE_FORMAT: u8 = 1;
-const STATE_BYTES: usize = 1 + 8 + 32 + 8 + 8 + 8 + 8;
+const STATE_FORMAT: u8 = 2;
+const FIXED_STATE_BYTES: usize = 1 + 8 + 32 + 8 + 8 + 8 + 8 + 8 + 8;
 
 impl FeedState {
     /// Whether some VM holds an unexpired lease, i.e. a fetch is under way.
@@ -36,7 +45,7 @@ impl FeedState {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(STATE_BYTES);
+        let mut out = Vec::with_capacity(FIXED_STATE_BYTES + self.extra.len());
         out.push(STATE_FORMAT);
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&self.digest);
@@ -44,6 +53,9 @@ impl FeedState {
         out.extend_from_slice(&self.lease_until_ms.to_le_bytes());
         out.extend_from_slice(&self.next_due_ms.to_le_bytes());
         out.extend_from_slice(&self.last_started_ms.to_le_bytes());
+        out.extend_from_slice(&self.last_ok_ms.to_le_bytes());
+        out.extend_from_slice(&self.last_holder.to_le_bytes());
+        out.extend_from_slice(&self.extra);
         out
     }
 
@@ -52,7 +64,7 @@ impl FeedState {
     fn decode(bytes: &[u8]) -> Self {
         let mut r = Reader(bytes);
         let parsed = (|| {
-            if r.take(1)? != [STATE_FORMAT] || bytes.len() != STATE_BYTES {
+            if r.take(1)? != [STATE_FORMAT] || bytes.len() < FIXED_STATE_BYTES {
                 return None;
             }
             Some(Self {
@@ -62,6 +74,9 @@ impl FeedState {
                 lease_until_ms: r.i64()?,
                 next_due_ms: r.i64()?,
                 last_started_ms: r.i64()?,
+                last_ok_ms: r.i64()?,
+                last_holder: r.u64()?,
+                extra: r.0.to_vec(),
             })
         })();
         parsed.unwrap_or_default()
@@ -93,6 +108,10 @@ pub struct FeedTiming {
     pub min_refetch_ms: i64,
     /// A lease not released within this long is taken over (its holder is gone).
     pub lease_ms: i64,
+    /// For this long after a scheduled fetch is due, only the VM that fetched last may take
+    /// it: a large document then passes through one VM's memory, not through every VM's in
+    /// turn (wasm memory never shrinks). 0 = any VM, at once.
+    pub sticky_ms: i64,
 }
 
 /// Why a VM wants to fetch.
@@ -109,6 +128,15 @@ pub enum FetchReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     holder: u64,
+}
+
+/// A version being written by the lease holder (see [`Feed::begin_publish`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    lease: Lease,
+    pub version: u64,
+    /// The descriptor of the version in force while the new one is written.
+    pub current_extra: Vec<u8>,
 }
 
 /// What publishing a fetched body did.
@@ -198,7 +226,15 @@ impl Feed {
                 return None;
             }
             let due = match reason {
-                FetchReason::Scheduled => now_ms >= state.next_due_ms,
+                FetchReason::Scheduled => {
+                    let others_wait = state.last_holder != 0 && state.last_holder != holder;
+                    let due_ms = if others_wait {
+                        state.next_due_ms.saturating_add(timing.sticky_ms)
+                    } else {
+                        state.next_due_ms
+                    };
+                    now_ms >= due_ms
+                }
                 FetchReason::Early => {
                     state.last_started_ms == 0
                         || now_ms >= state.last_started_ms.saturating_add(timing.min_refetch_ms)
@@ -245,6 +281,9 @@ impl Feed {
                 lease_until_ms: 0,
                 next_due_ms: now_ms.saturating_add(timing.refresh_ms),
                 last_started_ms: state.last_started_ms,
+                last_ok_ms: now_ms,
+                last_holder: lease.holder,
+                extra: state.extra.clone(),
             };
             let published = if unchanged {
                 Published::Unchanged { version }
@@ -301,12 +340,101 @@ impl Feed {
                     lease_until_ms: 0,
                     next_due_ms: now_ms
                         .saturating_add(timing.min_refetch_ms.min(timing.refresh_ms)),
+                    last_holder: lease.holder,
                     ..state.clone()
                 };
                 (next, ())
             })
         })?;
         Ok(())
+    }
+
+    /// The fetch found the published version still current (`304 Not Modified`, or the same
+    /// body again): releases the lease and schedules the next refresh, nothing else changes.
+    pub fn confirm(
+        &self,
+        store: &dyn SharedStore,
+        lease: Lease,
+        timing: FeedTiming,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = self.update(store, |state| {
+            (state.holder == lease.holder).then(|| {
+                let next = FeedState {
+                    holder: 0,
+                    lease_until_ms: 0,
+                    next_due_ms: now_ms.saturating_add(timing.refresh_ms),
+                    last_ok_ms: now_ms,
+                    last_holder: lease.holder,
+                    ..state.clone()
+                };
+                (next, ())
+            })
+        })?;
+        Ok(done.is_some())
+    }
+
+    /// Before a publisher writes a new version's data outside the feed: renews the lease (the
+    /// writing may take a while) and names the version it will publish, with the descriptor
+    /// now in force. `None`: the lease was lost.
+    pub fn begin_publish(
+        &self,
+        store: &dyn SharedStore,
+        lease: Lease,
+        timing: FeedTiming,
+        now_ms: i64,
+    ) -> Result<Option<Pending>, StoreError> {
+        self.update(store, |state| {
+            (state.holder == lease.holder).then(|| {
+                let next = FeedState {
+                    lease_until_ms: now_ms.saturating_add(timing.lease_ms),
+                    ..state.clone()
+                };
+                let pending = Pending {
+                    lease,
+                    version: state.version.saturating_add(1),
+                    current_extra: state.extra.clone(),
+                };
+                (next, pending)
+            })
+        })
+    }
+
+    /// Switches every reader to `pending.version` with its descriptor `extra`, and releases the
+    /// lease. Refused (`LeaseLost`) when another VM took over or published in between.
+    pub fn commit(
+        &self,
+        store: &dyn SharedStore,
+        pending: &Pending,
+        digest: [u8; 32],
+        extra: Vec<u8>,
+        timing: FeedTiming,
+        now_ms: i64,
+    ) -> Result<Published, StoreError> {
+        let lease = pending.lease;
+        let outcome = self.update(store, |state| {
+            if state.holder != lease.holder || state.version.saturating_add(1) != pending.version {
+                return None;
+            }
+            let next = FeedState {
+                version: pending.version,
+                digest,
+                holder: 0,
+                lease_until_ms: 0,
+                next_due_ms: now_ms.saturating_add(timing.refresh_ms),
+                last_started_ms: state.last_started_ms,
+                last_ok_ms: now_ms,
+                last_holder: lease.holder,
+                extra: extra.clone(),
+            };
+            Some((next, ()))
+        })?;
+        Ok(match outcome {
+            Some(()) => Published::New {
+                version: pending.version,
+            },
+            None => Published::LeaseLost,
+        })
     }
 
     /// The published body, when its version differs from `have`.
@@ -349,6 +477,7 @@ mod tests {
         refresh_ms: 300_000,
         min_refetch_ms: 30_000,
         lease_ms: 5_000,
+        sticky_ms: 0,
     };
     const NOW: i64 = 1_800_000_000_000;
     const VM_A: u64 = 0xA;
@@ -547,6 +676,9 @@ mod tests {
             lease_until_ms: NOW,
             next_due_ms: NOW + 1,
             last_started_ms: NOW - 1,
+            last_ok_ms: NOW - 2,
+            last_holder: 3,
+            extra: b"descriptor".to_vec(),
         };
         assert_eq!(FeedState::decode(&state.encode()), state);
         assert_eq!(FeedState::decode(b"garbage"), FeedState::default());

@@ -1,12 +1,20 @@
 //! Documents fetched once per proxy and shared by every worker VM through shared data: one VM
-//! holds a lease and fetches, publishes the body under a version, and every VM loads a version
-//! only when it changes. The first such document is a JWT provider's JWKS.
+//! holds a lease and fetches, publishes under a version, and every VM loads a version only when
+//! it changes. Two such documents: a JWT provider's JWKS (published whole), and the live policy
+//! document (API keys, ACL data) published as a sharded table, see [`table`].
 //!
-//! Two keys per document, created once with a placeholder so that every later write can be a
-//! real compare-and-swap (Envoy ignores the CAS of a key that does not exist yet):
-//! - `<name>/state`: version, body digest, lease holder and expiry, schedule (small; read often);
-//! - `<name>/doc`: version and body (read only when the version changed).
+//! Every feed has a state key, created once with a placeholder so that every later write can be
+//! a real compare-and-swap (Envoy ignores the CAS of a key that does not exist yet):
+//! - `<name>/state`: version, body digest, lease holder and expiry, schedule, the publisher's
+//!   descriptor (small; read often);
+//! - `<name>/doc`: version and body, for documents published whole (read only when the version
+//!   changed).
 
+pub mod document;
 mod feed;
+mod policy_data;
+pub mod source;
+pub mod table;
 
-pub use feed::{Feed, FeedState, FeedTiming, FetchReason, Lease, Published};
+pub use feed::{Feed, FeedState, FeedTiming, FetchReason, Lease, Pending, Published};
+pub use policy_data::{DataUnavailable, PolicyData};

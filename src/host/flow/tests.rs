@@ -299,6 +299,7 @@ fn a_request_waiting_for_another_vm_goes_on_when_that_vm_publishes() {
         refresh_ms: 300_000,
         min_refetch_ms: 30_000,
         lease_ms: 3_000,
+        sticky_ms: 0,
     };
     let lease = feed
         .try_lease(
@@ -334,6 +335,7 @@ fn a_request_whose_time_is_up_goes_on_with_the_answer_of_today() {
         refresh_ms: 300_000,
         min_refetch_ms: 30_000,
         lease_ms: 60_000,
+        sticky_ms: 0,
     };
     feed.try_lease(
         store.as_ref(),

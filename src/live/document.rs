@@ -1,0 +1,372 @@
+//! The live policy document: what the control endpoint serves, and the rules a fetched copy
+//! must pass as a whole before any of it is published.
+//!
+//! ```json
+//! {"version": "2026-11-28T10:00:00Z#42",
+//!  "api_keys": [{"sha256": "…", "consumer": "alice", "expires_at": "…", "revoked": false, "plan": "gold"}],
+//!  "acl": {"groups": {"support": ["bob"]}, "owners": {"account": {"acct-1": ["consumer:alice"]}}}}
+//! ```
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::table::LiveKeyEntry;
+use crate::api_key::KeyStore;
+use crate::config::parse_object;
+use crate::config_error::ConfigError;
+use crate::key_entry::{check_key_entry, KeyEntryFields};
+use crate::policy::is_consumer_id;
+use crate::ratelimit::RateLimits;
+
+/// The longest `version` string (it is logged and kept in shared data).
+const MAX_VERSION_LEN: usize = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentDto<'a> {
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    api_keys: Vec<KeyEntryDto<'a>>,
+    #[serde(default)]
+    acl: Option<AclDataDto>,
+}
+
+/// The fields of `api_keys.keys[]` in configuration, borrowed from the document's text (a
+/// million entries should not cost a million copies).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntryDto<'a> {
+    #[serde(borrow)]
+    sha256: Cow<'a, str>,
+    #[serde(borrow)]
+    consumer: Cow<'a, str>,
+    #[serde(default, borrow)]
+    expires_at: Option<Cow<'a, str>>,
+    #[serde(default)]
+    revoked: bool,
+    #[serde(default, borrow)]
+    plan: Option<Cow<'a, str>>,
+}
+
+/// The ACL's data parts: group members, and who owns which object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclDataDto {
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    owners: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+}
+
+/// What a fetched document is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct DocumentRules<'a> {
+    pub max_bytes: usize,
+    /// The configuration's keys: a digest may not be both there and in the document.
+    pub config_keys: Option<&'a KeyStore>,
+    pub rate_limits: Option<&'a RateLimits>,
+}
+
+/// A document that passed every rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidDocument {
+    pub version: String,
+    /// Sorted by digest, no digest twice.
+    pub keys: Vec<LiveKeyEntry>,
+    pub acl_groups: usize,
+    pub acl_ownership_entries: usize,
+}
+
+/// Checks a whole document. The error names the field (`api_keys[3].sha256`), never a value.
+pub fn validate(body: &[u8], rules: &DocumentRules<'_>) -> Result<ValidDocument, ConfigError> {
+    if body.len() > rules.max_bytes {
+        return Err(ConfigError::new(
+            "",
+            format!(
+                "the document has {} bytes, more than data_source.max_document_bytes ({})",
+                body.len(),
+                rules.max_bytes
+            ),
+        ));
+    }
+    let dto: DocumentDto<'_> = parse_object(body)?;
+    let version = dto.version.trim();
+    if version.is_empty()
+        || version.len() > MAX_VERSION_LEN
+        || !version.bytes().all(|c| c.is_ascii_graphic() || c == b' ')
+    {
+        return Err(ConfigError::new(
+            "version",
+            format!("must be 1-{MAX_VERSION_LEN} printable ASCII characters"),
+        ));
+    }
+    let mut keys: Vec<(LiveKeyEntry, usize)> = Vec::with_capacity(dto.api_keys.len());
+    for (i, key) in dto.api_keys.iter().enumerate() {
+        let at = |field: &str| format!("api_keys[{i}].{field}");
+        let fields = KeyEntryFields {
+            sha256: &key.sha256,
+            consumer: &key.consumer,
+            expires_at: key.expires_at.as_deref(),
+            revoked: key.revoked,
+            plan: key.plan.as_deref(),
+        };
+        let checked = check_key_entry(fields, rules.rate_limits, at)?;
+        if rules
+            .config_keys
+            .is_some_and(|k| k.contains(&checked.digest))
+        {
+            return Err(ConfigError::new(
+                at("sha256"),
+                "the same digest is configured in api_keys.keys",
+            ));
+        }
+        let entry = LiveKeyEntry {
+            digest: checked.digest,
+            expires_at: checked.expires_at,
+            revoked: checked.revoked,
+            consumer: checked.consumer.to_owned(),
+            plan: checked.plan.map(str::to_owned),
+        };
+        keys.push((entry, i));
+    }
+    drop(dto.api_keys);
+    keys.sort_unstable_by_key(|(entry, _)| entry.digest);
+    let repeated = keys.windows(2).find_map(|pair| match pair {
+        [(a, i), (b, j)] if a.digest == b.digest => Some((*i).max(*j)),
+        _ => None,
+    });
+    if let Some(later) = repeated {
+        return Err(ConfigError::new(
+            format!("api_keys[{later}].sha256"),
+            "the same digest appears earlier in the document",
+        ));
+    }
+    let (acl_groups, acl_ownership_entries) = match &dto.acl {
+        Some(acl) => check_acl_data(acl)?,
+        None => (0, 0),
+    };
+    Ok(ValidDocument {
+        version: version.to_owned(),
+        keys: keys.into_iter().map(|(entry, _)| entry).collect(),
+        acl_groups,
+        acl_ownership_entries,
+    })
+}
+
+/// A principal in an ownership entry: `consumer:<id>` or `group:<name>`.
+fn is_principal(text: &str) -> bool {
+    match text.split_once(':') {
+        Some(("consumer", id)) | Some(("group", id)) => is_consumer_id(id),
+        _ => false,
+    }
+}
+
+/// The shape of the ACL's data: names as consumer ids are, principals as the ACL writes them.
+fn check_acl_data(acl: &AclDataDto) -> Result<(usize, usize), ConfigError> {
+    for (group, members) in &acl.groups {
+        if !is_consumer_id(group) {
+            return Err(ConfigError::new(
+                "acl.groups",
+                "group names must be 1-128 characters of A-Z a-z 0-9 . _ - : @",
+            ));
+        }
+        if let Some(i) = members.iter().position(|m| !is_consumer_id(m)) {
+            return Err(ConfigError::new(
+                format!("acl.groups.{group}[{i}]"),
+                "must be a consumer id (1-128 characters of A-Z a-z 0-9 . _ - : @)",
+            ));
+        }
+    }
+    let mut entries = 0usize;
+    for (kind, objects) in &acl.owners {
+        if !is_consumer_id(kind) {
+            return Err(ConfigError::new(
+                "acl.owners",
+                "object types must be 1-128 characters of A-Z a-z 0-9 . _ - : @",
+            ));
+        }
+        for (object, principals) in objects {
+            if object.is_empty() || object.len() > 256 {
+                return Err(ConfigError::new(
+                    format!("acl.owners.{kind}"),
+                    "object ids must be 1-256 bytes",
+                ));
+            }
+            if let Some(i) = principals.iter().position(|p| !is_principal(p)) {
+                return Err(ConfigError::new(
+                    format!("acl.owners.{kind}"),
+                    format!(
+                        "entry {i} of an object's owners must be consumer:<id> or group:<name>"
+                    ),
+                ));
+            }
+            entries += 1;
+        }
+    }
+    Ok((acl.groups.len(), entries))
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::api_key::KeyRecord;
+    use crate::secret::to_hex;
+
+    const MAX: usize = 1 << 20;
+
+    fn rules() -> DocumentRules<'static> {
+        DocumentRules {
+            max_bytes: MAX,
+            config_keys: None,
+            rate_limits: None,
+        }
+    }
+
+    fn digest(seed: u8) -> String {
+        to_hex(&[seed; 32])
+    }
+
+    fn refused(doc: &str, rules: &DocumentRules<'_>) -> ConfigError {
+        validate(doc.as_bytes(), rules).unwrap_err()
+    }
+
+    #[test]
+    fn a_valid_document_is_sorted_by_digest_with_its_fields() {
+        let doc = format!(
+            r#"{{"version": "2026-11-28T10:00:00Z#42",
+                "api_keys": [
+                  {{"sha256": "{}", "consumer": "bob", "revoked": true}},
+                  {{"sha256": "{}", "consumer": "alice", "expires_at": "2027-01-01T00:00:00Z"}}],
+                "acl": {{"groups": {{"support": ["bob"]}},
+                         "owners": {{"account": {{"acct-1": ["consumer:alice", "group:support"]}}}}}}}}"#,
+            digest(9),
+            digest(1)
+        );
+        let valid = validate(doc.as_bytes(), &rules()).unwrap();
+        assert_eq!(valid.version, "2026-11-28T10:00:00Z#42");
+        assert_eq!(valid.keys.len(), 2);
+        assert_eq!(valid.keys[0].consumer, "alice");
+        assert_eq!(valid.keys[0].expires_at, Some(1_798_761_600));
+        assert!(valid.keys[1].revoked);
+        assert_eq!((valid.acl_groups, valid.acl_ownership_entries), (1, 1));
+    }
+
+    #[test]
+    fn every_kind_of_bad_document_is_refused_naming_the_field_never_the_value() {
+        let secretish = "s3cr3t-value-not-to-echo";
+        let cases = [
+            // serde names a missing field in the message, at its parent's path.
+            (r#"{"api_keys": []}"#.to_owned(), ""),
+            (r#"{"version": ""}"#.to_owned(), "version"),
+            (r#"{"version": "v\u0007"}"#.to_owned(), "version"),
+            (r#"{"version": "v", "extra": 1}"#.to_owned(), "extra"),
+            (
+                format!(
+                    r#"{{"version": "v", "api_keys": [{{"sha256": "{secretish}", "consumer": "a"}}]}}"#
+                ),
+                "api_keys[0].sha256",
+            ),
+            (
+                format!(
+                    r#"{{"version": "v", "api_keys": [{{"sha256": "{}", "consumer": "{secretish} x"}}]}}"#,
+                    digest(1)
+                ),
+                "api_keys[0].consumer",
+            ),
+            (
+                format!(
+                    r#"{{"version": "v", "api_keys": [{{"sha256": "{}", "consumer": "a", "expires_at": "{secretish}"}}]}}"#,
+                    digest(1)
+                ),
+                "api_keys[0].expires_at",
+            ),
+            (
+                format!(
+                    r#"{{"version": "v", "api_keys": [{{"sha256": "{}", "consumer": "a", "plan": "gold"}}]}}"#,
+                    digest(1)
+                ),
+                "api_keys[0].plan",
+            ),
+            (
+                format!(
+                    r#"{{"version": "v", "api_keys": [{{"sha256": "{}", "consumer": "a", "revoked": "{secretish}"}}]}}"#,
+                    digest(1)
+                ),
+                "api_keys[0].revoked",
+            ),
+            (
+                format!(
+                    r#"{{"version": "v", "api_keys": [{{"sha256": "{0}", "consumer": "a"}}, {{"sha256": "{1}", "consumer": "b"}}, {{"sha256": "{0}", "consumer": "c"}}]}}"#,
+                    digest(1),
+                    digest(2)
+                ),
+                "api_keys[2].sha256",
+            ),
+            (
+                format!(r#"{{"version": "v", "acl": {{"groups": {{"g": ["{secretish} x"]}}}}}}"#),
+                "acl.groups.g[0]",
+            ),
+            (
+                format!(
+                    r#"{{"version": "v", "acl": {{"owners": {{"account": {{"a": ["{secretish}"]}}}}}}}}"#
+                ),
+                "acl.owners.account",
+            ),
+            (r#"["version"]"#.to_owned(), ""),
+            (r#"{"version": "v""#.to_owned(), ""),
+            (r#"{"version": "v"} trailing"#.to_owned(), ""),
+        ];
+        for (doc, path) in cases {
+            let err = refused(&doc, &rules());
+            assert_eq!(err.path, path, "{doc}: {err}");
+            assert!(!err.to_string().contains(secretish), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_digest_already_configured_refuses_the_document() {
+        let mut store = KeyStore::default();
+        store
+            .insert(KeyRecord::new([3; 32], "cfg".into(), None, false))
+            .unwrap();
+        let rules = DocumentRules {
+            config_keys: Some(&store),
+            ..rules()
+        };
+        let doc = format!(
+            r#"{{"version": "v", "api_keys": [{{"sha256": "{}", "consumer": "a"}}, {{"sha256": "{}", "consumer": "b"}}]}}"#,
+            digest(4),
+            digest(3)
+        );
+        assert_eq!(refused(&doc, &rules).path, "api_keys[1].sha256");
+    }
+
+    #[test]
+    fn a_document_over_the_size_limit_is_refused_before_parsing() {
+        let rules = DocumentRules {
+            max_bytes: 10,
+            ..rules()
+        };
+        let err = refused(r#"{"version": "v1"}"#, &rules);
+        assert!(err.message.contains("max_document_bytes"), "{err}");
+    }
+
+    #[test]
+    fn escaped_strings_are_read_like_plain_ones() {
+        let doc = format!(
+            r#"{{"version": "v\u0031", "api_keys": [{{"sha256": "{}", "consumer": "al\u0069ce"}}]}}"#,
+            digest(1)
+        );
+        let valid = validate(doc.as_bytes(), &rules()).unwrap();
+        assert_eq!(
+            (valid.version.as_str(), valid.keys[0].consumer.as_str()),
+            ("v1", "alice")
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! The live policy document in one VM: fetching it for the whole proxy when this VM holds the
+//! lease (conditionally, with the ETag of the version in force), validating it whole, writing
+//! it into shared data as a sharded table (see [`super::table`]), and looking keys up in
+//! whatever version the proxy has in force.
+
+use sha2::{Digest, Sha256};
+
+use super::document::{validate, DocumentRules};
+use super::source::DataSource;
+use super::table::{
+    find_in_shard, shard_bits_for, shard_key, shard_of, write_generation, Descriptor, LiveKeyEntry,
+    ShardLookup,
+};
+use super::{Feed, FeedTiming, FetchReason, Lease, Published};
+use crate::ports::{
+    Call, CallFailure, CallReply, Event, Events, KeySpace, SharedStore, StoreError,
+};
+use crate::secret::ct_eq;
+
+/// The longest ETag kept for conditional requests (a longer one is simply not used).
+const MAX_ETAG_LEN: usize = 256;
+/// After a refresh is due, the VM that fetched last has this long to take it before any other
+/// VM may: the document's peak memory stays in one VM (wasm memory never shrinks).
+const STICKY_MS: i64 = 1000;
+
+/// Why a request that needs the live document cannot be decided with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataUnavailable {
+    /// No version has been loaded yet (or the one in force is being replaced under the reader).
+    NotLoaded,
+    /// The endpoint has not confirmed the version in force for longer than `max_stale_seconds`.
+    Stale,
+    /// Shared data failed.
+    StoreFailed,
+}
+
+/// What this VM reads with: the proxy's version in force and its layout.
+#[derive(Debug, Clone, Default)]
+struct View {
+    version: u64,
+    descriptor: Option<Descriptor>,
+    last_ok_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct PolicyData {
+    source: DataSource,
+    feed: Feed,
+    /// Shard keys start with this.
+    prefix: String,
+    timing: FeedTiming,
+    view: View,
+    /// This VM's lease, and when it took it.
+    lease: Option<(Lease, i64)>,
+}
+
+impl PolicyData {
+    pub fn new(source: DataSource, space: &KeySpace) -> Self {
+        let name = feed_name(&source);
+        let timing = FeedTiming {
+            refresh_ms: source.refresh_ms,
+            // A failed or refused fetch is retried at the next refresh.
+            min_refetch_ms: source.refresh_ms,
+            // Long enough for the call and for validating and writing a large document.
+            lease_ms: i64::try_from(source.timeout_ms.saturating_mul(2))
+                .unwrap_or(i64::MAX)
+                .saturating_add(30_000),
+            sticky_ms: STICKY_MS,
+        };
+        Self {
+            feed: Feed::new(space, &name),
+            prefix: space.key(&name),
+            timing,
+            source,
+            view: View::default(),
+            lease: None,
+        }
+    }
+
+    pub fn source(&self) -> &DataSource {
+        &self.source
+    }
+
+    pub fn create(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        self.feed.create(store)
+    }
+
+    /// The document version in force in this VM's view (0 = none loaded).
+    pub fn version(&self) -> u64 {
+        self.view.version
+    }
+
+    fn refresh_view(&mut self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        let state = self.feed.state(store)?;
+        self.view = View {
+            version: state.version,
+            descriptor: Descriptor::decode(&state.extra),
+            last_ok_ms: state.last_ok_ms,
+        };
+        Ok(())
+    }
+
+    /// The periodic turn: see what the proxy has in force; start a fetch when this VM takes the
+    /// lease.
+    pub fn tick(
+        &mut self,
+        store: &dyn SharedStore,
+        holder: u64,
+        now_ms: i64,
+    ) -> Result<Option<Call>, StoreError> {
+        self.refresh_view(store)?;
+        if let Some((_, taken_ms)) = self.lease {
+            if now_ms < taken_ms.saturating_add(self.timing.lease_ms) {
+                return Ok(None);
+            }
+            // The answer never came: the lease has expired for everyone, ours too.
+            self.lease = None;
+        }
+        let Some(lease) =
+            self.feed
+                .try_lease(store, holder, FetchReason::Scheduled, self.timing, now_ms)?
+        else {
+            return Ok(None);
+        };
+        self.lease = Some((lease, now_ms));
+        Ok(Some(self.call()))
+    }
+
+    fn call(&self) -> Call {
+        let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
+        let etag = self.view.descriptor.as_ref().map(|d| d.etag.as_str());
+        if let Some(etag) = etag.filter(|e| self.view.version != 0 && !e.is_empty()) {
+            headers.push(("if-none-match".to_owned(), etag.to_owned()));
+        }
+        Call {
+            cluster: self.source.cluster.clone(),
+            method: "GET".to_owned(),
+            path: self.source.path.clone(),
+            authority: self.source.authority.clone(),
+            headers,
+            body: Vec::new(),
+            timeout_ms: self.source.timeout_ms,
+        }
+    }
+
+    /// The answer to this VM's fetch: publish a new valid version, confirm an unchanged one,
+    /// or keep the one in force and say why.
+    pub fn on_reply(
+        &mut self,
+        reply: &CallReply,
+        rules: &DocumentRules<'_>,
+        store: &dyn SharedStore,
+        now_ms: i64,
+        events: &mut dyn Events,
+    ) -> Result<(), StoreError> {
+        let Some((lease, _)) = self.lease.take() else {
+            return Ok(());
+        };
+        let outcome = self.apply_reply(reply, lease, rules, store, now_ms, events);
+        if outcome.is_err() {
+            // Shared data failed half-way: give the lease back; the next refresh tries again.
+            let _ = self.feed.fail(store, lease, self.timing, now_ms);
+        }
+        outcome
+    }
+
+    fn apply_reply(
+        &mut self,
+        reply: &CallReply,
+        lease: Lease,
+        rules: &DocumentRules<'_>,
+        store: &dyn SharedStore,
+        now_ms: i64,
+        events: &mut dyn Events,
+    ) -> Result<(), StoreError> {
+        let fail = |this: &Self, reason: String, events: &mut dyn Events| {
+            events.emit(Event::DataFetchFailed { reason });
+            this.feed.fail(store, lease, this.timing, now_ms)
+        };
+        let (headers, body) = match reply {
+            CallReply::Failed(CallFailure::TooLarge { bytes }) => {
+                events.emit(Event::DataRefused {
+                    path: String::new(),
+                    message: format!(
+                        "the document has {bytes} bytes, more than data_source.max_document_bytes ({})",
+                        rules.max_bytes
+                    ),
+                    in_force: self.view.version,
+                });
+                return self.feed.fail(store, lease, self.timing, now_ms);
+            }
+            CallReply::Failed(failure) => return fail(self, failure.to_string(), events),
+            CallReply::Answered { status: 304, .. } if self.view.version != 0 => {
+                events.emit(Event::DataNotModified);
+                return self
+                    .feed
+                    .confirm(store, lease, self.timing, now_ms)
+                    .map(drop);
+            }
+            CallReply::Answered {
+                status: 200,
+                headers,
+                body,
+            } => (headers, body),
+            CallReply::Answered { status, .. } => {
+                return fail(self, format!("the endpoint answered {status}"), events)
+            }
+        };
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        let state = self.feed.state(store)?;
+        if state.version != 0 && state.digest == digest {
+            // The same bytes again (an endpoint without ETags): nothing to validate.
+            events.emit(Event::DataNotModified);
+            return self
+                .feed
+                .confirm(store, lease, self.timing, now_ms)
+                .map(drop);
+        }
+        let document = match validate(body, rules) {
+            Ok(document) => document,
+            Err(refusal) => {
+                events.emit(Event::DataRefused {
+                    path: refusal.path,
+                    message: refusal.message,
+                    in_force: state.version,
+                });
+                return self.feed.fail(store, lease, self.timing, now_ms);
+            }
+        };
+        let Some(pending) = self.feed.begin_publish(store, lease, self.timing, now_ms)? else {
+            return Ok(());
+        };
+        let current = Descriptor::decode(&pending.current_extra);
+        let slot = current.as_ref().map_or(0, |d| 1 - d.slot);
+        let mut slot_shards = current.as_ref().map_or([0, 0], |d| d.slot_shards);
+        let previous = slot_shards.get(usize::from(slot)).copied().unwrap_or(0);
+        let shard_bits = shard_bits_for(document.keys.len());
+        let written = write_generation(
+            store,
+            &self.prefix,
+            slot,
+            shard_bits,
+            previous,
+            pending.version,
+            &document.keys,
+        )?;
+        if let Some(n) = slot_shards.get_mut(usize::from(slot)) {
+            *n = written;
+        }
+        let etag = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("etag"))
+            .map(|(_, v)| v.clone())
+            .filter(|v| v.len() <= MAX_ETAG_LEN)
+            .unwrap_or_default();
+        let entries = u64::try_from(document.keys.len()).unwrap_or(u64::MAX);
+        let descriptor = Descriptor {
+            slot,
+            shard_bits,
+            slot_shards,
+            entries,
+            etag,
+            document_version: document.version.clone(),
+        };
+        let published = self.feed.commit(
+            store,
+            &pending,
+            digest,
+            descriptor.encode(),
+            self.timing,
+            now_ms,
+        )?;
+        if let Published::New { version } = published {
+            events.emit(Event::DataLoaded {
+                document_version: document.version,
+                version,
+                api_keys: entries,
+                acl_groups: document.acl_groups,
+                acl_ownership_entries: document.acl_ownership_entries,
+            });
+        }
+        self.refresh_view(store)
+    }
+
+    /// The live entry of a key's digest in the version the proxy has in force.
+    pub fn lookup(
+        &mut self,
+        digest: &[u8; 32],
+        store: &dyn SharedStore,
+        now_ms: i64,
+    ) -> Result<Option<LiveKeyEntry>, DataUnavailable> {
+        let failed = |_: StoreError| DataUnavailable::StoreFailed;
+        if self.view.version == 0 {
+            // Nothing loaded at the last tick: look again (the first version may just be in).
+            self.refresh_view(store).map_err(failed)?;
+        }
+        if self.view.version == 0 {
+            return Err(DataUnavailable::NotLoaded);
+        }
+        let max_stale = self.source.max_stale_ms;
+        if max_stale > 0 && now_ms.saturating_sub(self.view.last_ok_ms) > max_stale {
+            return Err(DataUnavailable::Stale);
+        }
+        for _ in 0..2 {
+            let Some(descriptor) = &self.view.descriptor else {
+                return Err(DataUnavailable::NotLoaded);
+            };
+            let key = shard_key(
+                &self.prefix,
+                descriptor.slot,
+                shard_of(digest, descriptor.shard_bits),
+            );
+            let shard = store.get(&key).map_err(failed)?;
+            let shard = shard.as_ref().map_or(&[][..], |s| s.value.as_slice());
+            match find_in_shard(shard, self.view.version, digest) {
+                // The index compares digests; the match is confirmed in constant time.
+                ShardLookup::Found(entry) if ct_eq(&entry.digest, digest) => {
+                    return Ok(Some(entry))
+                }
+                ShardLookup::Found(_) | ShardLookup::Absent => return Ok(None),
+                // The slot was rewritten since this VM looked: look at the state again.
+                ShardLookup::OtherVersion => self.refresh_view(store).map_err(failed)?,
+            }
+        }
+        Err(DataUnavailable::NotLoaded)
+    }
+}
+
+/// The document's name in shared data: a digest of where it comes from.
+fn feed_name(source: &DataSource) -> String {
+    let mut h = Sha256::new();
+    for part in [&source.cluster, &source.authority, &source.path] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("data/{hex}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,378 @@
+//! The live API keys in shared data: one copy per proxy, sharded by digest so a lookup reads
+//! one small entry, in two generation slots so storage is reused across versions.
+//!
+//! Layout, under the document's feed name `<feed>` (see [`crate::live::PolicyData`]):
+//! - `<feed>/state` holds the feed state; its descriptor ([`Descriptor`]) names the slot in
+//!   force (0 or 1), the shard count (a power of two), the entries, the document's ETag and
+//!   its `version` string;
+//! - `<feed>/<slot>/<shard>` (shard in hex) holds the entries whose digest starts with the
+//!   shard's bits, sorted by digest, behind the version they belong to.
+//!
+//! A new version is written into the slot not in force, then the descriptor switches to it.
+//! Shared data cannot delete keys, so a slot's keys are overwritten by the next version but one,
+//! and shards a smaller version no longer needs are emptied. A reader that finds another
+//! version in a shard than its descriptor names (the slot was rewritten since it looked)
+//! reads the descriptor again.
+
+use crate::ports::{SharedStore, StoreError};
+
+/// Entries per shard the layout aims at: a lookup copies about 1 KiB out of shared data.
+const TARGET_ENTRIES_PER_SHARD: usize = 16;
+/// At most 2^20 shards (16M keys at the target size; more keys only make shards larger).
+const MAX_SHARD_BITS: u8 = 20;
+
+const DESCRIPTOR_FORMAT: u8 = 1;
+const SHARD_FORMAT: u8 = 1;
+/// `expires_at` of an entry that never expires.
+const NEVER: i64 = i64::MIN;
+const REVOKED: u8 = 1;
+
+/// Which slot and shard layout readers use, and what the proxy loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Descriptor {
+    pub slot: u8,
+    pub shard_bits: u8,
+    /// Shard keys written so far in each slot (they are never deleted, only emptied).
+    pub slot_shards: [u32; 2],
+    pub entries: u64,
+    /// The document's `ETag` (for `If-None-Match`); empty when it had none.
+    pub etag: String,
+    /// The document's own `version` string.
+    pub document_version: String,
+}
+
+impl Descriptor {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![DESCRIPTOR_FORMAT, self.slot, self.shard_bits];
+        for n in self.slot_shards {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(&self.entries.to_le_bytes());
+        for text in [&self.etag, &self.document_version] {
+            let bytes = text.as_bytes();
+            let len = u16::try_from(bytes.len()).unwrap_or(0);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(bytes.get(..usize::from(len)).unwrap_or_default());
+        }
+        out
+    }
+
+    /// `None` for the empty descriptor of a feed that never published, or anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader(bytes);
+        if r.take(1)? != [DESCRIPTOR_FORMAT] {
+            return None;
+        }
+        let slot = r.u8()?;
+        let shard_bits = r.u8()?;
+        let slot_shards = [r.u32()?, r.u32()?];
+        let entries = r.u64()?;
+        let mut text = || -> Option<String> {
+            let len = u16::from_le_bytes(r.take(2)?.try_into().ok()?);
+            String::from_utf8(r.take(usize::from(len))?.to_vec()).ok()
+        };
+        let etag = text()?;
+        let document_version = text()?;
+        (slot < 2 && shard_bits <= MAX_SHARD_BITS).then_some(Self {
+            slot,
+            shard_bits,
+            slot_shards,
+            entries,
+            etag,
+            document_version,
+        })
+    }
+
+    pub fn shards(&self) -> u32 {
+        1 << self.shard_bits
+    }
+}
+
+/// The shard count for `entries`: a power of two near `entries / TARGET_ENTRIES_PER_SHARD`.
+pub fn shard_bits_for(entries: usize) -> u8 {
+    let wanted = entries.div_ceil(TARGET_ENTRIES_PER_SHARD).max(1);
+    let bits = usize::BITS - (wanted - 1).leading_zeros();
+    u8::try_from(bits)
+        .unwrap_or(MAX_SHARD_BITS)
+        .min(MAX_SHARD_BITS)
+}
+
+/// The shard a digest belongs to: its first `bits` bits.
+pub fn shard_of(digest: &[u8; 32], bits: u8) -> u32 {
+    if bits == 0 {
+        return 0;
+    }
+    let head = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    head >> (32 - u32::from(bits))
+}
+
+/// The shared-data key of one shard.
+pub fn shard_key(feed_prefix: &str, slot: u8, shard: u32) -> String {
+    format!("{feed_prefix}/{slot}/{shard:x}")
+}
+
+/// One live key, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveKeyEntry {
+    pub digest: [u8; 32],
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+    pub consumer: String,
+    pub plan: Option<String>,
+}
+
+impl LiveKeyEntry {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.digest);
+        out.extend_from_slice(&self.expires_at.unwrap_or(NEVER).to_le_bytes());
+        out.push(if self.revoked { REVOKED } else { 0 });
+        for text in [Some(&self.consumer), self.plan.as_ref()] {
+            // Consumer ids are at most 128 bytes and plan names 64: both fit a length byte
+            // (the document's validation refuses anything longer before it gets here).
+            let bytes = text.map_or(&[][..], |t| t.as_bytes());
+            let len = u8::try_from(bytes.len()).unwrap_or(0);
+            out.push(len);
+            out.extend_from_slice(bytes.get(..usize::from(len)).unwrap_or_default());
+        }
+    }
+}
+
+/// A shard's value: format, the version it belongs to, the entries sorted by digest.
+pub fn encode_shard(version: u64, entries: &[LiveKeyEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8 + entries.len() * 64);
+    out.push(SHARD_FORMAT);
+    out.extend_from_slice(&version.to_le_bytes());
+    for entry in entries {
+        entry.encode_into(&mut out);
+    }
+    out
+}
+
+/// What a shard says about one digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardLookup {
+    Found(LiveKeyEntry),
+    Absent,
+    /// The shard belongs to another version than the reader's (or is not written yet).
+    OtherVersion,
+}
+
+/// Finds `digest` in a shard of `version`.
+pub fn find_in_shard(shard: &[u8], version: u64, digest: &[u8; 32]) -> ShardLookup {
+    let mut r = Reader(shard);
+    let header = (|| Some((r.u8()?, r.u64()?)))();
+    if header != Some((SHARD_FORMAT, version)) {
+        return ShardLookup::OtherVersion;
+    }
+    while !r.0.is_empty() {
+        let Some(entry) = read_entry(&mut r) else {
+            // A torn shard can only come from a writer that lost its lease: treat it as not
+            // this version's, so the reader looks again.
+            return ShardLookup::OtherVersion;
+        };
+        match entry.digest.cmp(digest) {
+            std::cmp::Ordering::Less => continue,
+            // Equal digests: the caller still compares in constant time (this is the index).
+            std::cmp::Ordering::Equal => return ShardLookup::Found(entry),
+            std::cmp::Ordering::Greater => break,
+        }
+    }
+    ShardLookup::Absent
+}
+
+fn read_entry(r: &mut Reader<'_>) -> Option<LiveKeyEntry> {
+    let digest: [u8; 32] = r.take(32)?.try_into().ok()?;
+    let expires_at = Some(r.i64()?).filter(|&at| at != NEVER);
+    let revoked = r.u8()? & REVOKED != 0;
+    let mut text = || -> Option<String> {
+        let len = r.u8()?;
+        String::from_utf8(r.take(usize::from(len))?.to_vec()).ok()
+    };
+    let consumer = text()?;
+    let plan = Some(text()?).filter(|p| !p.is_empty());
+    Some(LiveKeyEntry {
+        digest,
+        expires_at,
+        revoked,
+        consumer,
+        plan,
+    })
+}
+
+/// Writes `entries` (sorted by digest) as `version` into `slot`, emptying the shards of that
+/// slot a larger earlier version used beyond the new count. Returns the shard keys the slot now
+/// has (for the descriptor).
+pub fn write_generation(
+    store: &dyn SharedStore,
+    feed_prefix: &str,
+    slot: u8,
+    shard_bits: u8,
+    previous_shards: u32,
+    version: u64,
+    entries: &[LiveKeyEntry],
+) -> Result<u32, StoreError> {
+    let shards = 1u32 << shard_bits;
+    let mut start = 0;
+    for shard in 0..shards {
+        let end = start
+            + entries
+                .get(start..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|e| shard_of(&e.digest, shard_bits) == shard)
+                .count();
+        let value = encode_shard(version, entries.get(start..end).unwrap_or_default());
+        store.set(&shard_key(feed_prefix, slot, shard), &value, None)?;
+        start = end;
+    }
+    for shard in shards..previous_shards {
+        store.set(&shard_key(feed_prefix, slot, shard), b"", None)?;
+    }
+    Ok(shards.max(previous_shards))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(*self.take(1)?.first()?)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::ports::fakes::MemoryStore;
+
+    fn entry(first: u8, consumer: &str) -> LiveKeyEntry {
+        let mut digest = [7u8; 32];
+        digest[0] = first;
+        LiveKeyEntry {
+            digest,
+            expires_at: None,
+            revoked: false,
+            consumer: consumer.to_owned(),
+            plan: None,
+        }
+    }
+
+    #[test]
+    fn shard_counts_grow_with_the_entries_in_powers_of_two() {
+        assert_eq!(shard_bits_for(0), 0);
+        assert_eq!(shard_bits_for(16), 0);
+        assert_eq!(shard_bits_for(17), 1);
+        assert_eq!(shard_bits_for(1_000_000), 16);
+        assert_eq!(shard_bits_for(usize::MAX / 2), MAX_SHARD_BITS);
+    }
+
+    #[test]
+    fn a_digest_belongs_to_the_shard_of_its_leading_bits() {
+        let mut d = [0u8; 32];
+        d[0] = 0b1010_0000;
+        assert_eq!(shard_of(&d, 0), 0);
+        assert_eq!(shard_of(&d, 1), 1);
+        assert_eq!(shard_of(&d, 3), 0b101);
+        d[1] = 0xff;
+        assert_eq!(shard_of(&d, 12), 0b1010_0000_1111);
+    }
+
+    #[test]
+    fn entries_survive_a_shard_and_absent_digests_are_absent() {
+        let mut revoked = entry(1, "bob");
+        revoked.revoked = true;
+        revoked.expires_at = Some(1_900_000_000);
+        revoked.plan = Some("gold".to_owned());
+        let entries = vec![entry(0, "alice"), revoked.clone(), entry(9, "carol")];
+        let shard = encode_shard(4, &entries);
+        assert_eq!(
+            find_in_shard(&shard, 4, &revoked.digest),
+            ShardLookup::Found(revoked)
+        );
+        assert_eq!(
+            find_in_shard(&shard, 4, &entry(5, "x").digest),
+            ShardLookup::Absent
+        );
+        assert_eq!(
+            find_in_shard(&shard, 4, &entry(10, "x").digest),
+            ShardLookup::Absent
+        );
+        assert_eq!(
+            find_in_shard(&shard, 5, &entries[0].digest),
+            ShardLookup::OtherVersion
+        );
+        assert_eq!(
+            find_in_shard(b"", 4, &entries[0].digest),
+            ShardLookup::OtherVersion
+        );
+        let torn = shard.get(..shard.len() - 3).unwrap();
+        assert_eq!(
+            find_in_shard(torn, 4, &entries[2].digest),
+            ShardLookup::OtherVersion
+        );
+    }
+
+    #[test]
+    fn descriptors_survive_encoding_and_anything_else_is_none() {
+        let d = Descriptor {
+            slot: 1,
+            shard_bits: 3,
+            slot_shards: [4, 8],
+            entries: 99,
+            etag: "\"abc\"".to_owned(),
+            document_version: "2026-11-28T10:00:00Z#42".to_owned(),
+        };
+        assert_eq!(Descriptor::decode(&d.encode()), Some(d));
+        assert_eq!(Descriptor::decode(b""), None);
+        assert_eq!(Descriptor::decode(&[DESCRIPTOR_FORMAT, 2, 0]), None);
+    }
+
+    #[test]
+    fn a_generation_fills_every_shard_and_empties_the_ones_it_no_longer_needs() {
+        let store = MemoryStore::default();
+        let entries: Vec<_> = (0u8..=255).step_by(16).map(|b| entry(b, "c")).collect();
+        let written = write_generation(&store, "f", 0, 2, 0, 1, &entries).unwrap();
+        assert_eq!(written, 4);
+        for e in &entries {
+            let key = shard_key("f", 0, shard_of(&e.digest, 2));
+            let shard = store.get(&key).unwrap().unwrap().value;
+            assert_eq!(
+                find_in_shard(&shard, 1, &e.digest),
+                ShardLookup::Found(e.clone())
+            );
+        }
+        // The next version in this slot has fewer shards: the rest are emptied, not left stale.
+        let fewer = vec![entry(3, "d")];
+        let written = write_generation(&store, "f", 0, 0, written, 3, &fewer).unwrap();
+        assert_eq!(written, 4);
+        assert_eq!(
+            store.get(&shard_key("f", 0, 3)).unwrap().unwrap().value,
+            b""
+        );
+        let shard = store.get(&shard_key("f", 0, 0)).unwrap().unwrap().value;
+        assert_eq!(
+            find_in_shard(&shard, 3, &fewer[0].digest),
+            ShardLookup::Found(fewer[0].clone())
+        );
+        assert_eq!(
+            find_in_shard(&shard, 3, &entries[0].digest),
+            ShardLookup::Absent
+        );
+    }
+}
