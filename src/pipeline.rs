@@ -176,7 +176,7 @@ impl Guard {
     pub fn tick(&mut self, env: &mut Env<'_>) -> Result<Vec<(Topic, Call)>, StoreError> {
         let mut due = Vec::new();
         if let Some(data) = self.data.as_mut() {
-            if let Some(call) = data.tick(env.store, self.vm_id, env.now_ms)? {
+            if let Some(call) = data.tick(env.store, self.vm_id, env.now_ms, env.events)? {
                 due.push((Topic::PolicyData, call));
             }
         }

@@ -173,6 +173,11 @@ pub enum Event {
     },
     /// The policy document could not be fetched; the version in force stays.
     DataFetchFailed { reason: String },
+    /// This VM now decides with this version of the policy document.
+    DataInForce {
+        version: u64,
+        document_version: String,
+    },
     /// The endpoint confirmed the version in force (`304`, or the same bytes): nothing re-validated.
     DataNotModified,
 }

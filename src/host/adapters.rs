@@ -261,6 +261,13 @@ impl Events for HostEvents {
                     &format!("policy document fetch failed: {reason}; the version in force stays"),
                 );
             }
+            Event::DataInForce {
+                version,
+                document_version,
+            } => log(
+                LogLevel::Info,
+                &format!("policy document {document_version}: proxy version {version} in force in this VM"),
+            ),
             Event::DataNotModified => increment(counter(
                 &mut self.data.not_modified,
                 "apiguard_data_not_modified_total",

@@ -50,6 +50,8 @@ pub struct PolicyData {
     prefix: String,
     timing: FeedTiming,
     view: View,
+    /// The version this VM last announced as in force (an event per VM and version).
+    announced: u64,
     /// This VM's lease, and when it took it.
     lease: Option<(Lease, i64)>,
 }
@@ -73,6 +75,7 @@ impl PolicyData {
             timing,
             source,
             view: View::default(),
+            announced: 0,
             lease: None,
         }
     }
@@ -107,8 +110,21 @@ impl PolicyData {
         store: &dyn SharedStore,
         holder: u64,
         now_ms: i64,
+        events: &mut dyn Events,
     ) -> Result<Option<Call>, StoreError> {
         self.refresh_view(store)?;
+        if self.view.version != self.announced {
+            self.announced = self.view.version;
+            events.emit(Event::DataInForce {
+                version: self.view.version,
+                document_version: self
+                    .view
+                    .descriptor
+                    .as_ref()
+                    .map(|d| d.document_version.clone())
+                    .unwrap_or_default(),
+            });
+        }
         if let Some((_, taken_ms)) = self.lease {
             if now_ms < taken_ms.saturating_add(self.timing.lease_ms) {
                 return Ok(None);

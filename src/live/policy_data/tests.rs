@@ -73,7 +73,10 @@ fn fetch(
     now: i64,
     reply: CallReply,
 ) -> (Call, RecordedEvents) {
-    let call = vm.tick(store, id, now).unwrap().expect("the fetch is due");
+    let call = vm
+        .tick(store, id, now, &mut RecordedEvents::default())
+        .unwrap()
+        .expect("the fetch is due");
     let mut events = RecordedEvents::default();
     vm.on_reply(&reply, &rules(), store, now, &mut events)
         .unwrap();
@@ -104,7 +107,10 @@ fn nothing_is_served_before_the_first_version_then_every_vm_sees_it() {
         consumer_of(&mut b, &store, 1, NOW),
         Err(DataUnavailable::NotLoaded)
     );
-    let call = a.tick(&store, VM_A, NOW).unwrap().unwrap();
+    let call = a
+        .tick(&store, VM_A, NOW, &mut RecordedEvents::default())
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (
             call.cluster.as_str(),
@@ -115,7 +121,11 @@ fn nothing_is_served_before_the_first_version_then_every_vm_sees_it() {
     );
     assert!(!call.headers.iter().any(|(n, _)| n == "if-none-match"));
     // One fetch per proxy: B finds the lease taken.
-    assert_eq!(b.tick(&store, VM_B, NOW).unwrap(), None);
+    assert_eq!(
+        b.tick(&store, VM_B, NOW, &mut RecordedEvents::default())
+            .unwrap(),
+        None
+    );
     let mut events = RecordedEvents::default();
     let body = doc("v1", &[(1, "alice", false), (2, "bob", false)]);
     a.on_reply(&ok(body, "\"e1\""), &rules(), &store, NOW + 5, &mut events)
@@ -140,7 +150,13 @@ fn refreshes_are_conditional_and_a_304_costs_no_validation() {
     let v1 = doc("v1", &[(1, "alice", false)]);
     fetch(&mut a, VM_A, &store, NOW, ok(v1.clone(), "\"e1\""));
     assert_eq!(
-        a.tick(&store, VM_A, NOW + REFRESH - 1).unwrap(),
+        a.tick(
+            &store,
+            VM_A,
+            NOW + REFRESH - 1,
+            &mut RecordedEvents::default()
+        )
+        .unwrap(),
         None,
         "not due yet"
     );
@@ -170,7 +186,8 @@ fn a_revoked_or_removed_key_is_seen_by_every_vm_at_the_next_version() {
     let later = NOW + REFRESH + 10;
     let v2 = doc("v2", &[(1, "alice", true)]);
     fetch(&mut a, VM_A, &store, later, ok(v2, "\"e2\""));
-    b.tick(&store, VM_B, later + 100).unwrap();
+    b.tick(&store, VM_B, later + 100, &mut RecordedEvents::default())
+        .unwrap();
     assert_eq!(
         consumer_of(&mut b, &store, 1, later + 100),
         found("alice", true)
@@ -270,7 +287,9 @@ fn a_document_that_repeats_a_configured_digest_is_refused() {
         ..rules()
     };
     let mut a = vm(0);
-    a.tick(&store, VM_A, NOW).unwrap().unwrap();
+    a.tick(&store, VM_A, NOW, &mut RecordedEvents::default())
+        .unwrap()
+        .unwrap();
     let mut events = RecordedEvents::default();
     let body = doc("v1", &[(2, "b", false), (1, "a", false)]);
     a.on_reply(&ok(body, ""), &rules, &store, NOW, &mut events)
@@ -319,7 +338,9 @@ fn failures_keep_the_last_version_until_max_stale_then_fail_closed() {
         Err(DataUnavailable::Stale)
     );
     // max_stale_seconds 0: the last good version serves indefinitely.
-    forever.tick(&store, VM_B, NOW + 30_001).unwrap();
+    forever
+        .tick(&store, VM_B, NOW + 30_001, &mut RecordedEvents::default())
+        .unwrap();
     assert_eq!(
         consumer_of(&mut forever, &store, 1, NOW + 86_400_000),
         found("alice", false)
@@ -338,10 +359,31 @@ fn the_vm_that_fetched_last_keeps_fetching_while_it_is_alive() {
         ok(doc("v1", &[(1, "alice", false)]), ""),
     );
     let due = NOW + REFRESH;
-    assert_eq!(b.tick(&store, VM_B, due).unwrap(), None);
-    assert_eq!(b.tick(&store, VM_B, due + STICKY_MS - 1).unwrap(), None);
+    assert_eq!(
+        b.tick(&store, VM_B, due, &mut RecordedEvents::default())
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        b.tick(
+            &store,
+            VM_B,
+            due + STICKY_MS - 1,
+            &mut RecordedEvents::default()
+        )
+        .unwrap(),
+        None
+    );
     // A is gone: B takes over once the grace is over.
-    assert!(b.tick(&store, VM_B, due + STICKY_MS).unwrap().is_some());
+    assert!(b
+        .tick(
+            &store,
+            VM_B,
+            due + STICKY_MS,
+            &mut RecordedEvents::default()
+        )
+        .unwrap()
+        .is_some());
 }
 
 #[test]
