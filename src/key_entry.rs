@@ -3,9 +3,19 @@
 
 use crate::config_error::ConfigError;
 use crate::policy::is_consumer_id;
-use crate::ratelimit::RateLimits;
+use crate::ratelimit::{is_plan_name, RateLimits};
 use crate::secret::parse_hex32;
 use crate::time::parse_rfc3339;
+
+/// Which plan names an entry may use.
+#[derive(Debug, Clone, Copy)]
+pub enum KnownPlans<'a> {
+    /// Those `rate_limits.plans` defines (none without `rate_limits`).
+    Configured(Option<&'a RateLimits>),
+    /// Any well-formed name: the document is edited without the configuration at hand (the
+    /// plugin checks the names when it loads the document).
+    Unchecked,
+}
 
 /// An entry's fields as written.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +41,7 @@ pub struct CheckedKeyEntry<'a> {
 /// Checks one entry; `at` turns a field name into its path for the error.
 pub fn check_key_entry<'a>(
     fields: KeyEntryFields<'a>,
-    rate_limits: Option<&RateLimits>,
+    plans: KnownPlans<'_>,
     at: impl Fn(&str) -> String,
 ) -> Result<CheckedKeyEntry<'a>, ConfigError> {
     let digest = parse_hex32(fields.sha256).ok_or_else(|| {
@@ -53,9 +63,12 @@ pub fn check_key_entry<'a>(
         .expires_at
         .map(|t| parse_rfc3339(t).map_err(|e| ConfigError::new(at("expires_at"), e.to_string())))
         .transpose()?;
-    let plan = match (fields.plan, rate_limits) {
+    let plan = match (fields.plan, plans) {
         (None, _) => None,
-        (Some(name), Some(limits)) if limits.plan(name).is_some() => Some(name),
+        (Some(name), KnownPlans::Configured(Some(limits))) if limits.plan(name).is_some() => {
+            Some(name)
+        }
+        (Some(name), KnownPlans::Unchecked) if is_plan_name(name) => Some(name),
         (Some(_), _) => {
             return Err(ConfigError::new(
                 at("plan"),

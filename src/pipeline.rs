@@ -11,6 +11,7 @@ use crate::credentials::with_scheme;
 use crate::denial::{Challenges, Denial, LocalReply};
 use crate::identity::{CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER};
 use crate::jwt::{JwtVerifier, Refetch, VerifiedJwt};
+use crate::key_entry::KnownPlans;
 use crate::live::document::DocumentRules;
 use crate::live::{DataUnavailable, PolicyData};
 use crate::paths::is_canonical;
@@ -209,7 +210,7 @@ impl Guard {
                         .as_ref()
                         .map_or(0, |d| d.max_document_bytes),
                     config_keys: policy.api_keys.as_ref().map(|k| &k.store),
-                    rate_limits: policy.rate_limits.as_ref(),
+                    plans: KnownPlans::Configured(policy.rate_limits.as_ref()),
                 };
                 self.data.as_mut().map_or(Ok(()), |data| {
                     data.on_reply(reply, &rules, env.store, env.now_ms, env.events)

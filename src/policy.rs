@@ -10,7 +10,7 @@ use crate::config_error::ConfigError;
 use crate::credentials::CredentialSources;
 use crate::identity::IDENTITY_HEADER_PREFIX;
 use crate::jwt::JwtSettings;
-use crate::key_entry::{check_key_entry, KeyEntryFields};
+use crate::key_entry::{check_key_entry, KeyEntryFields, KnownPlans};
 use crate::live::source::DataSource;
 use crate::paths::PathPrefix;
 use crate::query::QueryCredentials;
@@ -435,7 +435,7 @@ fn compile_api_keys(
             revoked: key.revoked,
             plan: key.plan.as_deref(),
         };
-        let checked = check_key_entry(fields, rate_limits, at)?;
+        let checked = check_key_entry(fields, KnownPlans::Configured(rate_limits), at)?;
         let consumer = consumers
             .entry(checked.consumer.to_owned())
             .or_insert_with_key(|c| Rc::from(c.as_str()))

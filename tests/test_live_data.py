@@ -7,10 +7,14 @@ unchanged documents come back as 304 and cost no re-validation.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 
 from support.harness import wait_until
 from support.jwt import LOG_THREAD, log_lines
+from support.keys import Key
 from support.nginx import Nginx
 from support.problems import assert_problem
 
@@ -148,6 +152,27 @@ def test_an_unchanged_document_comes_back_as_304_and_costs_no_revalidation(live)
     # one fetch per interval for the whole proxy, not one per worker
     wait_until(lambda: len(nginx.statuses()) >= 5, 3 * REFRESH_S + 3, "more refreshes")
     assert_consumer(guard, ann, "ann", times=4)
+
+
+def test_keys_issued_and_revoked_with_the_key_generator(live, keygen_bin):
+    nginx, guard, ann, _ = live
+    doc_path = nginx.www / DOC
+
+    def keygen(*args) -> dict:
+        out = subprocess.run([str(keygen_bin), *args, "--into", str(doc_path), "--json"],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    issued = keygen("--consumer", "cleo")
+    version = json.loads(doc_path.read_text())["version"]
+    wait_in_force(guard, version)
+    key = Key(issued["key"], issued["entry"])
+    assert_consumer(guard, key, "cleo")
+    keygen("--revoke", issued["fingerprint"])
+    version = json.loads(doc_path.read_text())["version"]
+    wait_in_force(guard, version)
+    assert_problem(guard.get("/", key_header(key)), 401, "revoked_api_key", secrets=(key.key,))
+    assert_consumer(guard, ann, "ann", times=2)
 
 
 def test_too_large_a_document_is_refused(tmp_path, new_guard, keygen):

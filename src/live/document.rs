@@ -16,9 +16,8 @@ use super::table::LiveKeyEntry;
 use crate::api_key::KeyStore;
 use crate::config::parse_object;
 use crate::config_error::ConfigError;
-use crate::key_entry::{check_key_entry, KeyEntryFields};
+use crate::key_entry::{check_key_entry, KeyEntryFields, KnownPlans};
 use crate::policy::is_consumer_id;
-use crate::ratelimit::RateLimits;
 
 /// The longest `version` string (it is logged and kept in shared data).
 const MAX_VERSION_LEN: usize = 256;
@@ -67,7 +66,7 @@ pub struct DocumentRules<'a> {
     pub max_bytes: usize,
     /// The configuration's keys: a digest may not be both there and in the document.
     pub config_keys: Option<&'a KeyStore>,
-    pub rate_limits: Option<&'a RateLimits>,
+    pub plans: KnownPlans<'a>,
 }
 
 /// A document that passed every rule.
@@ -113,7 +112,7 @@ pub fn validate(body: &[u8], rules: &DocumentRules<'_>) -> Result<ValidDocument,
             revoked: key.revoked,
             plan: key.plan.as_deref(),
         };
-        let checked = check_key_entry(fields, rules.rate_limits, at)?;
+        let checked = check_key_entry(fields, rules.plans, at)?;
         if rules
             .config_keys
             .is_some_and(|k| k.contains(&checked.digest))
@@ -224,7 +223,7 @@ mod tests {
         DocumentRules {
             max_bytes: MAX,
             config_keys: None,
-            rate_limits: None,
+            plans: KnownPlans::Configured(None),
         }
     }
 

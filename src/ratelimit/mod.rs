@@ -104,7 +104,7 @@ fn compile_limit(
 }
 
 /// A plan name goes into response headers between quotes.
-fn is_plan_name(name: &str) -> bool {
+pub fn is_plan_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()

@@ -32,7 +32,7 @@ fn rules() -> DocumentRules<'static> {
     DocumentRules {
         max_bytes: 1 << 20,
         config_keys: None,
-        rate_limits: None,
+        plans: crate::key_entry::KnownPlans::Configured(None),
     }
 }
 
