@@ -86,6 +86,27 @@ def apiguard_keys_only(ctx: Ctx, n_keys: int = 1) -> dict:
             "https": {"required": False}}
 
 
+# The live policy document's control endpoint in the scale runs (a static server on 127.0.0.1).
+CONTROL_CLUSTER = "apiguard-control"
+# Envoy buffers an outbound call's answer up to http.async_response_buffer_limit (32 MiB by
+# default); a million keys make a ~100 MB document.
+LIVE_RUNTIME = {"http.async_response_buffer_limit": 512 * 1024 * 1024}
+
+
+def apiguard_live_keys(ctx: Ctx) -> dict:
+    """(c) with no configured key: the benchmark key comes from the live policy document."""
+    cfg = apiguard_keys_only(ctx, 1)
+    cfg["api_keys"]["keys"] = []
+    cfg["data_source"] = {"cluster": CONTROL_CLUSTER, "path": "/v1/policy.json",
+                          "refresh_interval_seconds": 3600, "timeout_ms": 60000,
+                          "max_document_bytes": 512 * 1024 * 1024}
+    return cfg
+
+
+def live_document(ctx: Ctx, n_keys: int) -> bytes:
+    return json.dumps({"version": f"bench-{n_keys}", "api_keys": ctx.key_entries(n_keys)}).encode()
+
+
 def apiguard_everything(ctx: Ctx, cache_max_entries: int = 4096) -> dict:
     return {"credentials": "both",
             "api_keys": {"keys": ctx.key_entries(1)},

@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from configs import (AUDIENCE, BENCH_PATH, CONFIGS, ISSUER, KID, TOKEN_LIFETIME, Config, Ctx, Unavailable,
-                     apiguard_everything, apiguard_keys_only)
+from configs import (AUDIENCE, BENCH_PATH, CONFIGS, CONTROL_CLUSTER, ISSUER, KID, LIVE_RUNTIME, TOKEN_LIFETIME,
+                     Config, Ctx, Unavailable, apiguard_everything, apiguard_keys_only, apiguard_live_keys,
+                     live_document)
 from machine import machine_info, perf_jit_share, proc_rss_kib
 from proxies import Running, check_config, direct_response_upstream, pin, start_proxy, stop
 from results import ConfigResult, Results, ScalePoint
-from support.harness import Envoy, request, wasm_filter
+from support.harness import Envoy, StaticServer, request, wasm_filter
 from support.jwt import ec_key
 from wrk import Load, wrk_script
 
@@ -203,6 +204,77 @@ def measure_scale(ctx: Ctx, args, upstream: Envoy, load: Load, base: Outcome | N
     return points
 
 
+def start_live(ctx: Ctx, args, upstream: Envoy, n: int) -> tuple[Running, StaticServer, float, int]:
+    """(c) fed by a live policy document of n keys: the proxy, its control endpoint, the time from
+    starting Envoy until the benchmark key passes (start-up, fetch, validation, publication) and
+    the document's size."""
+    body = live_document(ctx, n)
+    server = StaticServer(body).start()
+    try:
+        t = time.monotonic()
+        run = start_proxy(ctx, ctx.apiguard_filter(json.dumps(apiguard_live_keys(ctx))), upstream.port,
+                          concurrency=ctx.concurrency, timeout=args.scale_timeout, cpus=args.proxy_cpus,
+                          extra_clusters={CONTROL_CLUSTER: server.port}, runtime=LIVE_RUNTIME)
+    except BaseException:
+        server.stop()
+        raise
+    while True:
+        status, _, answer = request(run.envoy.port, path=BENCH_PATH, headers=ctx.load_headers())
+        if status == 200:
+            return run, server, time.monotonic() - t, len(body)
+        if time.monotonic() - t > args.scale_timeout:
+            stop(run.envoy)
+            server.stop()
+            raise Unavailable(f"the document of {n:,} keys was not in force within {args.scale_timeout:.0f}s "
+                              f"(last answer {status}: {answer[:200]!r})")
+        time.sleep(0.05)
+
+
+def measure_live_scale(ctx: Ctx, args, upstream: Envoy, load: Load) -> list[ScalePoint]:
+    """(c) with its key in a live document of N keys, alternated with a live document of 1 key
+    (`base`): load time, RSS and throughput. `startup_s` is the time until the key passes."""
+    points: list[ScalePoint] = []
+    try:
+        base_run, base_server, base_ready, base_bytes = start_live(ctx, args, upstream, 1)
+    except Unavailable as e:
+        say(f"live scale: NOT MEASURED: {e}")
+        return [ScalePoint(n, unavailable=str(e)) for n in [1, *args.live_scales]]
+    try:
+        one = ScalePoint(1, config_bytes=base_bytes, startup_s=base_ready,
+                         rss_kib=proc_rss_kib(base_run.envoy.proc.pid))
+        points.append(one)
+        load.run(base_run.envoy, args.warmup)
+        for n in args.live_scales:
+            p = ScalePoint(n)
+            points.append(p)
+            say(f"live scale: {n} keys in the document")
+            try:
+                run, server, p.startup_s, p.config_bytes = start_live(ctx, args, upstream, n)
+            except Unavailable as e:
+                p.unavailable = str(e)
+                say(f"live scale: {n} keys: NOT MEASURED: {e}")
+                continue
+            try:
+                p.rss_kib = proc_rss_kib(run.envoy.proc.pid)
+                say(f"live scale: {n} keys: document {p.config_bytes / 1e6:.1f} MB, key passing after "
+                    f"{p.startup_s:.2f}s, RSS {p.rss_kib / 1024:.0f} MiB")
+                load.run(run.envoy, args.warmup)
+                for _ in range(args.scale_rounds):
+                    p.base.rounds.append(load.run(base_run.envoy, args.scale_duration))
+                    p.series.rounds.append(load.run(run.envoy, args.scale_duration))
+                say(f"live scale: {n} keys: {p.series.median('rps'):.0f} req/s vs "
+                    f"{p.base.median('rps'):.0f} with 1 key")
+            except Unavailable as e:
+                p.unavailable = str(e)
+            finally:
+                stop(run.envoy)
+                server.stop()
+    finally:
+        stop(base_run.envoy)
+        base_server.stop()
+    return points
+
+
 def run_micro(ctx: Ctx, args) -> tuple[list[dict], str | None]:
     """bench/pipeline: the pure pipeline timed natively (ns/op)."""
     if ctx.key is None:
@@ -281,6 +353,10 @@ def measure(args, command: str) -> Results:
             if o.run and o is not base:
                 stop(o.run.envoy)
         scale = measure_scale(ctx, args, upstream, load, base)
+        if base and base.run:
+            stop(base.run.envoy)
+            base.run = None
+        live_scale = measure_live_scale(ctx, args, upstream, load) if args.live_scales else []
     finally:
         for o in outcomes:
             if o.run:
@@ -296,6 +372,6 @@ def measure(args, command: str) -> Results:
         request={"path": BENCH_PATH, "jwk_kid": KID, "token_lifetime_s": TOKEN_LIFETIME},
         sizes=sizes, configs=[o.result for o in outcomes],
         one_key_config_bytes=len(json.dumps(apiguard_keys_only(ctx, 1))) if ctx.key else None,
-        scale=scale, micro=micro, micro_error=micro_error,
+        scale=scale, live_scale=live_scale, micro=micro, micro_error=micro_error,
         command=command, elapsed_s=time.monotonic() - started,
     )

@@ -106,6 +106,8 @@ class Results:
     configs: list[ConfigResult]
     one_key_config_bytes: int | None   # the plugin configuration of (c), the scale table's first row
     scale: list[ScalePoint]
+    # (c) with its key in a live policy document of n keys; `startup_s` is until the key passes.
+    live_scale: list[ScalePoint]
     micro: list[dict]                  # bench/pipeline's lines: name, ns_per_op, iterations
     micro_error: str | None
     command: str                       # how the run was started, relative to the repository
@@ -119,6 +121,7 @@ class Results:
             "configs": [c.to_json() for c in self.configs],
             "one_key_config_bytes": self.one_key_config_bytes,
             "scale": [p.to_json() for p in self.scale],
+            "live_scale": [p.to_json() for p in self.live_scale],
             "micro": self.micro, "micro_error": self.micro_error,
         }
         path.write_text(json.dumps(doc, indent=1))
@@ -135,6 +138,7 @@ class Results:
             configs=[ConfigResult.from_json(c) for c in doc["configs"]],
             one_key_config_bytes=doc["one_key_config_bytes"],
             scale=[ScalePoint.from_json(p) for p in doc["scale"]],
+            live_scale=[ScalePoint.from_json(p) for p in doc.get("live_scale", [])],
             micro=doc["micro"], micro_error=doc["micro_error"],
             command=doc["command"], elapsed_s=doc["elapsed_s"],
         )

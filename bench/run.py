@@ -44,6 +44,8 @@ def parse_args(argv: list[str]):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=2, help="Envoy workers of the proxy")
     ap.add_argument("--scales", help="comma-separated key counts, e.g. 1000,100000,1000000; empty: none")
+    ap.add_argument("--live-scales", help="key counts of the live policy document runs, e.g. 1000000; "
+                    "empty: none (default: the --scales counts)")
     ap.add_argument("--scale-rounds", type=int)
     ap.add_argument("--scale-duration", type=float)
     ap.add_argument("--scale-timeout", type=float, default=180.0, help="start-up time-out for the scale runs")
@@ -66,6 +68,10 @@ def parse_args(argv: list[str]):
     if args.scales is None:
         args.scales = "1000,100000" if q else "1000,100000,1000000"
     args.scales = [int(x) for x in args.scales.split(",") if x.strip()]
+    if args.live_scales is None:
+        args.live_scales = args.scales
+    else:
+        args.live_scales = [int(x) for x in args.live_scales.split(",") if x.strip()]
     args.micro_scales = [1000, 100000]
     if q:
         args.micro_budget_ms = min(args.micro_budget_ms, 300)
