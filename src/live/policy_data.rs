@@ -205,6 +205,12 @@ impl PolicyData {
                 });
                 return self.feed.fail(store, lease, self.timing, now_ms);
             }
+            CallReply::Failed(CallFailure::NoResponse) => {
+                // Envoy answers a body over its buffer limit the same way as a dead endpoint.
+                let reason = "no response (connection failure, timeout, or an answer larger than \
+                              Envoy's http.async_response_buffer_limit, 32 MiB by default)";
+                return fail(self, reason.to_owned(), events);
+            }
             CallReply::Failed(failure) => return fail(self, failure.to_string(), events),
             CallReply::Answered { status: 304, .. } if self.view.version != 0 => {
                 events.emit(Event::DataNotModified);
