@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from support.harness import wasm_filter
+from support.harness import StaticServer, wasm_filter
 
 ISSUER = "https://issuer.bench"
 AUDIENCE = "bench"
@@ -204,6 +204,23 @@ class Config:
     # response header (lower-case) -> regular expression its value must match in the answer to
     # the benchmark request: evidence that the feature under test is really in the path
     response_fields: dict[str, str] | None = None
+    # Servers the configuration talks to (cluster name -> a started server with .port and
+    # .stop()), started before its Envoy and stopped with it.
+    servers: Callable[[Ctx], dict] | None = None
+    # Runtime values for the bootstrap's static layer.
+    runtime: dict | None = None
+
+
+def live_control_server(ctx: Ctx) -> dict:
+    return {CONTROL_CLUSTER: StaticServer(live_document(ctx, 1)).start()}
+
+
+def apiguard_everything_live(ctx: Ctx) -> dict:
+    """(d) with the benchmark key in the live policy document instead of the configuration."""
+    cfg = apiguard_everything(ctx)
+    cfg["api_keys"]["keys"] = []
+    cfg["data_source"] = apiguard_live_keys(ctx)["data_source"]
+    return cfg
 
 
 def _noop_filters(ctx: Ctx, configuration: str = "") -> list[dict]:
@@ -232,6 +249,10 @@ CONFIGS: list[Config] = [
            lambda ctx: ctx.apiguard_filter(apiguard_rate_limited(ctx)), full_checks, apiguard=True,
            response_fields={"ratelimit-policy": rf'"{RATE_LIMIT_PLAN}";q={RATE_LIMIT_TOKENS};w=1',
                             "ratelimit": rf'"{RATE_LIMIT_PLAN}";r=\d+;t=\d+'}),
+    Config("d3", "apiguard: everything, key from the live document", "(d) with no configured key: "
+           "the benchmark key is looked up in the live policy document (`data_source`) in shared data, "
+           "one shard read per request", lambda ctx: ctx.apiguard_filter(apiguard_everything_live(ctx)),
+           full_checks, apiguard=True, servers=live_control_server),
     Config("e", "Envoy native", "rbac (x-forwarded-proto = https) + api_key_auth + jwt_authn "
            "(ES256, local_jwks inline, jwt_cache_size 4096)", native_everything, full_checks),
     Config("f", "apiguard: everything, no cache", "(d) with `jwt.cache_max_entries: 0`",

@@ -89,6 +89,24 @@ class Outcome:
     cfg: Config
     result: ConfigResult
     run: Running | None = None
+    servers: dict | None = None
+
+    def stop(self) -> None:
+        if self.run:
+            stop(self.run.envoy)
+            self.run = None
+        for server in (self.servers or {}).values():
+            server.stop()
+        self.servers = None
+
+
+def wait_answering(ctx: Ctx, run: Running, timeout: float = 30.0) -> None:
+    """Until the benchmark request passes (a configuration whose data comes from a server)."""
+    t = time.monotonic()
+    while request(run.envoy.port, path=BENCH_PATH, headers=ctx.load_headers())[0] != 200:
+        if time.monotonic() - t > timeout:
+            return  # check_config says what it gets
+        time.sleep(0.05)
 
 
 def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Config]) -> list[Outcome]:
@@ -98,16 +116,19 @@ def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Conf
         outcomes.append(o)
         try:
             filters = cfg.filters(ctx)
-            o.run = start_proxy(ctx, filters, upstream.port, concurrency=ctx.concurrency, cpus=args.proxy_cpus)
+            o.servers = cfg.servers(ctx) if cfg.servers else {}
+            o.run = start_proxy(ctx, filters, upstream.port, concurrency=ctx.concurrency, cpus=args.proxy_cpus,
+                                extra_clusters={name: srv.port for name, srv in o.servers.items()},
+                                runtime=cfg.runtime)
+            if o.servers:
+                wait_answering(ctx, o.run)
             o.result.verified = check_config(ctx, cfg, o.run)
             o.result.startup_s = o.run.startup_s
             say(f"({cfg.key}) {cfg.title}: ready in {o.run.startup_s:.2f}s; {'; '.join(o.result.verified)}")
         except Unavailable as e:
             o.result.unavailable = str(e)
             say(f"({cfg.key}) {cfg.title}: NOT MEASURED: {e}")
-            if o.run:
-                stop(o.run.envoy)
-                o.run = None
+            o.stop()
     live = [o for o in outcomes if o.run]
     for o in live:
         say(f"({o.cfg.key}) warm-up {args.warmup}s")
@@ -139,7 +160,11 @@ def measure_memory_one_worker(ctx: Ctx, args, upstream: Envoy, load: Load, outco
         if not o.run:
             continue
         try:
-            run = start_proxy(ctx, o.cfg.filters(ctx), upstream.port, concurrency=1, cpus=args.proxy_cpus)
+            run = start_proxy(ctx, o.cfg.filters(ctx), upstream.port, concurrency=1, cpus=args.proxy_cpus,
+                              extra_clusters={name: srv.port for name, srv in (o.servers or {}).items()},
+                              runtime=o.cfg.runtime)
+            if o.servers:
+                wait_answering(ctx, run)
         except Unavailable as e:
             say(f"({o.cfg.key}) --concurrency 1: {e}")
             continue
@@ -350,8 +375,8 @@ def measure(args, command: str) -> Results:
         measure_memory_one_worker(ctx, args, upstream, load, outcomes)
         base = next((o for o in outcomes if o.cfg.key == "c"), None)
         for o in outcomes:  # only (c) stays up for the scale runs
-            if o.run and o is not base:
-                stop(o.run.envoy)
+            if o is not base:
+                o.stop()
         scale = measure_scale(ctx, args, upstream, load, base)
         if base and base.run:
             stop(base.run.envoy)
@@ -359,8 +384,7 @@ def measure(args, command: str) -> Results:
         live_scale = measure_live_scale(ctx, args, upstream, load) if args.live_scales else []
     finally:
         for o in outcomes:
-            if o.run:
-                stop(o.run.envoy)
+            o.stop()
         stop(upstream)
 
     micro, micro_error = ([], "skipped (--no-micro)") if args.no_micro else run_micro(ctx, args)
