@@ -75,6 +75,8 @@ pub struct PluginConfig {
     pub rate_limits: Option<crate::ratelimit::RateLimitsConfig>,
     #[serde(default)]
     pub failed_auth_limit: Option<crate::ratelimit::FailedAuthConfig>,
+    #[serde(default)]
+    pub global_rate_limit: Option<crate::ratelimit::GlobalRateLimitConfig>,
 }
 
 fn default_key_header() -> String {

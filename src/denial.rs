@@ -37,6 +37,8 @@ pub enum Denial {
     TooManyAuthFailures {
         retry_after: u64,
     },
+    /// The rate-limit service did not answer (`global_rate_limit.failure_mode: deny`).
+    RateLimitUnavailable,
 }
 
 /// `RateLimit-Policy` and `RateLimit` (IETF httpapi RateLimit header fields).
@@ -65,7 +67,8 @@ impl Denial {
             Self::RateLimited { .. } | Self::TooManyAuthFailures { .. } => 429,
             Self::Jwt {
                 retryable: true, ..
-            } => 503,
+            }
+            | Self::RateLimitUnavailable => 503,
             Self::MissingCredential
             | Self::ApiKey(_)
             | Self::Jwt { .. }
@@ -88,6 +91,7 @@ impl Denial {
             Self::BindingMismatch { .. } => "credential_binding_mismatch",
             Self::RateLimited { .. } => "rate_limited",
             Self::TooManyAuthFailures { .. } => "too_many_auth_failures",
+            Self::RateLimitUnavailable => "rate_limit_unavailable",
         }
     }
 
@@ -106,6 +110,7 @@ impl Denial {
             Self::BindingMismatch { .. } => "Credentials do not belong together",
             Self::RateLimited { .. } => "Too many requests",
             Self::TooManyAuthFailures { .. } => "Too many failed authentications",
+            Self::RateLimitUnavailable => "Rate limit service unavailable",
         }
     }
 
@@ -126,6 +131,7 @@ impl Denial {
             Self::BindingMismatch { claim } => format!("the token's '{claim}' claim does not match the API key's consumer"),
             Self::RateLimited { retry_after, .. } => format!("the request quota is used up; retry in {retry_after} seconds"),
             Self::TooManyAuthFailures { retry_after } => format!("too many requests from this address failed authentication; retry in {retry_after} seconds"),
+            Self::RateLimitUnavailable => "the service that keeps the global quotas did not answer; retry later".to_owned(),
         }
     }
 

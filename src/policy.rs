@@ -12,7 +12,7 @@ use crate::identity::IDENTITY_HEADER_PREFIX;
 use crate::jwt::JwtSettings;
 use crate::paths::PathPrefix;
 use crate::query::QueryCredentials;
-use crate::ratelimit::{FailedAuthLimit, RateLimits};
+use crate::ratelimit::{FailedAuthLimit, GlobalRateLimit, RateLimits};
 use crate::request::is_header_name;
 use crate::secret::parse_hex32;
 use crate::time::parse_rfc3339;
@@ -59,6 +59,7 @@ pub struct Policy {
     pub sources: CredentialSources,
     pub rate_limits: Option<RateLimits>,
     pub failed_auth: Option<FailedAuthLimit>,
+    pub global_rate_limit: Option<GlobalRateLimit>,
     /// Valid but doubtful settings, logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -239,6 +240,25 @@ impl Policy {
                 ));
             }
         }
+        let global_rate_limit = match cfg.global_rate_limit {
+            Some(global) => {
+                let credential_headers: Vec<&str> = [
+                    api_keys.as_ref().map(|k| k.header.as_str()),
+                    jwt.as_ref().map(|j| j.header()),
+                    Some("authorization"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let claim_headers = jwt.as_ref().map_or(&[][..], |j| j.forwarded_header_names());
+                Some(GlobalRateLimit::compile(
+                    global,
+                    &credential_headers,
+                    claim_headers,
+                )?)
+            }
+            None => None,
+        };
         Ok(Self {
             credentials: cfg.credentials,
             routes,
@@ -253,6 +273,7 @@ impl Policy {
             sources,
             rate_limits,
             failed_auth,
+            global_rate_limit,
             warnings,
         })
     }
@@ -262,8 +283,18 @@ impl Policy {
     pub fn needed_facts(&self) -> NeededFacts {
         NeededFacts {
             downstream_tls: self.https.needs_connection_state(),
-            client_address: self.failed_auth.is_some(),
+            client_address: self.failed_auth.is_some()
+                || self
+                    .global_rate_limit
+                    .as_ref()
+                    .is_some_and(GlobalRateLimit::needs_client_address),
         }
+    }
+
+    /// Whether the root must tick: remote documents are refreshed, and requests that wait for
+    /// an outbound answer are bounded by the tick too.
+    pub fn needs_ticks(&self) -> bool {
+        self.fetches_remote_documents() || self.global_rate_limit.is_some()
     }
 
     /// Whether some document is fetched from a remote endpoint (the root must tick).
