@@ -15,7 +15,7 @@ WBG_RUNNER  := $(TOOLS)/bin/wasm-bindgen-test-runner
 
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk setup-mesh build run test test-unit test-wasm test-e2e fuzz lint bench bench-report keygen image schema clean
+.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk setup-mesh setup-redis build run test test-unit test-wasm test-e2e fuzz lint bench bench-report keygen image schema clean
 
 help:
 	@echo "make run     build the plugin and start the demo (Envoy + apiguard + echo upstream)"
@@ -59,6 +59,10 @@ setup-wrk:
 setup-mesh:
 	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo docker-registry >/dev/null; }
 
+# The global-quota tests count in a real Redis (started by the tests on a free port).
+setup-redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 build: setup-rust
 	cargo build --release --target $(WASM_TARGET) --lib
 	@printf 'apiguard.wasm: %s bytes (%s)\n' "$$(stat -c %s $(WASM))" "$(WASM)"
@@ -89,7 +93,7 @@ test-wasm: setup-wasm-bindgen
 
 # The key generator and the schema printer are built in the debug profile: their dependencies are
 # already compiled by the unit tests (the schema printer adds schemars).
-test-e2e: setup setup-mesh build
+test-e2e: setup setup-mesh setup-redis build
 	@echo "== test-e2e $$(date +%T)"
 	cargo build --quiet --bin apiguard-keygen
 	cargo build --quiet --features schema --bin apiguard-schema
@@ -98,7 +102,7 @@ test-e2e: setup setup-mesh build
 
 test: setup lint test-unit test-wasm test-e2e
 
-bench: setup setup-wrk build
+bench: setup setup-wrk setup-redis build
 	$(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM) $(ARGS)
 
 # Writes the report again from the last run's saved results, without measuring (ARGS as for

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import warnings
 from pathlib import Path
 
 from support.harness import ROOT
@@ -27,14 +28,17 @@ SOURCE = ("bytes(message) of the envoy-data-plane {version} classes (betterproto
           "tests/test_rls_wire.py")
 
 
-def messages():
-    """The message classes (imported late: the package takes a moment to import)."""
-    from envoy_data_plane.envoy.config.core.v3 import HeaderValue
-    from envoy_data_plane.envoy.extensions.common.ratelimit.v3 import (
-        RateLimitDescriptor, RateLimitDescriptorEntry)
-    from envoy_data_plane.envoy.service.ratelimit.v3 import (
-        RateLimitRequest, RateLimitResponse, RateLimitResponseCode, RateLimitResponseDescriptorStatus,
-        RateLimitResponseRateLimit, RateLimitResponseRateLimitUnit)
+def messages() -> dict:
+    """The message classes by short name (imported late: the package takes a moment to import;
+    its generated code trips a deprecation warning of newer pydantic releases, silenced here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from envoy_data_plane.envoy.config.core.v3 import HeaderValue
+        from envoy_data_plane.envoy.extensions.common.ratelimit.v3 import (
+            RateLimitDescriptor, RateLimitDescriptorEntry)
+        from envoy_data_plane.envoy.service.ratelimit.v3 import (
+            RateLimitRequest, RateLimitResponse, RateLimitResponseCode, RateLimitResponseDescriptorStatus,
+            RateLimitResponseRateLimit, RateLimitResponseRateLimitUnit)
     return {
         "HeaderValue": HeaderValue, "Descriptor": RateLimitDescriptor, "Entry": RateLimitDescriptorEntry,
         "Request": RateLimitRequest, "Response": RateLimitResponse, "Code": RateLimitResponseCode,
