@@ -14,6 +14,7 @@ import time
 import grpc
 import pytest
 
+from support.failclosed import assert_failed_closed, assert_loaded, launch_selected
 from support.harness import wait_until
 from support.problems import assert_problem
 from support.ratelimit_service import RateLimitService, Redis, Rule
@@ -325,3 +326,53 @@ def test_requests_in_flight_wait_on_their_own_calls_at_once(new_guard, gk, flaky
     arrivals = sorted(r.at for r in flaky.asked(DOMAIN))
     assert len(arrivals) == n
     assert arrivals[-1] - arrivals[0] < delay, "every call was made before the first answer came"
+
+
+# ---------------------------------------------------------------------------------------------
+# configurations that must keep the plugin from starting, and the documented example
+
+EXAMPLE = {"cluster": "ratelimit", "domain": "apiguard", "timeout_ms": 50, "failure_mode": "deny",
+           "descriptors": [["consumer"], ["consumer", "route"]]}
+
+
+def with_global(**changes) -> dict:
+    return {"api_keys": {"keys": [{"sha256": "ab" * 32, "consumer": "alice"}]},
+            "exempt_paths": ["/healthz"], "https": {"required": False},
+            "global_rate_limit": {**EXAMPLE, **changes}}
+
+
+CONFIG_CASES = [
+    ("no-descriptors", with_global(descriptors=[]), {"global_rate_limit.descriptors"}, None),
+    ("unknown-entry", with_global(descriptors=[["consumer"], ["tenant"]]),
+     {"global_rate_limit.descriptors[1][0]"}, None),
+    ("credential-header", with_global(descriptors=[["header:x-api-key"]]),
+     {"global_rate_limit.descriptors[0][0]"}, "credential"),
+    ("authorization-header", with_global(descriptors=[["consumer", "header:authorization"]]),
+     {"global_rate_limit.descriptors[0][1]"}, "credential"),
+    ("bad-failure-mode", with_global(failure_mode="open"), {"global_rate_limit.failure_mode"}, None),
+    ("timeout-zero", with_global(timeout_ms=0), {"global_rate_limit.timeout_ms"}, None),
+    ("no-domain", {**with_global(), "global_rate_limit": {"cluster": "ratelimit", "descriptors": [["consumer"]]}},
+     {"global_rate_limit"}, "domain"),
+    ("unknown-field", with_global(hits_addend=2), {"global_rate_limit", "global_rate_limit.hits_addend"},
+     "hits_addend"),
+]
+
+VALID_CASES = [("issue-example", with_global())]
+
+CONFIGS = {f"invalid/{i}": c for i, c, _, _ in CONFIG_CASES} | {f"valid/{i}": c for i, c in VALID_CASES}
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, wasm_path):
+    return launch_selected(request, CONFIGS, wasm_path)
+
+
+@pytest.mark.parametrize("case, paths, mention",
+                         [pytest.param(f"invalid/{i}", p, m, id=i) for i, _, p, m in CONFIG_CASES])
+def test_invalid_global_rate_limit_configuration_fails_closed(outcomes, case, paths, mention):
+    assert_failed_closed(outcomes[case], paths, mention)
+
+
+@pytest.mark.parametrize("case", [pytest.param(f"valid/{i}", id=i) for i, _ in VALID_CASES])
+def test_the_documented_configuration_loads(outcomes, case):
+    assert_loaded(outcomes[case])

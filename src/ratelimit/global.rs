@@ -254,18 +254,20 @@ impl GlobalRateLimit {
         })
     }
 
-    /// What the service's answer decides.
+    /// What the service's answer decides. Header names are taken in lower case (HTTP/2's, and
+    /// envoyproxy/ratelimit writes `RateLimit-Limit`).
     pub fn verdict(&self, response: &Response) -> GlobalVerdict {
         let mut dropped = 0;
+        let lower = |(n, v): &(String, String)| (n.to_ascii_lowercase(), v.clone());
         let response_headers: Vec<(String, String)> = response
             .response_headers_to_add
             .iter()
+            .map(lower)
             .filter(|(n, v)| {
                 let ok = self.may_set_response_header(n, v);
                 dropped += usize::from(!ok);
                 ok
             })
-            .cloned()
             .collect();
         if response.overall_code == Code::OverLimit {
             return GlobalVerdict::OverLimit {
@@ -278,12 +280,12 @@ impl GlobalRateLimit {
         let request_headers = response
             .request_headers_to_add
             .iter()
+            .map(lower)
             .filter(|(n, v)| {
                 let ok = self.may_set_request_header(n, v);
                 dropped += usize::from(!ok);
                 ok
             })
-            .cloned()
             .collect();
         GlobalVerdict::Admitted {
             request_headers,
@@ -733,7 +735,8 @@ mod tests {
                 h("content-type", "text/html"),
                 h("retry-after", "0"),
                 h("set-cookie", "s=1"),
-                h("X-Upper", "1"),
+                h("RateLimit-Remaining", "9"),
+                h("Content-Type", "text/html"),
             ],
             ..Response::default()
         };
@@ -741,7 +744,7 @@ mod tests {
             g.verdict(&response),
             GlobalVerdict::Admitted {
                 request_headers: vec![h("x-quota", "gold")],
-                response_headers: vec![h("x-ratelimit-limit", "10")],
+                response_headers: vec![h("x-ratelimit-limit", "10"), h("ratelimit-remaining", "9")],
                 dropped: 14,
             }
         );
