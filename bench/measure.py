@@ -97,7 +97,9 @@ def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Conf
         outcomes.append(o)
         try:
             filters = cfg.filters(ctx)
-            o.run = start_proxy(ctx, filters, upstream.port, concurrency=ctx.concurrency, cpus=args.proxy_cpus)
+            clusters = cfg.grpc_clusters(ctx) if cfg.grpc_clusters else None
+            o.run = start_proxy(ctx, filters, upstream.port, concurrency=ctx.concurrency, cpus=args.proxy_cpus,
+                                grpc_clusters=clusters)
             o.result.verified = check_config(ctx, cfg, o.run)
             o.result.startup_s = o.run.startup_s
             say(f"({cfg.key}) {cfg.title}: ready in {o.run.startup_s:.2f}s; {'; '.join(o.result.verified)}")
@@ -138,7 +140,9 @@ def measure_memory_one_worker(ctx: Ctx, args, upstream: Envoy, load: Load, outco
         if not o.run:
             continue
         try:
-            run = start_proxy(ctx, o.cfg.filters(ctx), upstream.port, concurrency=1, cpus=args.proxy_cpus)
+            clusters = o.cfg.grpc_clusters(ctx) if o.cfg.grpc_clusters else None
+            run = start_proxy(ctx, o.cfg.filters(ctx), upstream.port, concurrency=1, cpus=args.proxy_cpus,
+                              grpc_clusters=clusters)
         except Unavailable as e:
             say(f"({o.cfg.key}) --concurrency 1: {e}")
             continue

@@ -49,8 +49,9 @@ class Running:
 
 
 def start_proxy(ctx: Ctx, filters: list[dict], upstream_port: int, *, concurrency: int,
-                timeout: float = 60.0, cpus: str | None = None) -> Running:
-    cfg = bootstrap(free_port(), free_port(), upstream_port, filters)
+                timeout: float = 60.0, cpus: str | None = None,
+                grpc_clusters: dict[str, int] | None = None) -> Running:
+    cfg = bootstrap(free_port(), free_port(), upstream_port, filters, grpc_clusters=grpc_clusters)
     envoy = Envoy(cfg, envoy_bin=ctx.envoy_bin, concurrency=concurrency, log_level="warn")
     config_bytes = len(json.dumps(cfg))
     t = time.monotonic()
