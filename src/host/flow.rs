@@ -10,6 +10,11 @@
 //! A request held for its own call (the rate-limit service's answer about its global quota) is
 //! finished with that call's answer alone: any number of them wait at once, each on its call.
 //!
+//! The SDK delivers an answer to the context whose callback started the call, whatever context
+//! was made effective. A request's own call is therefore started only from its own callback or
+//! the root's: one that another request's answer resumed (a JWKS refetch it waited for) has its
+//! call started by the root's next tick, so its answer never goes to a context that may be gone.
+//!
 //! Pure apart from the [`Host`] trait, so the state machine is unit-tested natively.
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +49,8 @@ struct Waiting {
     until_ms: i64,
     /// Held for its own call: finished with that call's answer, not decided again.
     held: Option<Box<Held>>,
+    /// Its own call, to be started by the root's next tick.
+    deferred: Option<Call>,
 }
 
 /// A call in flight: what it is for and who receives its answer.
@@ -67,6 +74,10 @@ pub struct Flows {
     orphaned: Vec<(Topic, Call)>,
     /// The headers each forwarded request's response gets (HSTS, RateLimit fields).
     response_headers: HashMap<u32, Vec<(String, String)>>,
+    /// The context whose callback is running (calls started now are answered to it).
+    caller: u32,
+    /// The root context, once it ticked.
+    root: Option<u32>,
 }
 
 impl Flows {
@@ -84,6 +95,7 @@ impl Flows {
         env: &mut Env<'_>,
         host: &mut dyn Host,
     ) -> Action {
+        self.caller = context;
         let decision = guard.decide(&facts, env);
         match self.apply(context, decision, host) {
             Ok(action) => action,
@@ -101,7 +113,22 @@ impl Flows {
         env: &mut Env<'_>,
         host: &mut dyn Host,
     ) -> Action {
-        if let Some(call) = wait.call {
+        let mut call = wait.call;
+        let defer = wait.held.is_some() && !self.answered_to_lasting(context);
+        if let Some(call) = call.take_if(|_| defer) {
+            self.waiting.insert(
+                context,
+                Waiting {
+                    facts,
+                    topic: wait.topic,
+                    until_ms: wait.until_ms,
+                    held: wait.held,
+                    deferred: Some(call),
+                },
+            );
+            return Action::Pause;
+        }
+        if let Some(call) = call {
             match host.dispatch(&call) {
                 Ok(token) => {
                     let own = wait.held.is_some();
@@ -133,9 +160,58 @@ impl Flows {
             topic: wait.topic,
             until_ms: wait.until_ms,
             held: wait.held,
+            deferred: None,
         };
         self.waiting.insert(context, waiting);
         Action::Pause
+    }
+
+    /// Whether a call started now is answered to a context that outlives it: the request's own
+    /// (if it goes away, so does the need for the answer) or the root's.
+    fn answered_to_lasting(&self, context: u32) -> bool {
+        self.caller == context || Some(self.caller) == self.root
+    }
+
+    /// Starts, from the root, the calls of requests that were resumed in another request's
+    /// callback; each one's time counts from now.
+    fn start_deferred(&mut self, guard: &mut Guard, env: &mut Env<'_>, host: &mut dyn Host) {
+        let contexts: Vec<u32> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.deferred.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for context in contexts {
+            let Some(mut waiting) = self.waiting.remove(&context) else {
+                continue;
+            };
+            let Some(call) = waiting.deferred.take() else {
+                continue;
+            };
+            waiting.until_ms = env
+                .now_ms
+                .saturating_add(i64::try_from(call.timeout_ms()).unwrap_or(i64::MAX));
+            match host.dispatch(&call) {
+                Ok(token) => {
+                    let topic = waiting.topic;
+                    self.calls.insert(
+                        token,
+                        InFlight {
+                            topic,
+                            call,
+                            context,
+                            own: true,
+                        },
+                    );
+                    self.waiting.insert(context, waiting);
+                }
+                Err(failure) => {
+                    self.waiting.insert(context, waiting);
+                    let failed = CallReply::Failed(failure);
+                    self.resume_with(context, Some(&failed), false, guard, env, host);
+                }
+            }
+        }
     }
 
     /// The answer to call `token` arrived at `context` (the current one).
@@ -148,6 +224,7 @@ impl Flows {
         env: &mut Env<'_>,
         host: &mut dyn Host,
     ) {
+        self.caller = context;
         let Some(call) = self.calls.remove(&token) else {
             return;
         };
@@ -171,6 +248,9 @@ impl Flows {
         env: &mut Env<'_>,
         host: &mut dyn Host,
     ) {
+        self.caller = root;
+        self.root = Some(root);
+        self.start_deferred(guard, env, host);
         let mut to_start: Vec<(Topic, Call)> = std::mem::take(&mut self.orphaned);
         match guard.tick(env) {
             Ok(due) => to_start.extend(due),

@@ -597,3 +597,45 @@ fn a_request_that_waited_for_keys_then_waits_for_the_service() {
         1
     );
 }
+
+#[test]
+fn a_request_resumed_by_another_requests_answer_asks_from_the_root() {
+    let mut vm = Vm::global();
+    // Both wait for the fetch that A starts (the key k1 is not known yet).
+    assert_eq!(vm.request(A, &token("k1", "dora")), Action::Pause);
+    assert_eq!(vm.request(B, &token("k1", "erin")), Action::Pause);
+    let fetch = vm.dispatched()[0];
+    assert_eq!(fetch.0, A);
+    // The answer comes to A: A asks the service from its own callback; B's call would be
+    // answered to A, which may be gone by then: the root starts it on its next tick.
+    vm.reply(A, fetch.1, jwks("k1"));
+    let rls_calls = |vm: &Vm| -> Vec<(u32, u32)> {
+        vm.host
+            .ops
+            .iter()
+            .filter_map(|(c, op)| match op {
+                Op::Dispatch(t, what) if what == RLS => Some((*c, *t)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = rls_calls(&vm);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, A);
+    assert_eq!(vm.host.outcome(B), None);
+    vm.reply(A, first[0].1, over_limit_message());
+    assert_eq!(vm.host.outcome(A), Some(Err("rate_limited")));
+    // Later than B's timeout_ms (50): its time counts from the call, not from the wait.
+    vm.now_ms += 80;
+    vm.tick();
+    let calls = rls_calls(&vm);
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].0, ROOT);
+    assert_eq!(
+        vm.host.outcome(B),
+        None,
+        "not timed out while its call was not made"
+    );
+    vm.reply(ROOT, calls[1].1, ok_message());
+    assert_eq!(vm.host.outcome(B), Some(Ok("erin".into())));
+}
