@@ -68,12 +68,19 @@ pub struct GlobalRateLimit {
     protected_request_headers: Vec<String>,
 }
 
-/// Headers that no one but the client or the proxy may set on a request.
-const FIXED_REQUEST_HEADERS: [&str; 11] = [
+/// Headers that no one but the client or the proxy may set on a request: credentials, framing,
+/// and what upstreams trust about the client (its address, scheme, host).
+const FIXED_REQUEST_HEADERS: [&str; 17] = [
     "authorization",
     "proxy-authorization",
     "cookie",
     "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-request-id",
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -298,6 +305,8 @@ impl GlobalRateLimit {
         is_header_name(name)
             && is_header_value(value)
             && !read_as_prefix(name, IDENTITY_HEADER_PREFIX)
+            // Envoy's router obeys x-envoy-* request headers (timeouts, retries, routing).
+            && !read_as_prefix(name, "x-envoy-")
             && !FIXED_REQUEST_HEADERS.contains(&name)
             && !self
                 .protected_request_headers
@@ -729,6 +738,8 @@ mod tests {
                 h(":path", "/admin"),
                 h("content-length", "0"),
                 h("x-bad-value", "a\r\nb: c"),
+                h("x-envoy-upstream-rq-timeout-ms", "1"),
+                h("X-Forwarded-For", "10.0.0.1"),
             ],
             response_headers_to_add: vec![
                 h("x-ratelimit-limit", "10"),
@@ -745,7 +756,7 @@ mod tests {
             GlobalVerdict::Admitted {
                 request_headers: vec![h("x-quota", "gold")],
                 response_headers: vec![h("x-ratelimit-limit", "10"), h("ratelimit-remaining", "9")],
-                dropped: 14,
+                dropped: 16,
             }
         );
     }
