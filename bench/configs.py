@@ -112,7 +112,7 @@ def apiguard_rate_limited(ctx: Ctx) -> dict:
     return cfg
 
 
-# (d3): a global limit no run can exhaust, kept by the tests' rate-limit service (grpcio, Redis)
+# (d4): a global limit no run can exhaust, kept by the tests' rate-limit service (grpcio, Redis)
 # on 127.0.0.1, started once for the whole run by the first configuration that needs it.
 GLOBAL_DOMAIN = "bench"
 _rate_limit_service = None
@@ -245,7 +245,7 @@ CONFIGS: list[Config] = [
            lambda ctx: ctx.apiguard_filter(apiguard_rate_limited(ctx)), full_checks, apiguard=True,
            response_fields={"ratelimit-policy": rf'"{RATE_LIMIT_PLAN}";q={RATE_LIMIT_TOKENS};w=1',
                             "ratelimit": rf'"{RATE_LIMIT_PLAN}";r=\d+;t=\d+'}),
-    Config("d3", "apiguard: everything + global limit", "(d) with a `global_rate_limit` on the consumer "
+    Config("d4", "apiguard: everything + global limit", "(d) with a `global_rate_limit` on the consumer "
            "(`timeout_ms: 1000`, `failure_mode: deny`): every request waits for one gRPC call to a rate-limit "
            "service on 127.0.0.1 (the tests' Python one, grpcio, counting in Redis; its limit is never reached). "
            "The service's own CPU shares the machine with the proxy and wrk, and its throughput (a few hundred "
