@@ -15,7 +15,7 @@ WBG_RUNNER  := $(TOOLS)/bin/wasm-bindgen-test-runner
 
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk setup-mesh setup-nginx build run test test-unit test-wasm test-e2e fuzz lint bench bench-report keygen image schema clean
+.PHONY: help setup setup-rust setup-venv setup-wasm-bindgen setup-wrk setup-mesh setup-nginx setup-redis build run test test-unit test-wasm test-e2e fuzz lint bench bench-report keygen image schema clean
 
 help:
 	@echo "make run     build the plugin and start the demo (Envoy + apiguard + echo upstream)"
@@ -63,6 +63,10 @@ setup-mesh:
 setup-nginx:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
 
+# The global-quota tests count in a real Redis (started by the tests on a free port).
+setup-redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 build: setup-rust
 	cargo build --release --target $(WASM_TARGET) --lib
 	@printf 'apiguard.wasm: %s bytes (%s)\n' "$$(stat -c %s $(WASM))" "$(WASM)"
@@ -93,7 +97,7 @@ test-wasm: setup-wasm-bindgen
 
 # The key generator and the schema printer are built in the debug profile: their dependencies are
 # already compiled by the unit tests (the schema printer adds schemars).
-test-e2e: setup setup-mesh setup-nginx build
+test-e2e: setup setup-mesh setup-nginx setup-redis build
 	@echo "== test-e2e $$(date +%T)"
 	cargo build --quiet --bin apiguard-keygen
 	cargo build --quiet --features schema --bin apiguard-schema
@@ -102,7 +106,7 @@ test-e2e: setup setup-mesh setup-nginx build
 
 test: setup lint test-unit test-wasm test-e2e
 
-bench: setup setup-wrk build
+bench: setup setup-wrk setup-redis build
 	$(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM) $(ARGS)
 
 # Writes the report again from the last run's saved results, without measuring (ARGS as for

@@ -133,6 +133,38 @@ def apiguard_rate_limited(ctx: Ctx) -> dict:
     return cfg
 
 
+# (d4): a global limit no run can exhaust, kept by the tests' rate-limit service (grpcio, Redis)
+# on 127.0.0.1, started once for the whole run by the first configuration that needs it.
+GLOBAL_DOMAIN = "bench"
+_rate_limit_service = None
+
+
+def rate_limit_service_port(ctx: Ctx) -> int:
+    global _rate_limit_service
+    if _rate_limit_service is None:
+        import atexit
+
+        try:
+            from support.ratelimit_service import RateLimitService, Redis, Rule
+            redis_server = Redis().start()
+        except (ImportError, RuntimeError, TimeoutError) as e:
+            raise Unavailable(f"no rate-limit service: {e}") from None
+        atexit.register(redis_server.stop)
+        service = RateLimitService(redis_server, GLOBAL_DOMAIN,
+                                   [Rule([("consumer", None)], 4_000_000_000, "SECOND", name="bench")]).start()
+        atexit.register(service.stop)
+        _rate_limit_service = service
+    return _rate_limit_service.port
+
+
+def apiguard_global(ctx: Ctx) -> dict:
+    """(d) with a `global_rate_limit` on the consumer: every request asks the service once."""
+    cfg = apiguard_everything(ctx)
+    cfg["global_rate_limit"] = {"cluster": "ratelimit", "domain": GLOBAL_DOMAIN, "timeout_ms": 1000,
+                                "failure_mode": "deny", "descriptors": [["consumer"]]}
+    return cfg
+
+
 def native_everything(ctx: Ctx, jwt_cache: bool = True) -> list[dict]:
     """Envoy's own filters doing (d)'s checks: HTTPS via RBAC on x-forwarded-proto, API key via
     api_key_auth (plaintext keys in its config), JWT ES256 via jwt_authn with an inline JWKS."""
@@ -204,6 +236,8 @@ class Config:
     # response header (lower-case) -> regular expression its value must match in the answer to
     # the benchmark request: evidence that the feature under test is really in the path
     response_fields: dict[str, str] | None = None
+    # gRPC (HTTP/2) clusters the proxy needs: name -> port of a server the configuration starts
+    grpc_clusters: Callable[[Ctx], dict[str, int]] | None = None
     # Servers the configuration talks to (cluster name -> a started server with .port and
     # .stop()), started before its Envoy and stopped with it.
     servers: Callable[[Ctx], dict] | None = None
@@ -253,6 +287,13 @@ CONFIGS: list[Config] = [
            "the benchmark key is looked up in the live policy document (`data_source`) in shared data, "
            "one shard read per request", lambda ctx: ctx.apiguard_filter(apiguard_everything_live(ctx)),
            full_checks, apiguard=True, servers=live_control_server),
+    Config("d4", "apiguard: everything + global limit", "(d) with a `global_rate_limit` on the consumer "
+           "(`timeout_ms: 1000`, `failure_mode: deny`): every request waits for one gRPC call to a rate-limit "
+           "service on 127.0.0.1 (the tests' Python one, grpcio, counting in Redis; its limit is never reached). "
+           "The service's own CPU shares the machine with the proxy and wrk, and its throughput (a few hundred "
+           "calls a second here) bounds the row's: read its latency and proxy CPU per request, not its rate",
+           lambda ctx: ctx.apiguard_filter(apiguard_global(ctx)), full_checks, apiguard=True,
+           grpc_clusters=lambda ctx: {"ratelimit": rate_limit_service_port(ctx)}),
     Config("e", "Envoy native", "rbac (x-forwarded-proto = https) + api_key_auth + jwt_authn "
            "(ES256, local_jwks inline, jwt_cache_size 4096)", native_everything, full_checks),
     Config("f", "apiguard: everything, no cache", "(d) with `jwt.cache_max_entries: 0`",

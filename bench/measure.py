@@ -117,9 +117,10 @@ def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Conf
         try:
             filters = cfg.filters(ctx)
             o.servers = cfg.servers(ctx) if cfg.servers else {}
+            clusters = cfg.grpc_clusters(ctx) if cfg.grpc_clusters else None
             o.run = start_proxy(ctx, filters, upstream.port, concurrency=ctx.concurrency, cpus=args.proxy_cpus,
                                 extra_clusters={name: srv.port for name, srv in o.servers.items()},
-                                runtime=cfg.runtime)
+                                grpc_clusters=clusters, runtime=cfg.runtime)
             if o.servers:
                 wait_answering(ctx, o.run)
             o.result.verified = check_config(ctx, cfg, o.run)
@@ -160,9 +161,10 @@ def measure_memory_one_worker(ctx: Ctx, args, upstream: Envoy, load: Load, outco
         if not o.run:
             continue
         try:
+            clusters = o.cfg.grpc_clusters(ctx) if o.cfg.grpc_clusters else None
             run = start_proxy(ctx, o.cfg.filters(ctx), upstream.port, concurrency=1, cpus=args.proxy_cpus,
                               extra_clusters={name: srv.port for name, srv in (o.servers or {}).items()},
-                              runtime=o.cfg.runtime)
+                              grpc_clusters=clusters, runtime=o.cfg.runtime)
             if o.servers:
                 wait_answering(ctx, run)
         except Unavailable as e:

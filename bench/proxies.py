@@ -50,8 +50,10 @@ class Running:
 
 def start_proxy(ctx: Ctx, filters: list[dict], upstream_port: int, *, concurrency: int,
                 timeout: float = 60.0, cpus: str | None = None,
-                extra_clusters: dict[str, int] | None = None, runtime: dict | None = None) -> Running:
-    cfg = bootstrap(free_port(), free_port(), upstream_port, filters, extra_clusters=extra_clusters)
+                extra_clusters: dict[str, int] | None = None, grpc_clusters: dict[str, int] | None = None,
+                runtime: dict | None = None) -> Running:
+    cfg = bootstrap(free_port(), free_port(), upstream_port, filters, extra_clusters=extra_clusters,
+                    grpc_clusters=grpc_clusters)
     if runtime:
         cfg["layered_runtime"] = {"layers": [{"name": "static", "static_layer": runtime}]}
     envoy = Envoy(cfg, envoy_bin=ctx.envoy_bin, concurrency=concurrency, log_level="warn")

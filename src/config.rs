@@ -78,6 +78,8 @@ pub struct PluginConfig {
     /// The live policy document (API keys, ACL data) fetched from a control endpoint.
     #[serde(default)]
     pub data_source: Option<crate::live::source::DataSourceConfig>,
+    #[serde(default)]
+    pub global_rate_limit: Option<crate::ratelimit::GlobalRateLimitConfig>,
 }
 
 fn default_key_header() -> String {

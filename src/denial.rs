@@ -42,6 +42,8 @@ pub enum Denial {
     PolicyNotLoaded {
         stale: bool,
     },
+    /// The rate-limit service did not answer (`global_rate_limit.failure_mode: deny`).
+    RateLimitUnavailable,
 }
 
 /// `RateLimit-Policy` and `RateLimit` (IETF httpapi RateLimit header fields).
@@ -72,6 +74,7 @@ impl Denial {
                 retryable: true, ..
             }
             | Self::PolicyNotLoaded { .. } => 503,
+            Self::RateLimitUnavailable => 503,
             Self::MissingCredential
             | Self::ApiKey(_)
             | Self::Jwt { .. }
@@ -95,6 +98,7 @@ impl Denial {
             Self::RateLimited { .. } => "rate_limited",
             Self::TooManyAuthFailures { .. } => "too_many_auth_failures",
             Self::PolicyNotLoaded { .. } => "policy_not_loaded",
+            Self::RateLimitUnavailable => "rate_limit_unavailable",
         }
     }
 
@@ -114,6 +118,7 @@ impl Denial {
             Self::RateLimited { .. } => "Too many requests",
             Self::TooManyAuthFailures { .. } => "Too many failed authentications",
             Self::PolicyNotLoaded { .. } => "Policy data not loaded",
+            Self::RateLimitUnavailable => "Rate limit service unavailable",
         }
     }
 
@@ -136,6 +141,7 @@ impl Denial {
             Self::TooManyAuthFailures { retry_after } => format!("too many requests from this address failed authentication; retry in {retry_after} seconds"),
             Self::PolicyNotLoaded { stale: false } => "the policy data needed to check this credential is not loaded yet; retry later".to_owned(),
             Self::PolicyNotLoaded { stale: true } => "the policy data needed to check this credential is out of date (its source has failed for too long); retry later".to_owned(),
+            Self::RateLimitUnavailable => "the service that keeps the global quotas did not answer; retry later".to_owned(),
         }
     }
 

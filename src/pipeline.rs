@@ -1,7 +1,9 @@
 //! The decision for one request, cheapest checks first: exemptions → query credentials → HTTPS →
-//! credential extraction (missing → 401 at once) → API key → JWT → binding → forward.
+//! credential extraction (missing → 401 at once) → API key → JWT → binding → local quota →
+//! global quota (the rate-limit service) → forward.
 //! Pure: the host hands in the request's headers, the time and the ports, and applies the
-//! [`Decision`]: forward, reply, or wait for an outbound answer and then decide again.
+//! [`Decision`]: forward, reply, or wait for an outbound answer, then decide again (a shared
+//! fetch) or finish with the answer (the request's own call to the rate-limit service).
 
 use std::rc::Rc;
 
@@ -9,15 +11,21 @@ use crate::api_key::{self, KeyRecord, KeyRejection, KeyStore};
 use crate::config::CredentialPolicy;
 use crate::credentials::with_scheme;
 use crate::denial::{Challenges, Denial, LocalReply};
-use crate::identity::{CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER};
+use crate::identity::{
+    read_as_prefix, CONSUMER_HEADER, IDENTITY_HEADER_PREFIX, SUBJECT_HEADER, WOULD_DENY_HEADER,
+};
 use crate::jwt::{JwtVerifier, Refetch, VerifiedJwt};
 use crate::key_entry::KnownPlans;
 use crate::live::document::DocumentRules;
 use crate::live::{DataUnavailable, PolicyData};
 use crate::paths::is_canonical;
 use crate::policy::Policy;
-use crate::ports::{Call, CallReply, Event, Events, KeySpace, SharedStore, StoreError};
-use crate::ratelimit::{BucketBy, BucketOwner, Limiter, OnContention, Quota, RateLimits};
+use crate::ports::{Call, CallReply, Event, Events, GrpcCall, KeySpace, SharedStore, StoreError};
+use crate::ratelimit::rls;
+use crate::ratelimit::{
+    BucketBy, BucketOwner, DescriptorFacts, FailureMode, GlobalVerdict, Limiter, OnContention,
+    Plan, Quota, RateLimits,
+};
 use crate::request::RequestFacts;
 use crate::secret::Secret;
 use crate::transport::PlainHttp;
@@ -52,6 +60,9 @@ pub enum Topic {
     JwksKeys { provider: usize },
     /// The live policy document (fetched on the root's tick; no request waits for it).
     PolicyData,
+    /// The rate-limit service's answer about this request's global quota: every request asks
+    /// with a call of its own and is finished with its answer ([`Wait::held`]).
+    GlobalQuota,
 }
 
 /// A request that cannot be decided before an outbound answer.
@@ -63,6 +74,21 @@ pub struct Wait {
     pub call: Option<Call>,
     /// When the request goes on without the answer (Unix milliseconds).
     pub until_ms: i64,
+    /// A wait on the request's own call: what was decided so far, finished by
+    /// [`Guard::finish`] with the call's answer (or without one when the time is up). `None`:
+    /// the request is decided again ([`Guard::resume`]) once the topic settles.
+    pub held: Option<Box<Held>>,
+}
+
+/// A request that passed every local check, held while the rate-limit service is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The request as it goes on when the service admits it.
+    admitted: Forward,
+    /// Without what the checks established (report-only forwards of a refusal).
+    base: Forward,
+    request_id: Option<String>,
+    hsts: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +149,8 @@ struct Passed {
     claim_headers: Vec<(String, String)>,
     /// For the client's response (RateLimit fields).
     response_headers: Vec<(String, String)>,
+    /// The question for the rate-limit service, when a global limit applies.
+    ask: Option<GrpcCall>,
 }
 
 /// Per-worker state: the shared policy, the JWT verifier's keys and caches, and this VM's
@@ -190,7 +218,7 @@ impl Guard {
                 Topic::JwksKeys {
                     provider: f.provider,
                 },
-                f.call,
+                Call::Http(f.call),
             )
         }));
         Ok(due)
@@ -202,6 +230,8 @@ impl Guard {
             Topic::JwksKeys { provider } => self.jwt.as_mut().map_or(Ok(()), |jwt| {
                 jwt.on_jwks_reply(provider, reply, env.store, env.now_ms, env.events)
             }),
+            // Each held request is finished with its own answer (see `finish`).
+            Topic::GlobalQuota => Ok(()),
             Topic::PolicyData => {
                 let policy = &self.policy;
                 let rules = DocumentRules {
@@ -247,9 +277,96 @@ impl Guard {
         self.evaluate(req, env, true)
     }
 
-    /// Decides a request again after its wait: this time without waiting.
+    /// Decides a request again after its wait for a shared fetch: this time without waiting for
+    /// one (it may still wait for its own call to the rate-limit service).
     pub fn resume(&mut self, req: &RequestFacts, env: &mut Env<'_>) -> Decision {
         self.evaluate(req, env, false)
+    }
+
+    /// Finishes a request held for the rate-limit service with the service's answer (`None`: no
+    /// answer in time). Never waits.
+    pub fn finish(
+        &mut self,
+        held: Held,
+        answer: Option<&CallReply>,
+        env: &mut Env<'_>,
+    ) -> Decision {
+        let policy = Rc::clone(&self.policy);
+        let Some(global) = policy.global_rate_limit.as_ref() else {
+            env.events.emit(Event::Allowed);
+            return Decision::Forward(held.admitted);
+        };
+        let verdict = match answer {
+            Some(CallReply::Message(bytes)) => rls::decode_response(bytes)
+                .map(|response| global.verdict(&response))
+                .map_err(|e| e.to_string()),
+            Some(CallReply::Failed(failure)) => Err(failure.to_string()),
+            Some(CallReply::Answered { status, .. }) => {
+                Err(format!("an HTTP answer ({status}) to a gRPC call"))
+            }
+            None => Err(format!("no answer within {} ms", global.timeout_ms)),
+        };
+        let (denial, response_headers) = match verdict {
+            Ok(GlobalVerdict::Admitted {
+                request_headers,
+                response_headers,
+                dropped,
+            }) => {
+                if dropped > 0 {
+                    env.events
+                        .emit(Event::RateLimitServiceHeadersDropped { count: dropped });
+                }
+                let mut forward = held.admitted;
+                forward.set_headers.extend(request_headers);
+                forward.response_headers.extend(response_headers);
+                env.events.emit(Event::Allowed);
+                return Decision::Forward(forward);
+            }
+            Ok(GlobalVerdict::OverLimit {
+                denial,
+                response_headers,
+                dropped,
+            }) => {
+                if dropped > 0 {
+                    env.events
+                        .emit(Event::RateLimitServiceHeadersDropped { count: dropped });
+                }
+                (denial, response_headers)
+            }
+            Err(reason) => {
+                env.events.emit(Event::RateLimitServiceFailed { reason });
+                match global.failure_mode {
+                    FailureMode::Allow => {
+                        env.events.emit(Event::Allowed);
+                        return Decision::Forward(held.admitted);
+                    }
+                    FailureMode::Deny => (Denial::RateLimitUnavailable, Vec::new()),
+                }
+            }
+        };
+        if policy.report_only {
+            return report_only(held.base, denial, held.request_id.as_deref(), env);
+        }
+        env.events.emit(Event::Denied {
+            code: denial.code(),
+        });
+        let no_challenge = Challenges {
+            api_key: None,
+            bearer: false,
+        };
+        let mut reply = LocalReply::denial(
+            &denial,
+            no_challenge,
+            &policy.realm,
+            held.request_id.as_deref(),
+        );
+        reply.headers.extend(response_headers);
+        if let Some(hsts) = held.hsts {
+            reply
+                .headers
+                .push(("strict-transport-security".to_owned(), hsts));
+        }
+        Decision::Reply(reply)
     }
 
     fn evaluate(&mut self, req: &RequestFacts, env: &mut Env<'_>, may_wait: bool) -> Decision {
@@ -288,7 +405,9 @@ impl Guard {
             }
         }
         let unenforced = match outcome {
-            Ok(passed) => {
+            Ok(mut passed) => {
+                let ask = passed.ask.take();
+                let base = ask.as_ref().map(|_| forward.clone());
                 forward.set_headers = passed.claim_headers;
                 forward.response_headers.extend(passed.response_headers);
                 if let Some(consumer) = &passed.caller.consumer {
@@ -302,6 +421,21 @@ impl Guard {
                         .push((SUBJECT_HEADER.to_owned(), subject.clone()));
                 }
                 forward.caller = passed.caller;
+                if let (Some(call), Some(base)) = (ask, base) {
+                    env.events.emit(Event::WaitStarted);
+                    let wait_ms = i64::try_from(call.timeout_ms).unwrap_or(i64::MAX);
+                    return Decision::Wait(Box::new(Wait {
+                        topic: Topic::GlobalQuota,
+                        call: Some(Call::Grpc(call)),
+                        until_ms: env.now_ms.saturating_add(wait_ms),
+                        held: Some(Box::new(Held {
+                            admitted: forward,
+                            base,
+                            request_id: req.request_id().map(str::to_owned),
+                            hsts: hsts.cloned(),
+                        })),
+                    }));
+                }
                 env.events.emit(Event::Allowed);
                 return Decision::Forward(forward);
             }
@@ -342,18 +476,27 @@ impl Guard {
                 return Decision::Reply(reply);
             }
         };
-        // Report-only: forward, naming what would have been refused; no identity is claimed.
-        env.events.emit(Event::ReportOnly {
-            code: unenforced.code(),
-            status: unenforced.status(),
-            request_id: req.request_id().map(str::to_owned),
-        });
-        forward
-            .set_headers
-            .push((WOULD_DENY_HEADER.to_owned(), unenforced.code().to_owned()));
-        forward.unenforced = Some(unenforced);
-        Decision::Forward(forward)
+        report_only(forward, unenforced, req.request_id(), env)
     }
+}
+
+/// Report-only: forward, naming what would have been refused; no identity is claimed.
+fn report_only(
+    mut forward: Forward,
+    unenforced: Denial,
+    request_id: Option<&str>,
+    env: &mut Env<'_>,
+) -> Decision {
+    env.events.emit(Event::ReportOnly {
+        code: unenforced.code(),
+        status: unenforced.status(),
+        request_id: request_id.map(str::to_owned),
+    });
+    forward
+        .set_headers
+        .push((WOULD_DENY_HEADER.to_owned(), unenforced.code().to_owned()));
+    forward.unenforced = Some(unenforced);
+    Decision::Forward(forward)
 }
 
 /// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method` and no body (a
@@ -501,17 +644,30 @@ impl<'p> Checks<'p, '_> {
         if passed.caller.consumer.is_none() {
             passed.caller.consumer = passed.caller.subject.as_deref().map(Rc::from);
         }
+        let cost = route.map_or(1, |r| r.cost);
+        let mut plan = None;
         if let Some(limits) = &policy.rate_limits {
             let caller = RateLimitedCaller {
                 key: key_record.as_ref(),
                 consumer: passed.caller.consumer.as_deref(),
                 token: token.as_ref(),
             };
-            let cost = route.map_or(1, |r| r.cost);
-            match take_quota(limits, self.limiter, &caller, cost, env) {
-                Ok(fields) => passed.response_headers.extend(fields),
-                Err(denial) => return refuse(denial),
+            plan = plan_of(limits, &caller);
+            if let Some(plan) = &plan {
+                match take_quota(limits, plan, self.limiter, &caller, cost, env) {
+                    Ok(fields) => passed.response_headers.extend(fields),
+                    Err(denial) => return refuse(denial),
+                }
             }
+        }
+        // Only a request that the local checks admit costs a call to the rate-limit service.
+        if let Some(global) = &policy.global_rate_limit {
+            let facts = DescriptorFacts {
+                consumer: passed.caller.consumer.as_deref(),
+                plan: plan.as_ref().map(|p| &*p.name),
+                route: route.map_or("/", |r| r.prefix.as_str()),
+            };
+            passed.ask = global.call(&global.descriptors_for(req, &facts), cost);
         }
         Ok(passed)
     }
@@ -567,23 +723,26 @@ struct RateLimitedCaller<'a> {
     token: Option<&'a VerifiedJwt>,
 }
 
-/// Takes the request's cost from its caller's bucket, when the caller has a plan. Returns the
-/// RateLimit response fields (when configured), or the refusal.
-fn take_quota(
-    limits: &RateLimits,
-    limiter: &mut Limiter,
-    caller: &RateLimitedCaller<'_>,
-    cost: u64,
-    env: &mut Env<'_>,
-) -> Result<Vec<(String, String)>, Denial> {
+/// The caller's plan (`None`: not limited locally).
+fn plan_of(limits: &RateLimits, caller: &RateLimitedCaller<'_>) -> Option<Rc<Plan>> {
     let claim = match (&limits.plan_claim, caller.token) {
         (Some(name), Some(token)) => token.claim_str(name),
         _ => None,
     };
     let key_plan = caller.key.and_then(|k| k.plan.as_deref());
-    let Some(plan) = limits.plan_for(key_plan, caller.consumer, claim.as_deref()) else {
-        return Ok(Vec::new());
-    };
+    limits.plan_for(key_plan, caller.consumer, claim.as_deref())
+}
+
+/// Takes the request's cost from its caller's bucket of `plan`. Returns the RateLimit response
+/// fields (when configured), or the refusal.
+fn take_quota(
+    limits: &RateLimits,
+    plan: &Plan,
+    limiter: &mut Limiter,
+    caller: &RateLimitedCaller<'_>,
+    cost: u64,
+    env: &mut Env<'_>,
+) -> Result<Vec<(String, String)>, Denial> {
     let owner = match (caller.key, caller.token, limits.bucket_by) {
         (Some(key), _, BucketBy::Consumer) => BucketOwner::Consumer(&key.consumer),
         (Some(key), _, BucketBy::Key) => BucketOwner::Key(key.digest()),
@@ -594,7 +753,7 @@ fn take_quota(
         // Authenticated without key or token cannot happen; a consumer name is all there is.
         (None, None, _) => BucketOwner::Consumer(caller.consumer.unwrap_or("")),
     };
-    match limiter.take_quota(&plan, owner, cost, env.store, env.now_ns()) {
+    match limiter.take_quota(plan, owner, cost, env.store, env.now_ns()) {
         Ok(Quota::Admitted(fields)) if limits.response_headers => Ok(fields.headers().to_vec()),
         Ok(Quota::Admitted(_)) => Ok(Vec::new()),
         Ok(Quota::Refused(denial)) => Err(denial),
@@ -649,14 +808,16 @@ fn verify_token(
             call.timeout_ms = call.timeout_ms.min(wait_ms);
             Err(TokenOutcome::Wait(Box::new(Wait {
                 topic,
-                call: Some(call),
+                call: Some(Call::Http(call)),
                 until_ms,
+                held: None,
             })))
         }
         Ok(Refetch::Underway) => Err(TokenOutcome::Wait(Box::new(Wait {
             topic,
             call: None,
             until_ms,
+            held: None,
         }))),
         Ok(Refetch::Refuse) => Err(TokenOutcome::Refused(refusal.error)),
         Err(StoreError) => {
@@ -700,23 +861,6 @@ fn mark_for_stripping(policy: &Policy, req: &RequestFacts, forward: &mut Forward
     }
     forward.remove_headers.sort_unstable();
     forward.remove_headers.dedup();
-}
-
-/// Whether `name` starts with `prefix` as a CGI-style upstream reads header names: ASCII case
-/// folded and `_` read as `-` (without allocating: this runs for every header of every request).
-fn read_as_prefix(name: &str, prefix: &str) -> bool {
-    let fold = |c: u8| {
-        if c == b'_' {
-            b'-'
-        } else {
-            c.to_ascii_lowercase()
-        }
-    };
-    name.len() >= prefix.len()
-        && name
-            .bytes()
-            .zip(prefix.bytes())
-            .all(|(a, b)| fold(a) == fold(b))
 }
 
 /// Client-sent headers that only the plugin may set: every `x-apiguard-*` header and the targets
@@ -1365,7 +1509,7 @@ mod tests {
                 panic!()
             };
             let call = wait.call.unwrap();
-            assert_eq!((call.cluster.as_str(), call.timeout_ms), ("idp", 1500));
+            assert_eq!((call.cluster(), call.timeout_ms()), ("idp", 1500));
             assert_eq!(wait.until_ms, NOW * 1000 + 1500);
             assert_eq!(wait.topic, Topic::JwksKeys { provider: 0 });
             // The next one joins it.
@@ -1640,7 +1784,7 @@ mod tests {
             let [(Topic::PolicyData, call)] = &due[..] else {
                 panic!("{due:?}")
             };
-            assert_eq!(call.cluster, "apiguard-control");
+            assert_eq!(call.cluster(), "apiguard-control");
             let body = format!(
                 r#"{{"version": "v1", "api_keys": [{}, {}]}}"#,
                 entry(&key(4), "dave", ""),

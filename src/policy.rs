@@ -14,7 +14,7 @@ use crate::key_entry::{check_key_entry, KeyEntryFields, KnownPlans};
 use crate::live::source::DataSource;
 use crate::paths::PathPrefix;
 use crate::query::QueryCredentials;
-use crate::ratelimit::{FailedAuthLimit, RateLimits};
+use crate::ratelimit::{FailedAuthLimit, GlobalRateLimit, RateLimits};
 use crate::request::is_header_name;
 use crate::transport::HttpsPolicy;
 
@@ -64,6 +64,7 @@ pub struct Policy {
     pub failed_auth: Option<FailedAuthLimit>,
     /// Where the live policy document comes from.
     pub data_source: Option<DataSource>,
+    pub global_rate_limit: Option<GlobalRateLimit>,
     /// Valid but doubtful settings, logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -252,6 +253,25 @@ impl Policy {
                 ));
             }
         }
+        let global_rate_limit = match cfg.global_rate_limit {
+            Some(global) => {
+                let credential_headers: Vec<&str> = [
+                    api_keys.as_ref().map(|k| k.header.as_str()),
+                    jwt.as_ref().map(|j| j.header()),
+                    Some("authorization"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let claim_headers = jwt.as_ref().map_or(&[][..], |j| j.forwarded_header_names());
+                Some(GlobalRateLimit::compile(
+                    global,
+                    &credential_headers,
+                    claim_headers,
+                )?)
+            }
+            None => None,
+        };
         Ok(Self {
             credentials: cfg.credentials,
             routes,
@@ -267,6 +287,7 @@ impl Policy {
             rate_limits,
             failed_auth,
             data_source,
+            global_rate_limit,
             warnings,
         })
     }
@@ -276,8 +297,18 @@ impl Policy {
     pub fn needed_facts(&self) -> NeededFacts {
         NeededFacts {
             downstream_tls: self.https.needs_connection_state(),
-            client_address: self.failed_auth.is_some(),
+            client_address: self.failed_auth.is_some()
+                || self
+                    .global_rate_limit
+                    .as_ref()
+                    .is_some_and(GlobalRateLimit::needs_client_address),
         }
+    }
+
+    /// Whether the root must tick: remote documents are refreshed, and requests that wait for
+    /// an outbound answer are bounded by the tick too.
+    pub fn needs_ticks(&self) -> bool {
+        self.fetches_remote_documents() || self.global_rate_limit.is_some()
     }
 
     /// Whether some document is fetched from a remote endpoint (the root must tick).

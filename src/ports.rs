@@ -1,5 +1,5 @@
 //! What the core may ask of the world beyond the request itself: data shared by every VM of the
-//! proxy, outbound HTTP calls, and a place to report what happened. All synchronous; the host
+//! proxy, outbound calls (HTTP, or unary gRPC), and a place to report what happened. All synchronous; the host
 //! implements them over proxy-wasm (`src/host/`), tests over the in-memory fakes in [`fakes`].
 //!
 //! Shared data follows Envoy's semantics (proxy-wasm-cpp-host `shared_data.cc`), which shape
@@ -68,9 +68,32 @@ impl KeySpace {
     }
 }
 
-/// An outbound HTTP request through one of Envoy's clusters.
+/// An outbound call through one of Envoy's clusters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Call {
+pub enum Call {
+    Http(HttpCall),
+    Grpc(GrpcCall),
+}
+
+impl Call {
+    pub fn cluster(&self) -> &str {
+        match self {
+            Self::Http(c) => &c.cluster,
+            Self::Grpc(c) => &c.cluster,
+        }
+    }
+
+    pub fn timeout_ms(&self) -> u64 {
+        match self {
+            Self::Http(c) => c.timeout_ms,
+            Self::Grpc(c) => c.timeout_ms,
+        }
+    }
+}
+
+/// An outbound HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCall {
     pub cluster: String,
     pub method: String,
     pub path: String,
@@ -80,14 +103,30 @@ pub struct Call {
     pub timeout_ms: u64,
 }
 
+/// A unary gRPC call: one serialized request message, one response message. The cluster must
+/// speak HTTP/2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCall {
+    pub cluster: String,
+    /// The fully qualified service (`envoy.service.ratelimit.v3.RateLimitService`).
+    pub service: String,
+    pub method: String,
+    /// The serialized request message (without gRPC framing: Envoy adds it).
+    pub message: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
 /// How an outbound call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallReply {
+    /// An HTTP call's response.
     Answered {
         status: u16,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
+    /// A gRPC call's response message (gRPC status OK).
+    Message(Vec<u8>),
     Failed(CallFailure),
 }
 
@@ -99,6 +138,23 @@ pub enum CallFailure {
     NoResponse,
     /// The answer's body is larger than the plugin accepts (it was not read).
     TooLarge { bytes: usize },
+    /// A gRPC call ended with this status (not OK, not DEADLINE_EXCEEDED): an error from the
+    /// service, or Envoy's `UNAVAILABLE` when it could not reach it.
+    GrpcStatus(u32),
+}
+
+/// gRPC's DEADLINE_EXCEEDED: the call's timeout.
+pub const GRPC_DEADLINE_EXCEEDED: u32 = 4;
+
+impl CallFailure {
+    /// A gRPC call that ended with `status` (not OK).
+    pub fn from_grpc_status(status: u32) -> Self {
+        if status == GRPC_DEADLINE_EXCEEDED {
+            Self::NoResponse
+        } else {
+            Self::GrpcStatus(status)
+        }
+    }
 }
 
 impl fmt::Display for CallFailure {
@@ -112,12 +168,14 @@ impl fmt::Display for CallFailure {
                     "the answer's body of {bytes} bytes is larger than allowed"
                 )
             }
+            Self::GrpcStatus(status) => write!(f, "gRPC status {status}"),
         }
     }
 }
 
 /// Starts outbound calls; the answer comes back later, to the context that started the call,
-/// as a [`CallReply`] with the returned token.
+/// as a [`CallReply`] with the returned token. Envoy numbers HTTP and gRPC calls apart, so one
+/// token never names two calls in flight.
 pub trait Outbound {
     fn dispatch(&mut self, call: &Call) -> Result<u32, CallFailure>;
 }
@@ -153,6 +211,12 @@ pub enum Event {
     /// A rate-limit bucket could not be updated (other workers kept winning, or the store
     /// failed); `on_store_contention` decided.
     RateLimitContention,
+    /// The rate-limit service did not answer in time, answered with an error or with a message
+    /// that could not be read; `global_rate_limit.failure_mode` decided.
+    RateLimitServiceFailed { reason: String },
+    /// The rate-limit service asked for headers that apiguard does not let it set (identity,
+    /// credential, hop-by-hop or malformed ones); they were dropped.
+    RateLimitServiceHeadersDropped { count: usize },
     /// `failed_auth_limit.client_address` is `connection`, but Envoy took the downstream
     /// address from `x-forwarded-for` (a client can choose it).
     ClientAddressForwarded,

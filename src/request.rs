@@ -163,6 +163,7 @@ pub(crate) mod test_support {
 
     /// A request under construction. The downstream connection is TLS when `:scheme` is
     /// `https`, unless [`TestRequest::tls`] says otherwise.
+    #[derive(Clone)]
     pub(crate) struct TestRequest {
         headers: Vec<(String, String)>,
         tls: Option<bool>,

@@ -1288,3 +1288,80 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The rate-limit service's answers (global_rate_limit): read by hand from protobuf's wire format,
+// so any bytes must give an answer or an error, never a panic; and its configuration.
+
+/// RateLimitResponse bytes made by the published message classes (tests/data/rls_wire_vectors.json).
+fn rls_vectors() -> Vec<Vec<u8>> {
+    let all: Value =
+        serde_json::from_str(include_str!("data/rls_wire_vectors.json")).expect("vectors");
+    all["responses"]
+        .as_array()
+        .expect("responses")
+        .iter()
+        .map(|c| {
+            let hex = c["hex"].as_str().expect("hex");
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digit"))
+                .collect()
+        })
+        .collect()
+}
+
+fn global_entry() -> BoxedStrategy<String> {
+    prop_oneof![
+        select(vec![
+            "consumer",
+            "plan",
+            "route",
+            "method",
+            "client_address",
+            "header:x-tenant",
+            "header:authorization",
+            "header:X-Up",
+            "header:",
+            "tenant"
+        ])
+        .prop_map(str::to_owned),
+        "[ -~]{0,20}",
+        Just(format!("header:{MARKER}")),
+    ]
+    .boxed()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn rls_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = apiguard::ratelimit::rls::decode_response(&bytes);
+    }
+
+    #[test]
+    fn rls_damaged_answers_never_panic(which in 0usize..16, cuts in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), truncate in any::<usize>()) {
+        let vectors = rls_vectors();
+        let mut bytes = vectors[which % vectors.len()].clone();
+        for (at, xor) in cuts {
+            if !bytes.is_empty() {
+                let i = at % bytes.len();
+                bytes[i] ^= xor;
+            }
+        }
+        bytes.truncate(truncate % (bytes.len() + 1));
+        let _ = apiguard::ratelimit::rls::decode_response(&bytes);
+    }
+
+    #[test]
+    fn global_rate_limit_configuration_never_panics_nor_echoes(
+        descriptors in proptest::collection::vec(proptest::collection::vec(global_entry(), 0..4), 0..4),
+        timeout in prop_oneof![Just(json!(50)), Just(json!(0)), Just(json!(-1)), Just(json!(MARKER))],
+        cluster in prop_oneof![Just("ratelimit".to_owned()), "[ -~]{0,130}".prop_map(|s| s)],
+    ) {
+        let cfg = json!({"api_keys": {"keys": []}, "global_rate_limit": {
+            "cluster": cluster, "domain": "apiguard", "timeout_ms": timeout, "descriptors": descriptors}});
+        check_config(cfg.to_string().as_bytes())?;
+    }
+}

@@ -22,7 +22,8 @@ import pytest
 from support.harness import ROOT
 from support.schema import SCHEMA_PATH, SchemaMismatch, config_errors, schema
 
-DOCS = [ROOT / "README.md", ROOT / "docs" / "configuration.md", ROOT / "docs" / "mesh.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "configuration.md", ROOT / "docs" / "mesh.md",
+        ROOT / "docs" / "global-quotas.md"]
 TESTS = Path(__file__).resolve().parent
 
 

@@ -11,8 +11,10 @@ use super::env::{continue_request, log, set_header};
 use super::flow::Host;
 use crate::denial::LocalReply;
 use crate::ports::{
-    Call, CallFailure, Event, Events, Outbound, SharedStore, StoreError, Stored, Written,
+    Call, CallFailure, Event, Events, GrpcCall, HttpCall, Outbound, SharedStore, StoreError,
+    Stored, Written,
 };
+use crate::ratelimit::rls::encode_grpc_service;
 
 /// Envoy's shared data of this plugin's VM id.
 pub struct HostStore;
@@ -43,8 +45,41 @@ impl SharedStore for HostStore {
 /// The proxy, acting on the effective context.
 pub struct ProxyHost;
 
+fn not_started(cluster: &str, status: Status) -> CallFailure {
+    log(
+        LogLevel::Warn,
+        &format!("call to cluster {cluster} could not start: {status:?}"),
+    );
+    CallFailure::NotStarted
+}
+
 impl Outbound for ProxyHost {
     fn dispatch(&mut self, call: &Call) -> Result<u32, CallFailure> {
+        match call {
+            Call::Http(call) => dispatch_http(call),
+            Call::Grpc(call) => dispatch_grpc(call),
+        }
+    }
+}
+
+/// A unary gRPC call; the cluster goes as a serialized `GrpcService` (never misread as one).
+fn dispatch_grpc(call: &GrpcCall) -> Result<u32, CallFailure> {
+    let service = encode_grpc_service(&call.cluster);
+    // The SDK takes the upstream as a string; the bytes are handed to the host unchanged.
+    let upstream = String::from_utf8(service).map_err(|_| CallFailure::NotStarted)?;
+    hostcalls::dispatch_grpc_call(
+        &upstream,
+        &call.service,
+        &call.method,
+        vec![],
+        Some(&call.message),
+        Duration::from_millis(call.timeout_ms),
+    )
+    .map_err(|status| not_started(&call.cluster, status))
+}
+
+fn dispatch_http(call: &HttpCall) -> Result<u32, CallFailure> {
+    {
         let mut headers = vec![
             (":method", call.method.as_str()),
             (":path", call.path.as_str()),
@@ -53,18 +88,8 @@ impl Outbound for ProxyHost {
         headers.extend(call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let body = (!call.body.is_empty()).then_some(call.body.as_slice());
         let timeout = Duration::from_millis(call.timeout_ms);
-        hostcalls::dispatch_http_call(&call.cluster, headers, body, vec![], timeout).map_err(
-            |status| {
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "call to cluster {} could not start: {status:?}",
-                        call.cluster
-                    ),
-                );
-                CallFailure::NotStarted
-            },
-        )
+        hostcalls::dispatch_http_call(&call.cluster, headers, body, vec![], timeout)
+            .map_err(|status| not_started(&call.cluster, status))
     }
 }
 
@@ -103,6 +128,8 @@ pub struct HostEvents {
     report_only: HashMap<&'static str, u32>,
     jwks_failures: Option<u32>,
     contention: Option<u32>,
+    service_failures: Option<u32>,
+    service_headers_dropped: Option<u32>,
     data: DataMetrics,
 }
 
@@ -193,6 +220,25 @@ impl Events for HostEvents {
                 &mut self.contention,
                 "apiguard_rate_limit_contention_total",
             )),
+            Event::RateLimitServiceFailed { reason } => {
+                increment(counter(
+                    &mut self.service_failures,
+                    "apiguard_rate_limit_service_failures_total",
+                ));
+                log(
+                    LogLevel::Debug,
+                    &format!("rate-limit service: {reason}; failure_mode decides"),
+                );
+            }
+            Event::RateLimitServiceHeadersDropped { count } => {
+                let id = counter(
+                    &mut self.service_headers_dropped,
+                    "apiguard_rate_limit_service_headers_dropped_total",
+                );
+                if let Some(id) = id {
+                    let _ = hostcalls::increment_metric(id, i64::try_from(count).unwrap_or(1));
+                }
+            }
             Event::ClientAddressForwarded => log(
                 LogLevel::Warn,
                 "failed_auth_limit.client_address is connection, but Envoy takes the downstream \

@@ -7,12 +7,20 @@
 //! waiting request by the tick once its time is up. A request whose client went away is simply
 //! forgotten; if it had started the call, the root starts it again for those still waiting.
 //!
+//! A request held for its own call (the rate-limit service's answer about its global quota) is
+//! finished with that call's answer alone: any number of them wait at once, each on its call.
+//!
+//! The SDK delivers an answer to the context whose callback started the call, whatever context
+//! was made effective. A request's own call is therefore started only from its own callback or
+//! the root's: one that another request's answer resumed (a JWKS refetch it waited for) has its
+//! call started by the root's next tick, so its answer never goes to a context that may be gone.
+//!
 //! Pure apart from the [`Host`] trait, so the state machine is unit-tested natively.
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::denial::LocalReply;
-use crate::pipeline::{Decision, Env, Forward, Guard, Topic, Wait};
+use crate::pipeline::{Decision, Env, Forward, Guard, Held, Topic, Wait};
 use crate::ports::{Call, CallFailure, CallReply, Outbound};
 use crate::request::RequestFacts;
 
@@ -39,6 +47,10 @@ struct Waiting {
     facts: RequestFacts,
     topic: Topic,
     until_ms: i64,
+    /// Held for its own call: finished with that call's answer, not decided again.
+    held: Option<Box<Held>>,
+    /// Its own call, to be started by the root's next tick.
+    deferred: Option<Call>,
 }
 
 /// A call in flight: what it is for and who receives its answer.
@@ -48,6 +60,8 @@ struct InFlight {
     call: Call,
     /// The context Envoy delivers the answer to.
     context: u32,
+    /// The call of one held request (answered to that request only).
+    own: bool,
 }
 
 /// Every request state of one VM.
@@ -60,6 +74,10 @@ pub struct Flows {
     orphaned: Vec<(Topic, Call)>,
     /// The headers each forwarded request's response gets (HSTS, RateLimit fields).
     response_headers: HashMap<u32, Vec<(String, String)>>,
+    /// The context whose callback is running (calls started now are answered to it).
+    caller: u32,
+    /// The root context, once it ticked.
+    root: Option<u32>,
 }
 
 impl Flows {
@@ -77,13 +95,43 @@ impl Flows {
         env: &mut Env<'_>,
         host: &mut dyn Host,
     ) -> Action {
-        let wait = match self.apply(context, guard.decide(&facts, env), host) {
-            Ok(action) => return action,
-            Err(wait) => wait,
-        };
-        if let Some(call) = wait.call {
+        self.caller = context;
+        let decision = guard.decide(&facts, env);
+        match self.apply(context, decision, host) {
+            Ok(action) => action,
+            Err(wait) => self.wait(context, facts, *wait, guard, env, host),
+        }
+    }
+
+    /// Pauses the current request `context` for `wait`, starting its call if it has one.
+    fn wait(
+        &mut self,
+        context: u32,
+        facts: RequestFacts,
+        wait: Wait,
+        guard: &mut Guard,
+        env: &mut Env<'_>,
+        host: &mut dyn Host,
+    ) -> Action {
+        let mut call = wait.call;
+        let defer = wait.held.is_some() && !self.answered_to_lasting(context);
+        if let Some(call) = call.take_if(|_| defer) {
+            self.waiting.insert(
+                context,
+                Waiting {
+                    facts,
+                    topic: wait.topic,
+                    until_ms: wait.until_ms,
+                    held: wait.held,
+                    deferred: Some(call),
+                },
+            );
+            return Action::Pause;
+        }
+        if let Some(call) = call {
             match host.dispatch(&call) {
                 Ok(token) => {
+                    let own = wait.held.is_some();
                     let topic = wait.topic;
                     self.calls.insert(
                         token,
@@ -91,13 +139,19 @@ impl Flows {
                             topic,
                             call,
                             context,
+                            own,
                         },
                     );
                 }
                 Err(failure) => {
                     // Nothing to wait for: decide now with what we have.
-                    guard.on_reply(wait.topic, &CallReply::Failed(failure), env);
-                    return self.decide_again(context, &facts, guard, env, host);
+                    let failed = CallReply::Failed(failure);
+                    if let Some(held) = wait.held {
+                        let decision = guard.finish(*held, Some(&failed), env);
+                        return self.apply_final(context, decision, host);
+                    }
+                    guard.on_reply(wait.topic, &failed, env);
+                    return self.decide_again(context, facts, guard, env, host);
                 }
             }
         }
@@ -105,9 +159,59 @@ impl Flows {
             facts,
             topic: wait.topic,
             until_ms: wait.until_ms,
+            held: wait.held,
+            deferred: None,
         };
         self.waiting.insert(context, waiting);
         Action::Pause
+    }
+
+    /// Whether a call started now is answered to a context that outlives it: the request's own
+    /// (if it goes away, so does the need for the answer) or the root's.
+    fn answered_to_lasting(&self, context: u32) -> bool {
+        self.caller == context || Some(self.caller) == self.root
+    }
+
+    /// Starts, from the root, the calls of requests that were resumed in another request's
+    /// callback; each one's time counts from now.
+    fn start_deferred(&mut self, guard: &mut Guard, env: &mut Env<'_>, host: &mut dyn Host) {
+        let contexts: Vec<u32> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.deferred.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for context in contexts {
+            let Some(mut waiting) = self.waiting.remove(&context) else {
+                continue;
+            };
+            let Some(call) = waiting.deferred.take() else {
+                continue;
+            };
+            waiting.until_ms = env
+                .now_ms
+                .saturating_add(i64::try_from(call.timeout_ms()).unwrap_or(i64::MAX));
+            match host.dispatch(&call) {
+                Ok(token) => {
+                    let topic = waiting.topic;
+                    self.calls.insert(
+                        token,
+                        InFlight {
+                            topic,
+                            call,
+                            context,
+                            own: true,
+                        },
+                    );
+                    self.waiting.insert(context, waiting);
+                }
+                Err(failure) => {
+                    self.waiting.insert(context, waiting);
+                    let failed = CallReply::Failed(failure);
+                    self.resume_with(context, Some(&failed), false, guard, env, host);
+                }
+            }
+        }
     }
 
     /// The answer to call `token` arrived at `context` (the current one).
@@ -120,12 +224,18 @@ impl Flows {
         env: &mut Env<'_>,
         host: &mut dyn Host,
     ) {
+        self.caller = context;
         let Some(call) = self.calls.remove(&token) else {
             return;
         };
-        guard.on_reply(call.topic, reply, env);
         let timed_out = matches!(reply, CallReply::Failed(CallFailure::NoResponse));
-        self.resume_topic(call.topic, timed_out, guard, env, host);
+        if call.own {
+            // Its request alone waits for it (unless it went away or its time ran out).
+            self.resume_with(call.context, Some(reply), timed_out, guard, env, host);
+        } else {
+            guard.on_reply(call.topic, reply, env);
+            self.resume_topic(call.topic, timed_out, guard, env, host);
+        }
         host.switch_to(context);
     }
 
@@ -138,6 +248,9 @@ impl Flows {
         env: &mut Env<'_>,
         host: &mut dyn Host,
     ) {
+        self.caller = root;
+        self.root = Some(root);
+        self.start_deferred(guard, env, host);
         let mut to_start: Vec<(Topic, Call)> = std::mem::take(&mut self.orphaned);
         match guard.tick(env) {
             Ok(due) => to_start.extend(due),
@@ -147,7 +260,7 @@ impl Flows {
             self.start_from_root(root, topic, call, guard, env, host);
         }
         let mut topics: Vec<Topic> = Vec::new();
-        for w in self.waiting.values() {
+        for w in self.waiting.values().filter(|w| w.held.is_none()) {
             if !topics.contains(&w.topic) {
                 topics.push(w.topic);
             }
@@ -184,8 +297,15 @@ impl Flows {
             let Some(call) = self.calls.remove(&token) else {
                 continue;
             };
-            // Envoy cancels a gone request's calls.
-            if self.waiting.values().any(|w| w.topic == call.topic) {
+            // Envoy cancels a gone request's calls; its own call concerned nobody else.
+            if call.own {
+                continue;
+            }
+            if self
+                .waiting
+                .values()
+                .any(|w| w.held.is_none() && w.topic == call.topic)
+            {
                 self.orphaned.push((call.topic, call.call));
             } else {
                 let gone = CallReply::Failed(CallFailure::NoResponse);
@@ -216,6 +336,7 @@ impl Flows {
                         topic,
                         call,
                         context: root,
+                        own: false,
                     },
                 );
             }
@@ -237,7 +358,7 @@ impl Flows {
         let contexts: Vec<u32> = self
             .waiting
             .iter()
-            .filter(|(_, w)| w.topic == topic)
+            .filter(|(_, w)| w.held.is_none() && w.topic == topic)
             .map(|(id, _)| *id)
             .collect();
         for context in contexts {
@@ -245,9 +366,24 @@ impl Flows {
         }
     }
 
+    /// The wait of `context` is over (time is up, or its topic settled).
     fn resume(
         &mut self,
         context: u32,
+        timed_out: bool,
+        guard: &mut Guard,
+        env: &mut Env<'_>,
+        host: &mut dyn Host,
+    ) {
+        self.resume_with(context, None, timed_out, guard, env, host);
+    }
+
+    /// Ends the wait of `context`: a held request is finished with `answer` (its own call's;
+    /// `None`: none came in time), any other is decided again.
+    fn resume_with(
+        &mut self,
+        context: u32,
+        answer: Option<&CallReply>,
         timed_out: bool,
         guard: &mut Guard,
         env: &mut Env<'_>,
@@ -261,26 +397,46 @@ impl Flows {
         if !host.switch_to(context) {
             return;
         }
-        if self.decide_again(context, &waiting.facts, guard, env, host) == Action::Continue {
+        let action = match waiting.held {
+            Some(held) => {
+                let decision = guard.finish(*held, answer, env);
+                self.apply_final(context, decision, host)
+            }
+            None => self.decide_again(context, waiting.facts, guard, env, host),
+        };
+        if action == Action::Continue {
             host.resume_request();
         }
     }
 
-    /// Decides without waiting and applies the outcome to the current request.
+    /// Decides a paused request again and applies the outcome; it may wait once more, for a
+    /// call of its own (the rate-limit service), never for a shared fetch again.
     fn decide_again(
         &mut self,
         context: u32,
-        facts: &RequestFacts,
+        facts: RequestFacts,
         guard: &mut Guard,
         env: &mut Env<'_>,
         host: &mut dyn Host,
     ) -> Action {
-        // `resume` never waits; should it ever, refuse rather than hang.
-        self.apply(context, guard.resume(facts, env), host)
-            .unwrap_or_else(|_| {
+        let decision = guard.resume(&facts, env);
+        match self.apply(context, decision, host) {
+            Ok(action) => action,
+            Err(wait) if wait.held.is_some() => self.wait(context, facts, *wait, guard, env, host),
+            // `resume` never waits for a shared fetch; should it ever, refuse rather than hang.
+            Err(_) => {
                 host.send_reply(&LocalReply::internal_error());
                 Action::Pause
-            })
+            }
+        }
+    }
+
+    /// Applies a decision that cannot be a wait ([`Guard::finish`]'s).
+    fn apply_final(&mut self, context: u32, decision: Decision, host: &mut dyn Host) -> Action {
+        self.apply(context, decision, host).unwrap_or_else(|_| {
+            host.send_reply(&LocalReply::internal_error());
+            Action::Pause
+        })
     }
 
     /// Applies a forward or a reply to the current request; a wait is handed back.

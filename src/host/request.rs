@@ -8,7 +8,7 @@ use proxy_wasm::types::{Action, LogLevel, MapType};
 use super::adapters::ProxyHost;
 use super::env::{header_map, log, set_header};
 use super::flow::{self, Host};
-use super::root::{deliver_reply, SharedVm, Vm};
+use super::root::{deliver_grpc_reply, deliver_reply, SharedVm, Vm};
 use crate::denial::LocalReply;
 use crate::request::RequestFacts;
 
@@ -48,6 +48,16 @@ impl Context for ApiguardRequest {
         _num_trailers: usize,
     ) {
         deliver_reply(&self.vm, self.context_id, token_id, num_headers, body_size);
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        deliver_grpc_reply(
+            &self.vm,
+            self.context_id,
+            token_id,
+            status_code,
+            response_size,
+        );
     }
 
     fn on_done(&mut self) -> bool {

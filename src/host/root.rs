@@ -68,6 +68,25 @@ pub fn deliver_reply(
     });
 }
 
+/// Hands the answer to gRPC call `token` (delivered by Envoy to `context`) to the VM's flows:
+/// the response message when `status` is OK (0), else the status.
+pub fn deliver_grpc_reply(
+    vm: &SharedVm,
+    context: u32,
+    token: u32,
+    status: u32,
+    response_size: usize,
+) {
+    let reply = if status == 0 {
+        CallReply::Message(buffer(BufferType::GrpcReceiveBuffer, response_size).unwrap_or_default())
+    } else {
+        CallReply::Failed(CallFailure::from_grpc_status(status))
+    };
+    Vm::with(vm, |guard, flows, env, host| {
+        flows.on_call_reply(context, token, &reply, guard, env, host)
+    });
+}
+
 /// The answer to an outbound call, as the core sees it.
 fn call_reply(num_headers: usize, body_size: usize, max_body: usize) -> CallReply {
     if num_headers == 0 {
@@ -135,6 +154,16 @@ impl Context for ApiguardRoot {
     ) {
         deliver_reply(&self.vm, self.context_id, token_id, num_headers, body_size);
     }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        deliver_grpc_reply(
+            &self.vm,
+            self.context_id,
+            token_id,
+            status_code,
+            response_size,
+        );
+    }
 }
 
 impl RootContext for ApiguardRoot {
@@ -156,7 +185,7 @@ impl RootContext for ApiguardRoot {
         for warning in &policy.warnings {
             log(LogLevel::Warn, &format!("configuration: {warning}"));
         }
-        let needs_ticks = policy.fetches_remote_documents();
+        let needs_ticks = policy.needs_ticks();
         let mut guard = Guard::new(Rc::new(policy), &KeySpace::new(&root_id()), vm_id);
         if guard.create_shared_keys(&HostStore).is_err() {
             log(LogLevel::Error, "cannot create the plugin's shared data");
@@ -169,7 +198,7 @@ impl RootContext for ApiguardRoot {
             events: HostEvents::default(),
         });
         if needs_ticks && hostcalls::set_tick_period(TICK).is_err() {
-            log(LogLevel::Error, "cannot schedule jwks refreshes");
+            log(LogLevel::Error, "cannot schedule the root's tick");
             return false;
         }
         true

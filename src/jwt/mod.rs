@@ -45,7 +45,7 @@ pub(crate) use self::remote::feed_name as jwks_feed_name;
 use self::remote::RemoteState;
 use self::token::{ParsedToken, SignatureChecked};
 use crate::live::FetchReason;
-use crate::ports::{Call, CallReply, Event, Events, KeySpace, SharedStore, StoreError};
+use crate::ports::{CallReply, Event, Events, HttpCall, KeySpace, SharedStore, StoreError};
 
 /// Largest JWKS response body accepted.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -54,7 +54,7 @@ pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksFetch {
     pub provider: usize,
-    pub call: Call,
+    pub call: HttpCall,
 }
 
 /// What to do about a token whose key is not (yet) in its provider's key set.
@@ -449,7 +449,8 @@ impl JwtVerifier {
             CallReply::Answered { status, body, .. } => {
                 parse_remote_jwks(Some(*status), body).map(|_| body.as_slice())
             }
-            CallReply::Failed(_) => Err(JwksError::Transport),
+            // A gRPC message cannot answer an HTTP fetch.
+            CallReply::Message(_) | CallReply::Failed(_) => Err(JwksError::Transport),
         };
         match parsed {
             Ok(body) => {

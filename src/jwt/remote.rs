@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::config::RemoteJwks;
 use super::jwks::VerifyKey;
 use crate::live::{Feed, FeedTiming, Lease};
-use crate::ports::{Call, KeySpace};
+use crate::ports::{HttpCall, KeySpace};
 
 /// Per-VM state of one remote provider.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ pub struct RemoteState {
     pub(super) feed: Feed,
     pub(super) timing: FeedTiming,
     /// The call that fetches the document.
-    pub(super) call: Call,
+    pub(super) call: HttpCall,
     /// Keys of the version this VM loaded.
     pub(super) keys: Vec<VerifyKey>,
     /// The published version the keys came from (0 = none yet).
@@ -37,7 +37,7 @@ impl RemoteState {
                 lease_ms: lease_ms(remote.timeout_ms),
                 sticky_ms: 0,
             },
-            call: Call {
+            call: HttpCall {
                 cluster: remote.cluster.clone(),
                 method: "GET".to_owned(),
                 path: remote.path.clone(),

@@ -13,7 +13,7 @@ use super::table::{
 };
 use super::{Feed, FeedTiming, FetchReason, Lease, Published};
 use crate::ports::{
-    Call, CallFailure, CallReply, Event, Events, KeySpace, SharedStore, StoreError,
+    Call, CallFailure, CallReply, Event, Events, HttpCall, KeySpace, SharedStore, StoreError,
 };
 use crate::secret::ct_eq;
 
@@ -148,7 +148,7 @@ impl PolicyData {
         if let Some(etag) = etag.filter(|e| self.view.version != 0 && !e.is_empty()) {
             headers.push(("if-none-match".to_owned(), etag.to_owned()));
         }
-        Call {
+        Call::Http(HttpCall {
             cluster: self.source.cluster.clone(),
             method: "GET".to_owned(),
             path: self.source.path.clone(),
@@ -156,7 +156,7 @@ impl PolicyData {
             headers,
             body: Vec::new(),
             timeout_ms: self.source.timeout_ms,
-        }
+        })
     }
 
     /// The answer to this VM's fetch: publish a new valid version, confirm an unchanged one,
@@ -226,6 +226,13 @@ impl PolicyData {
             } => (headers, body),
             CallReply::Answered { status, .. } => {
                 return fail(self, format!("the endpoint answered {status}"), events)
+            }
+            CallReply::Message(_) => {
+                return fail(
+                    self,
+                    "a gRPC message instead of an HTTP answer".to_owned(),
+                    events,
+                )
             }
         };
         let digest: [u8; 32] = Sha256::digest(body).into();

@@ -114,3 +114,41 @@ pub struct FailedAuthConfig {
     #[serde(default = "default_max_tracked_clients")]
     pub max_tracked_clients: u32,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// 503 `rate_limit_unavailable` with `Retry-After`.
+    Deny,
+    /// The request goes on as if the service had admitted it.
+    Allow,
+}
+
+fn default_global_timeout_ms() -> u64 {
+    50
+}
+fn default_failure_mode() -> FailureMode {
+    FailureMode::Deny
+}
+
+/// `global_rate_limit`: quotas shared by every replica, kept by a rate-limit service that speaks
+/// Envoy's `envoy.service.ratelimit.v3.RateLimitService` (envoyproxy/ratelimit, Limitador).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
+#[serde(deny_unknown_fields)]
+pub struct GlobalRateLimitConfig {
+    /// The Envoy cluster of the rate-limit service (it must speak HTTP/2: gRPC).
+    pub cluster: String,
+    /// The `domain` of every request to the service.
+    pub domain: String,
+    /// How long a request waits for the service's answer.
+    #[serde(default = "default_global_timeout_ms")]
+    pub timeout_ms: u64,
+    /// What happens when the service does not answer in time or answers with an error.
+    #[serde(default = "default_failure_mode")]
+    pub failure_mode: FailureMode,
+    /// The descriptors sent with every limited request: each a list of `consumer`, `plan`,
+    /// `route`, `method`, `client_address` or `header:<name>`.
+    pub descriptors: Vec<Vec<String>>,
+}

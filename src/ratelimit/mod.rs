@@ -14,7 +14,9 @@
 
 mod bucket;
 mod config;
+mod global;
 mod limiter;
+pub mod rls;
 mod shared;
 
 use std::collections::HashMap;
@@ -24,8 +26,10 @@ use sha2::{Digest, Sha256};
 
 pub use self::bucket::{ceil_seconds, Limit, Per, Verdict};
 pub use self::config::{
-    BucketBy, ClientAddressSource, FailedAuthConfig, OnContention, PlanConfig, RateLimitsConfig,
+    BucketBy, ClientAddressSource, FailedAuthConfig, FailureMode, GlobalRateLimitConfig,
+    OnContention, PlanConfig, RateLimitsConfig,
 };
+pub use self::global::{DescriptorFacts, GlobalRateLimit, GlobalVerdict};
 pub use self::limiter::{Limiter, Quota};
 pub use self::shared::{peek, take, CreationToken, TakeError};
 
@@ -319,5 +323,7 @@ pub fn proxy_salt(
     Ok(store.get(&key)?.map(|s| s.value).unwrap_or_default())
 }
 
+#[cfg(test)]
+mod global_pipeline_tests;
 #[cfg(test)]
 mod tests;

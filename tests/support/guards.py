@@ -51,13 +51,15 @@ class Guard:
 
 def start_guard(wasm: Path, upstream: EchoUpstream, config, *, tls_files: tuple[str, str] | None = None,
                 normalize_path: bool = True, extra_clusters: dict[str, int] | None = None,
-                concurrency: int = 2, use_remote_address: bool = False) -> Guard:
+                concurrency: int = 2, use_remote_address: bool = False,
+                grpc_clusters: dict[str, int] | None = None) -> Guard:
     """A new Envoy loading apiguard with `config` (a dict or raw text) in front of `upstream`; the
-    caller stops it. `tls_files` terminates TLS on the listener; `extra_clusters` as in bootstrap()."""
+    caller stops it. `tls_files` terminates TLS on the listener; `extra_clusters` and `grpc_clusters`
+    as in bootstrap()."""
     text = config if isinstance(config, str) else json.dumps(config, sort_keys=True)
     cfg = bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(text, wasm)], tls=tls_files,
                     normalize_path=normalize_path, extra_clusters=extra_clusters,
-                    use_remote_address=use_remote_address)
+                    use_remote_address=use_remote_address, grpc_clusters=grpc_clusters)
     envoy = Envoy(cfg, concurrency=concurrency)
     try:
         envoy.start()

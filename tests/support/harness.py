@@ -189,6 +189,18 @@ def _cluster(name: str, port: int) -> dict:
     }
 
 
+def _grpc_cluster(name: str, port: int) -> dict:
+    """A cluster that speaks HTTP/2 to its endpoint (plaintext): what a gRPC service needs."""
+    cluster = _cluster(name, port)
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+    return cluster
+
+
 def wasm_filter(plugin_config, wasm_path: Path | str, *, fail_open: bool = False,
                 root_id: str = "apiguard", vm_id: str = "apiguard") -> dict:
     """The `envoy.filters.http.wasm` entry; plugin_config is a dict (dumped to JSON) or raw text."""
@@ -215,10 +227,12 @@ def wasm_filter(plugin_config, wasm_path: Path | str, *, fail_open: bool = False
 
 def bootstrap(listen_port: int, admin_port: int, upstream_port: int, http_filters: list[dict],
               extra_clusters: dict[str, int] | None = None, tls: tuple[str, str] | None = None,
-              normalize_path: bool = True, use_remote_address: bool = False) -> dict:
+              normalize_path: bool = True, use_remote_address: bool = False,
+              grpc_clusters: dict[str, int] | None = None) -> dict:
     """An Envoy bootstrap: one listener routing everything to the upstream through `http_filters`.
 
-    `extra_clusters` maps cluster names to local ports (JWKS servers, control endpoints).
+    `extra_clusters` maps cluster names to local ports (JWKS servers, control endpoints);
+    `grpc_clusters` the same for gRPC services (HTTP/2 clusters: the rate-limit service).
     `tls` is (cert_path, key_path) to terminate TLS on the listener.
     `use_remote_address`: the connection manager's setting (an edge proxy's): the downstream
     address is the TCP peer, not the last x-forwarded-for entry.
@@ -254,6 +268,8 @@ def bootstrap(listen_port: int, admin_port: int, upstream_port: int, http_filter
     clusters = [_cluster("upstream", upstream_port)]
     for name, port in (extra_clusters or {}).items():
         clusters.append(_cluster(name, port))
+    for name, port in (grpc_clusters or {}).items():
+        clusters.append(_grpc_cluster(name, port))
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {

@@ -180,10 +180,17 @@ mod tests {
 
     #[test]
     fn revoking_by_consumer_or_fingerprint_prefix() {
-        let mut f = file(vec![entry(0xab, "alice"), entry(0xcd, "alice"), entry(0xef, "bob")]);
+        let mut f = file(vec![
+            entry(0xab, "alice"),
+            entry(0xcd, "alice"),
+            entry(0xef, "bob"),
+        ]);
         assert_eq!(f.revoke("bob").unwrap(), vec!["efefefefefef".to_owned()]);
         assert_eq!(revoked(&f), vec![false, false, true]);
-        assert_eq!(f.revoke("CDCDCDCD").unwrap(), vec!["cdcdcdcdcdcd".to_owned()]);
+        assert_eq!(
+            f.revoke("CDCDCDCD").unwrap(),
+            vec!["cdcdcdcdcdcd".to_owned()]
+        );
         assert_eq!(f.revoke("alice").unwrap().len(), 2);
         assert_eq!(revoked(&f), vec![true, true, true]);
         assert!(f.revoke("nobody").is_err());

@@ -47,7 +47,11 @@ impl Outbound for FakeHost {
             return Err(CallFailure::NotStarted);
         }
         self.next_token += 1;
-        let op = Op::Dispatch(self.next_token, call.path.clone());
+        let what = match call {
+            Call::Http(c) => c.path.clone(),
+            Call::Grpc(c) => format!("{}/{}", c.service, c.method),
+        };
+        let op = Op::Dispatch(self.next_token, what);
         self.ops.push((self.current, op));
         Ok(self.next_token)
     }
@@ -429,4 +433,211 @@ fn the_tick_fetches_once_per_proxy_and_every_vm_loads_the_keys() {
 fn jwks_feed_name(vm: &Vm) -> String {
     let jwt = vm.guard.policy().jwt.as_ref().unwrap();
     crate::jwt::jwks_feed_name(jwt.providers[0].remote.as_ref().unwrap())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests held for their own call to the rate-limit service (global_rate_limit).
+
+fn global_policy() -> Rc<Policy> {
+    let entry = |seed: u8, consumer: &str| {
+        serde_json::json!({"sha256": crate::secret::to_hex(&crate::api_key::digest(
+            &crate::api_key::test_support::key(seed))), "consumer": consumer})
+    };
+    let json = serde_json::json!({
+        "credentials": "either",
+        "api_keys": {"keys": [entry(1, "alice"), entry(2, "bob"), entry(3, "carol")]},
+        "jwt": {"providers": [{"issuer": ISS, "audiences": ["api"],
+            "remote_jwks": {"cluster": "idp", "path": "/jwks", "timeout_ms": 1000,
+                            "unknown_kid_wait_ms": 2000}}]},
+        "global_rate_limit": {"cluster": "ratelimit", "domain": "apiguard", "timeout_ms": 50,
+                              "descriptors": [["consumer"]]},
+    });
+    Rc::new(Policy::from_json(json.to_string().as_bytes()).unwrap())
+}
+
+fn ok_message() -> CallReply {
+    // RateLimitResponse{overall_code: OK}
+    CallReply::Message(vec![0x08, 0x01])
+}
+
+fn over_limit_message() -> CallReply {
+    // RateLimitResponse{overall_code: OVER_LIMIT}
+    CallReply::Message(vec![0x08, 0x02])
+}
+
+impl Vm {
+    fn global() -> Self {
+        let store: Rc<MemoryStore> = Rc::default();
+        let mut guard = Guard::new(global_policy(), &KeySpace::new("apiguard"), 1);
+        guard.create_shared_keys(store.as_ref()).unwrap();
+        Self {
+            guard,
+            flows: Flows::default(),
+            store,
+            events: RecordedEvents::default(),
+            host: FakeHost::default(),
+            now_ms: NOW_MS,
+        }
+    }
+
+    fn keyed(&mut self, context: u32, seed: u8) -> Action {
+        self.host.current = context;
+        let facts = TestRequest::get("/v1")
+            .set_header("x-api-key", &crate::api_key::test_support::key(seed))
+            .build();
+        let mut env = Env {
+            now_ms: self.now_ms,
+            store: self.store.as_ref(),
+            events: &mut self.events,
+        };
+        self.flows
+            .on_request(context, facts, &mut self.guard, &mut env, &mut self.host)
+    }
+
+    fn consumer_of(&self, context: u32) -> Option<String> {
+        self.host.of(context).iter().find_map(|op| match op {
+            Op::Header(n, Some(v)) if n == "x-apiguard-consumer" => Some(v.clone()),
+            _ => None,
+        })
+    }
+}
+
+const RLS: &str = "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+
+#[test]
+fn each_request_waits_on_its_own_call_and_is_finished_by_its_answer() {
+    let mut vm = Vm::global();
+    assert_eq!(vm.keyed(A, 1), Action::Pause);
+    assert_eq!(vm.keyed(B, 2), Action::Pause);
+    assert_eq!(vm.keyed(C, 3), Action::Pause);
+    // Three calls at once, each from its own request's context.
+    assert_eq!(vm.dispatched(), [(A, 1), (B, 2), (C, 3)]);
+    assert!(vm.host.ops.iter().all(|(_, op)| match op {
+        Op::Dispatch(_, what) => what == RLS,
+        _ => true,
+    }));
+    assert_eq!(vm.flows.waiting(), 3);
+    // Answers in any order finish only their own request.
+    vm.reply(B, 2, over_limit_message());
+    assert_eq!(vm.host.outcome(B), Some(Err("rate_limited")));
+    assert_eq!((vm.host.outcome(A), vm.host.outcome(C)), (None, None));
+    vm.reply(C, 3, ok_message());
+    assert!(matches!(vm.host.outcome(C), Some(Ok(_))));
+    assert_eq!(vm.consumer_of(C).as_deref(), Some("carol"));
+    assert_eq!(vm.host.outcome(A), None);
+    vm.reply(A, 1, CallReply::Failed(CallFailure::NoResponse));
+    assert_eq!(vm.host.outcome(A), Some(Err("rate_limit_unavailable")));
+    assert_eq!(vm.flows.waiting(), 0);
+    assert!(vm.events.0.contains(&Event::WaitEnded { timed_out: true }));
+}
+
+#[test]
+fn a_held_request_whose_time_is_up_is_finished_without_the_answer() {
+    let mut vm = Vm::global();
+    vm.keyed(A, 1);
+    vm.now_ms += 49;
+    vm.tick();
+    assert_eq!(vm.host.outcome(A), None);
+    vm.now_ms += 1;
+    vm.tick();
+    assert_eq!(vm.host.outcome(A), Some(Err("rate_limit_unavailable")));
+    // The late answer changes nothing.
+    vm.reply(A, 1, ok_message());
+    assert_eq!(vm.host.outcome(A), Some(Err("rate_limit_unavailable")));
+    assert_eq!(
+        vm.host
+            .of(A)
+            .iter()
+            .filter(|op| matches!(op, Op::Reply(..)))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_call_to_the_service_that_cannot_start_follows_failure_mode_at_once() {
+    let mut vm = Vm::global();
+    vm.host.refuse_calls = true;
+    assert_eq!(vm.keyed(A, 1), Action::Pause);
+    assert_eq!(vm.host.outcome(A), Some(Err("rate_limit_unavailable")));
+    assert_eq!(vm.flows.waiting(), 0);
+}
+
+#[test]
+fn a_held_request_that_goes_away_leaves_the_others_alone() {
+    let mut vm = Vm::global();
+    vm.keyed(A, 1);
+    vm.keyed(B, 2);
+    vm.done(A);
+    vm.tick();
+    let to_the_service = vm
+        .host
+        .ops
+        .iter()
+        .filter(|(_, op)| matches!(op, Op::Dispatch(_, what) if what == RLS))
+        .count();
+    assert_eq!(to_the_service, 2, "nothing is started again");
+    vm.reply(B, 2, ok_message());
+    assert!(matches!(vm.host.outcome(B), Some(Ok(_))));
+    assert_eq!(vm.host.outcome(A), None);
+}
+
+#[test]
+fn a_request_that_waited_for_keys_then_waits_for_the_service() {
+    let mut vm = Vm::global();
+    // A token whose key is not known yet: the request waits for the JWKS fetch first.
+    assert_eq!(vm.request(A, &token("k1", "dora")), Action::Pause);
+    assert_eq!(vm.dispatched(), [(A, 1)]);
+    vm.reply(A, 1, jwks("k1"));
+    // Decided again with the keys: now it asks the rate-limit service, still paused.
+    assert_eq!(vm.dispatched(), [(A, 1), (A, 2)]);
+    assert_eq!(vm.host.outcome(A), None);
+    vm.reply(A, 2, ok_message());
+    assert_eq!(vm.host.outcome(A), Some(Ok("dora".into())));
+    assert_eq!(
+        vm.host.of(A).iter().filter(|op| **op == Op::Resume).count(),
+        1
+    );
+}
+
+#[test]
+fn a_request_resumed_by_another_requests_answer_asks_from_the_root() {
+    let mut vm = Vm::global();
+    // Both wait for the fetch that A starts (the key k1 is not known yet).
+    assert_eq!(vm.request(A, &token("k1", "dora")), Action::Pause);
+    assert_eq!(vm.request(B, &token("k1", "erin")), Action::Pause);
+    let fetch = vm.dispatched()[0];
+    assert_eq!(fetch.0, A);
+    // The answer comes to A: A asks the service from its own callback; B's call would be
+    // answered to A, which may be gone by then: the root starts it on its next tick.
+    vm.reply(A, fetch.1, jwks("k1"));
+    let rls_calls = |vm: &Vm| -> Vec<(u32, u32)> {
+        vm.host
+            .ops
+            .iter()
+            .filter_map(|(c, op)| match op {
+                Op::Dispatch(t, what) if what == RLS => Some((*c, *t)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = rls_calls(&vm);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, A);
+    assert_eq!(vm.host.outcome(B), None);
+    vm.reply(A, first[0].1, over_limit_message());
+    assert_eq!(vm.host.outcome(A), Some(Err("rate_limited")));
+    // Later than B's timeout_ms (50): its time counts from the call, not from the wait.
+    vm.now_ms += 80;
+    vm.tick();
+    let calls = rls_calls(&vm);
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].0, ROOT);
+    assert_eq!(
+        vm.host.outcome(B),
+        None,
+        "not timed out while its call was not made"
+    );
+    vm.reply(ROOT, calls[1].1, ok_message());
+    assert_eq!(vm.host.outcome(B), Some(Ok("erin".into())));
 }

@@ -5,6 +5,7 @@ use super::*;
 use crate::api_key::test_support::key;
 use crate::api_key::{digest, KeyStore};
 use crate::ports::fakes::{MemoryStore, RecordedEvents};
+use crate::ports::HttpCall;
 use crate::secret::to_hex;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -72,11 +73,14 @@ fn fetch(
     store: &MemoryStore,
     now: i64,
     reply: CallReply,
-) -> (Call, RecordedEvents) {
-    let call = vm
+) -> (HttpCall, RecordedEvents) {
+    let Call::Http(call) = vm
         .tick(store, id, now, &mut RecordedEvents::default())
         .unwrap()
-        .expect("the fetch is due");
+        .expect("the fetch is due")
+    else {
+        panic!("the document is fetched over HTTP")
+    };
     let mut events = RecordedEvents::default();
     vm.on_reply(&reply, &rules(), store, now, &mut events)
         .unwrap();
@@ -107,10 +111,12 @@ fn nothing_is_served_before_the_first_version_then_every_vm_sees_it() {
         consumer_of(&mut b, &store, 1, NOW),
         Err(DataUnavailable::NotLoaded)
     );
-    let call = a
+    let Some(Call::Http(call)) = a
         .tick(&store, VM_A, NOW, &mut RecordedEvents::default())
         .unwrap()
-        .unwrap();
+    else {
+        panic!("the first tick fetches over HTTP")
+    };
     assert_eq!(
         (
             call.cluster.as_str(),
