@@ -53,6 +53,9 @@ pub struct Forward {
     pub unenforced: Option<Denial>,
 }
 
+/// The largest JWKS document a VM reads (a provider's key set is a few KiB).
+const MAX_JWKS_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// What the request waits for; its answer comes back to [`Guard::on_reply`] under this name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -203,25 +206,45 @@ impl Guard {
     /// The periodic work: load what other VMs published, and the fetches due now (this VM took
     /// their leases; the host starts them and hands the answers to [`Guard::on_reply`]).
     pub fn tick(&mut self, env: &mut Env<'_>) -> Result<Vec<(Topic, Call)>, StoreError> {
+        // One document's shared-data failure must not cost the other its fetch (a lease taken
+        // and its call never started would hold every VM off until the lease expires).
         let mut due = Vec::new();
+        let mut failed = None;
         if let Some(data) = self.data.as_mut() {
-            if let Some(call) = data.tick(env.store, self.vm_id, env.now_ms, env.events)? {
-                due.push((Topic::PolicyData, call));
+            match data.tick(env.store, self.vm_id, env.now_ms, env.events) {
+                Ok(Some(call)) => due.push((Topic::PolicyData, call)),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
             }
         }
-        let Some(jwt) = self.jwt.as_mut() else {
-            return Ok(due);
-        };
-        let fetches = jwt.jwks_tick(env.store, self.vm_id, env.now_ms, env.events)?;
-        due.extend(fetches.into_iter().map(|f| {
-            (
-                Topic::JwksKeys {
-                    provider: f.provider,
-                },
-                Call::Http(f.call),
-            )
-        }));
-        Ok(due)
+        if let Some(jwt) = self.jwt.as_mut() {
+            match jwt.jwks_tick(env.store, self.vm_id, env.now_ms, env.events) {
+                Ok(fetches) => due.extend(fetches.into_iter().map(|f| {
+                    let topic = Topic::JwksKeys {
+                        provider: f.provider,
+                    };
+                    (topic, Call::Http(f.call))
+                })),
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) if due.is_empty() => Err(e),
+            Some(_) => {
+                env.events.emit(Event::StoreFailed);
+                Ok(due)
+            }
+            None => Ok(due),
+        }
+    }
+
+    /// The largest answer body a call for `topic` may bring into the VM (a bigger one is not
+    /// read: wasm memory never shrinks).
+    pub fn max_answer_bytes(&self, topic: Option<Topic>) -> usize {
+        match (topic, &self.policy.data_source) {
+            (Some(Topic::PolicyData), Some(source)) => source.max_document_bytes,
+            _ => MAX_JWKS_ANSWER_BYTES,
+        }
     }
 
     /// The answer to a call started for `topic` (by a waiting request or by [`Guard::tick`]).

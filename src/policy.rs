@@ -18,9 +18,6 @@ use crate::ratelimit::{FailedAuthLimit, GlobalRateLimit, RateLimits};
 use crate::request::is_header_name;
 use crate::transport::HttpsPolicy;
 
-/// The largest JWKS document a VM accepts (a provider's key set is a few KiB).
-const MAX_JWKS_BODY_BYTES: usize = 1024 * 1024;
-
 #[derive(Debug)]
 pub struct ApiKeySettings {
     pub header: String,
@@ -318,15 +315,6 @@ impl Policy {
                 .jwt
                 .as_ref()
                 .is_some_and(|j| j.providers.iter().any(|p| p.remote.is_some()))
-    }
-
-    /// The largest answer body the host hands in: a bigger one counts as a failed call.
-    pub fn max_call_body_bytes(&self) -> usize {
-        let documents = self
-            .data_source
-            .as_ref()
-            .map_or(0, |d| d.max_document_bytes);
-        documents.max(MAX_JWKS_BODY_BYTES)
     }
 
     /// Whether a path that is not canonical could be matched wrongly (so must be refused).

@@ -86,6 +86,11 @@ impl Flows {
         self.waiting.len()
     }
 
+    /// What the call `token` was started for, while it is in flight.
+    pub fn call_topic(&self, token: u32) -> Option<Topic> {
+        self.calls.get(&token).map(|c| c.topic)
+    }
+
     /// Request headers arrived for `context`.
     pub fn on_request(
         &mut self,

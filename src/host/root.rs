@@ -62,7 +62,7 @@ pub fn deliver_reply(
     body_size: usize,
 ) {
     Vm::with(vm, |guard, flows, env, host| {
-        let max_body = guard.policy().max_call_body_bytes();
+        let max_body = guard.max_answer_bytes(flows.call_topic(token));
         let reply = call_reply(num_headers, body_size, max_body);
         flows.on_call_reply(context, token, &reply, guard, env, host)
     });

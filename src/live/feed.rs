@@ -130,10 +130,17 @@ pub struct Lease {
     holder: u64,
 }
 
+impl Lease {
+    /// The holding VM's id.
+    pub fn holder(&self) -> u64 {
+        self.holder
+    }
+}
+
 /// A version being written by the lease holder (see [`Feed::begin_publish`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
-    lease: Lease,
+    pub lease: Lease,
     pub version: u64,
     /// The descriptor of the version in force while the new one is written.
     pub current_extra: Vec<u8>,
@@ -350,13 +357,15 @@ impl Feed {
     }
 
     /// The fetch found the published version still current (`304 Not Modified`, or the same
-    /// body again): releases the lease and schedules the next refresh, nothing else changes.
+    /// body again): releases the lease and schedules the next refresh; `extra`, when given,
+    /// replaces the descriptor (the same body may come with a new ETag).
     pub fn confirm(
         &self,
         store: &dyn SharedStore,
         lease: Lease,
         timing: FeedTiming,
         now_ms: i64,
+        extra: Option<Vec<u8>>,
     ) -> Result<bool, StoreError> {
         let done = self.update(store, |state| {
             (state.holder == lease.holder).then(|| {
@@ -366,12 +375,34 @@ impl Feed {
                     next_due_ms: now_ms.saturating_add(timing.refresh_ms),
                     last_ok_ms: now_ms,
                     last_holder: lease.holder,
+                    extra: extra.clone().unwrap_or_else(|| state.extra.clone()),
                     ..state.clone()
                 };
                 (next, ())
             })
         })?;
         Ok(done.is_some())
+    }
+
+    /// Extends this VM's lease while it is still the holder (a long write in progress); false
+    /// when another VM has taken it over.
+    pub fn renew(
+        &self,
+        store: &dyn SharedStore,
+        lease: Lease,
+        timing: FeedTiming,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let renewed = self.update(store, |state| {
+            (state.holder == lease.holder).then(|| {
+                let next = FeedState {
+                    lease_until_ms: now_ms.saturating_add(timing.lease_ms),
+                    ..state.clone()
+                };
+                (next, ())
+            })
+        })?;
+        Ok(renewed.is_some())
     }
 
     /// Before a publisher writes a new version's data outside the feed: renews the lease (the

@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 use super::document::{validate, DocumentRules};
 use super::source::DataSource;
 use super::table::{
-    find_in_shard, shard_bits_for, shard_key, shard_of, write_generation, Descriptor, LiveKeyEntry,
-    ShardLookup,
+    find_in_shard, shard_bits_for, shard_key, shard_of, write_generation, Descriptor, Generation,
+    LiveKeyEntry, ShardLookup, ShardTag,
 };
 use super::{Feed, FeedTiming, FetchReason, Lease, Published};
 use crate::ports::{
@@ -214,10 +214,8 @@ impl PolicyData {
             CallReply::Failed(failure) => return fail(self, failure.to_string(), events),
             CallReply::Answered { status: 304, .. } if self.view.version != 0 => {
                 events.emit(Event::DataNotModified);
-                return self
-                    .feed
-                    .confirm(store, lease, self.timing, now_ms)
-                    .map(drop);
+                self.feed.confirm(store, lease, self.timing, now_ms, None)?;
+                return self.refresh_view(store);
             }
             CallReply::Answered {
                 status: 200,
@@ -236,14 +234,23 @@ impl PolicyData {
             }
         };
         let digest: [u8; 32] = Sha256::digest(body).into();
+        let etag = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("etag"))
+            .map(|(_, v)| v.clone())
+            .filter(|v| v.len() <= MAX_ETAG_LEN)
+            .unwrap_or_default();
         let state = self.feed.state(store)?;
         if state.version != 0 && state.digest == digest {
-            // The same bytes again (an endpoint without ETags): nothing to validate.
+            // The same bytes again (an endpoint without ETags, or a file touched): nothing to
+            // validate; a new ETag is kept so the next refresh can be a 304.
             events.emit(Event::DataNotModified);
-            return self
-                .feed
-                .confirm(store, lease, self.timing, now_ms)
-                .map(drop);
+            let descriptor = Descriptor::decode(&state.extra)
+                .filter(|d| d.etag != etag)
+                .map(|d| Descriptor { etag, ..d }.encode());
+            self.feed
+                .confirm(store, lease, self.timing, now_ms, descriptor)?;
+            return self.refresh_view(store);
         }
         let document = match validate(body, rules) {
             Ok(document) => document,
@@ -257,33 +264,36 @@ impl PolicyData {
             }
         };
         let Some(pending) = self.feed.begin_publish(store, lease, self.timing, now_ms)? else {
-            return Ok(());
+            // Another VM took the lease over, or the state kept changing under us: give it back
+            // if it is still ours (the next refresh tries again).
+            return self.feed.fail(store, lease, self.timing, now_ms);
         };
         let current = Descriptor::decode(&pending.current_extra);
         let slot = current.as_ref().map_or(0, |d| 1 - d.slot);
         let mut slot_shards = current.as_ref().map_or([0, 0], |d| d.slot_shards);
-        let previous = slot_shards.get(usize::from(slot)).copied().unwrap_or(0);
         let shard_bits = shard_bits_for(document.keys.len());
-        let written = write_generation(
-            store,
-            &self.prefix,
+        let generation = Generation {
+            feed_prefix: &self.prefix,
             slot,
             shard_bits,
-            previous,
-            pending.version,
-            &document.keys,
-        )?;
+            previous_shards: slot_shards.get(usize::from(slot)).copied().unwrap_or(0),
+            tag: ShardTag {
+                version: pending.version,
+                writer: lease.holder(),
+            },
+        };
+        let (feed, timing) = (&self.feed, self.timing);
+        let mut still_ours = || feed.renew(store, lease, timing, now_ms);
+        let Some(written) = write_generation(store, generation, &document.keys, &mut still_ours)?
+        else {
+            return Ok(());
+        };
         if let Some(n) = slot_shards.get_mut(usize::from(slot)) {
             *n = written;
         }
-        let etag = headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("etag"))
-            .map(|(_, v)| v.clone())
-            .filter(|v| v.len() <= MAX_ETAG_LEN)
-            .unwrap_or_default();
         let entries = u64::try_from(document.keys.len()).unwrap_or(u64::MAX);
         let descriptor = Descriptor {
+            writer: lease.holder(),
             slot,
             shard_bits,
             slot_shards,
@@ -311,6 +321,14 @@ impl PolicyData {
         self.refresh_view(store)
     }
 
+    /// Whether the endpoint has failed for longer than `max_stale_seconds`, counted from the
+    /// refresh that was due after its last confirmation.
+    fn is_stale(&self, now_ms: i64) -> bool {
+        let max_stale = self.source.max_stale_ms;
+        let failing_since = self.view.last_ok_ms.saturating_add(self.source.refresh_ms);
+        max_stale > 0 && now_ms.saturating_sub(failing_since) > max_stale
+    }
+
     /// The live entry of a key's digest in the version the proxy has in force.
     pub fn lookup(
         &mut self,
@@ -326,9 +344,12 @@ impl PolicyData {
         if self.view.version == 0 {
             return Err(DataUnavailable::NotLoaded);
         }
-        let max_stale = self.source.max_stale_ms;
-        if max_stale > 0 && now_ms.saturating_sub(self.view.last_ok_ms) > max_stale {
-            return Err(DataUnavailable::Stale);
+        if self.is_stale(now_ms) {
+            // The view is up to a tick old: another VM may just have confirmed the document.
+            self.refresh_view(store).map_err(failed)?;
+            if self.is_stale(now_ms) {
+                return Err(DataUnavailable::Stale);
+            }
         }
         for _ in 0..2 {
             let Some(descriptor) = &self.view.descriptor else {
@@ -341,7 +362,11 @@ impl PolicyData {
             );
             let shard = store.get(&key).map_err(failed)?;
             let shard = shard.as_ref().map_or(&[][..], |s| s.value.as_slice());
-            match find_in_shard(shard, self.view.version, digest) {
+            let tag = ShardTag {
+                version: self.view.version,
+                writer: descriptor.writer,
+            };
+            match find_in_shard(shard, tag, digest) {
                 // The index compares digests; the match is confirmed in constant time.
                 ShardLookup::Found(entry) if ct_eq(&entry.digest, digest) => {
                     return Ok(Some(entry))

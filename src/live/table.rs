@@ -6,7 +6,8 @@
 //!   force (0 or 1), the shard count (a power of two), the entries, the document's ETag and
 //!   its `version` string;
 //! - `<feed>/<slot>/<shard>` (shard in hex) holds the entries whose digest starts with the
-//!   shard's bits, sorted by digest, behind the version they belong to.
+//!   shard's bits, sorted by digest, behind the version they belong to and the VM that wrote them
+//!   (so a writer that lost its lease can never pass for the one that published).
 //!
 //! A new version is written into the slot not in force, then the descriptor switches to it.
 //! Shared data cannot delete keys, so a slot's keys are overwritten by the next version but one,
@@ -21,8 +22,10 @@ const TARGET_ENTRIES_PER_SHARD: usize = 16;
 /// At most 2^20 shards (16M keys at the target size; more keys only make shards larger).
 const MAX_SHARD_BITS: u8 = 20;
 
-const DESCRIPTOR_FORMAT: u8 = 1;
-const SHARD_FORMAT: u8 = 1;
+const DESCRIPTOR_FORMAT: u8 = 2;
+const SHARD_FORMAT: u8 = 2;
+/// The writer checks that it still holds the lease (and renews it) every this many shards.
+const SHARDS_PER_LEASE_CHECK: u32 = 1024;
 /// `expires_at` of an entry that never expires.
 const NEVER: i64 = i64::MIN;
 const REVOKED: u8 = 1;
@@ -30,6 +33,8 @@ const REVOKED: u8 = 1;
 /// Which slot and shard layout readers use, and what the proxy loaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Descriptor {
+    /// The VM that wrote the version in force (its shards carry the same id).
+    pub writer: u64,
     pub slot: u8,
     pub shard_bits: u8,
     /// Shard keys written so far in each slot (they are never deleted, only emptied).
@@ -43,7 +48,9 @@ pub struct Descriptor {
 
 impl Descriptor {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![DESCRIPTOR_FORMAT, self.slot, self.shard_bits];
+        let mut out = vec![DESCRIPTOR_FORMAT];
+        out.extend_from_slice(&self.writer.to_le_bytes());
+        out.extend_from_slice(&[self.slot, self.shard_bits]);
         for n in self.slot_shards {
             out.extend_from_slice(&n.to_le_bytes());
         }
@@ -63,6 +70,7 @@ impl Descriptor {
         if r.take(1)? != [DESCRIPTOR_FORMAT] {
             return None;
         }
+        let writer = r.u64()?;
         let slot = r.u8()?;
         let shard_bits = r.u8()?;
         let slot_shards = [r.u32()?, r.u32()?];
@@ -74,6 +82,7 @@ impl Descriptor {
         let etag = text()?;
         let document_version = text()?;
         (slot < 2 && shard_bits <= MAX_SHARD_BITS).then_some(Self {
+            writer,
             slot,
             shard_bits,
             slot_shards,
@@ -137,11 +146,19 @@ impl LiveKeyEntry {
     }
 }
 
-/// A shard's value: format, the version it belongs to, the entries sorted by digest.
-pub fn encode_shard(version: u64, entries: &[LiveKeyEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 8 + entries.len() * 64);
+/// Which publication a shard belongs to: the version, and the VM that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardTag {
+    pub version: u64,
+    pub writer: u64,
+}
+
+/// A shard's value: format, its tag, the entries sorted by digest.
+pub fn encode_shard(tag: ShardTag, entries: &[LiveKeyEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 16 + entries.len() * 64);
     out.push(SHARD_FORMAT);
-    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&tag.version.to_le_bytes());
+    out.extend_from_slice(&tag.writer.to_le_bytes());
     for entry in entries {
         entry.encode_into(&mut out);
     }
@@ -153,15 +170,15 @@ pub fn encode_shard(version: u64, entries: &[LiveKeyEntry]) -> Vec<u8> {
 pub enum ShardLookup {
     Found(LiveKeyEntry),
     Absent,
-    /// The shard belongs to another version than the reader's (or is not written yet).
+    /// The shard belongs to another publication than the reader's (or is not written yet).
     OtherVersion,
 }
 
-/// Finds `digest` in a shard of `version`.
-pub fn find_in_shard(shard: &[u8], version: u64, digest: &[u8; 32]) -> ShardLookup {
+/// Finds `digest` in a shard of the publication `tag`.
+pub fn find_in_shard(shard: &[u8], tag: ShardTag, digest: &[u8; 32]) -> ShardLookup {
     let mut r = Reader(shard);
-    let header = (|| Some((r.u8()?, r.u64()?)))();
-    if header != Some((SHARD_FORMAT, version)) {
+    let header = (|| Some((r.u8()?, r.u64()?, r.u64()?)))();
+    if header != Some((SHARD_FORMAT, tag.version, tag.writer)) {
         return ShardLookup::OtherVersion;
     }
     while !r.0.is_empty() {
@@ -199,21 +216,45 @@ fn read_entry(r: &mut Reader<'_>) -> Option<LiveKeyEntry> {
     })
 }
 
-/// Writes `entries` (sorted by digest) as `version` into `slot`, emptying the shards of that
-/// slot a larger earlier version used beyond the new count. Returns the shard keys the slot now
-/// has (for the descriptor).
+/// Where a generation goes and what it replaces.
+#[derive(Debug, Clone, Copy)]
+pub struct Generation<'a> {
+    pub feed_prefix: &'a str,
+    pub slot: u8,
+    pub shard_bits: u8,
+    /// Shard keys the slot already has (from earlier versions).
+    pub previous_shards: u32,
+    pub tag: ShardTag,
+}
+
+/// Writes `entries` (sorted by digest) into the generation's slot, emptying the shards of that
+/// slot a larger earlier version used beyond the new count. `still_ours` is asked every
+/// [`SHARDS_PER_LEASE_CHECK`] shards (it renews the writer's lease); when it says no, the
+/// writing stops and `None` is returned. Otherwise: the shard keys the slot now has.
 pub fn write_generation(
     store: &dyn SharedStore,
-    feed_prefix: &str,
-    slot: u8,
-    shard_bits: u8,
-    previous_shards: u32,
-    version: u64,
+    generation: Generation<'_>,
     entries: &[LiveKeyEntry],
-) -> Result<u32, StoreError> {
+    still_ours: &mut dyn FnMut() -> Result<bool, StoreError>,
+) -> Result<Option<u32>, StoreError> {
+    let Generation {
+        feed_prefix,
+        slot,
+        shard_bits,
+        previous_shards,
+        tag,
+    } = generation;
     let shards = 1u32 << shard_bits;
     let mut start = 0;
-    for shard in 0..shards {
+    for shard in 0..shards.max(previous_shards) {
+        if shard > 0 && shard % SHARDS_PER_LEASE_CHECK == 0 && !still_ours()? {
+            return Ok(None);
+        }
+        let key = shard_key(feed_prefix, slot, shard);
+        if shard >= shards {
+            store.set(&key, b"", None)?;
+            continue;
+        }
         let end = start
             + entries
                 .get(start..)
@@ -221,14 +262,11 @@ pub fn write_generation(
                 .iter()
                 .take_while(|e| shard_of(&e.digest, shard_bits) == shard)
                 .count();
-        let value = encode_shard(version, entries.get(start..end).unwrap_or_default());
-        store.set(&shard_key(feed_prefix, slot, shard), &value, None)?;
+        let value = encode_shard(tag, entries.get(start..end).unwrap_or_default());
+        store.set(&key, &value, None)?;
         start = end;
     }
-    for shard in shards..previous_shards {
-        store.set(&shard_key(feed_prefix, slot, shard), b"", None)?;
-    }
-    Ok(shards.max(previous_shards))
+    Ok(Some(shards.max(previous_shards)))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -300,30 +338,41 @@ mod tests {
         revoked.expires_at = Some(1_900_000_000);
         revoked.plan = Some("gold".to_owned());
         let entries = vec![entry(0, "alice"), revoked.clone(), entry(9, "carol")];
-        let shard = encode_shard(4, &entries);
+        let tag = ShardTag {
+            version: 4,
+            writer: 0xA,
+        };
+        let shard = encode_shard(tag, &entries);
         assert_eq!(
-            find_in_shard(&shard, 4, &revoked.digest),
+            find_in_shard(&shard, tag, &revoked.digest),
             ShardLookup::Found(revoked)
         );
         assert_eq!(
-            find_in_shard(&shard, 4, &entry(5, "x").digest),
+            find_in_shard(&shard, tag, &entry(5, "x").digest),
             ShardLookup::Absent
         );
         assert_eq!(
-            find_in_shard(&shard, 4, &entry(10, "x").digest),
+            find_in_shard(&shard, tag, &entry(10, "x").digest),
             ShardLookup::Absent
         );
+        let other_version = ShardTag { version: 5, ..tag };
         assert_eq!(
-            find_in_shard(&shard, 5, &entries[0].digest),
+            find_in_shard(&shard, other_version, &entries[0].digest),
+            ShardLookup::OtherVersion
+        );
+        // The same version written by a VM that lost its lease is not the publication.
+        let other_writer = ShardTag { writer: 0xB, ..tag };
+        assert_eq!(
+            find_in_shard(&shard, other_writer, &entries[0].digest),
             ShardLookup::OtherVersion
         );
         assert_eq!(
-            find_in_shard(b"", 4, &entries[0].digest),
+            find_in_shard(b"", tag, &entries[0].digest),
             ShardLookup::OtherVersion
         );
         let torn = shard.get(..shard.len() - 3).unwrap();
         assert_eq!(
-            find_in_shard(torn, 4, &entries[2].digest),
+            find_in_shard(torn, tag, &entries[2].digest),
             ShardLookup::OtherVersion
         );
     }
@@ -331,6 +380,7 @@ mod tests {
     #[test]
     fn descriptors_survive_encoding_and_anything_else_is_none() {
         let d = Descriptor {
+            writer: 7,
             slot: 1,
             shard_bits: 3,
             slot_shards: [4, 8],
@@ -338,28 +388,55 @@ mod tests {
             etag: "\"abc\"".to_owned(),
             document_version: "2026-11-28T10:00:00Z#42".to_owned(),
         };
-        assert_eq!(Descriptor::decode(&d.encode()), Some(d));
+        assert_eq!(Descriptor::decode(&d.encode()), Some(d.clone()));
         assert_eq!(Descriptor::decode(b""), None);
-        assert_eq!(Descriptor::decode(&[DESCRIPTOR_FORMAT, 2, 0]), None);
+        let mut bad_slot = d.encode();
+        bad_slot[9] = 2;
+        assert_eq!(Descriptor::decode(&bad_slot), None);
     }
 
     #[test]
     fn a_generation_fills_every_shard_and_empties_the_ones_it_no_longer_needs() {
         let store = MemoryStore::default();
         let entries: Vec<_> = (0u8..=255).step_by(16).map(|b| entry(b, "c")).collect();
-        let written = write_generation(&store, "f", 0, 2, 0, 1, &entries).unwrap();
+        let first = ShardTag {
+            version: 1,
+            writer: 0xA,
+        };
+        let generation = Generation {
+            feed_prefix: "f",
+            slot: 0,
+            shard_bits: 2,
+            previous_shards: 0,
+            tag: first,
+        };
+        let written = write_generation(&store, generation, &entries, &mut || Ok(true))
+            .unwrap()
+            .unwrap();
         assert_eq!(written, 4);
         for e in &entries {
             let key = shard_key("f", 0, shard_of(&e.digest, 2));
             let shard = store.get(&key).unwrap().unwrap().value;
             assert_eq!(
-                find_in_shard(&shard, 1, &e.digest),
+                find_in_shard(&shard, first, &e.digest),
                 ShardLookup::Found(e.clone())
             );
         }
         // The next version in this slot has fewer shards: the rest are emptied, not left stale.
         let fewer = vec![entry(3, "d")];
-        let written = write_generation(&store, "f", 0, 0, written, 3, &fewer).unwrap();
+        let third = ShardTag {
+            version: 3,
+            writer: 0xA,
+        };
+        let generation = Generation {
+            shard_bits: 0,
+            previous_shards: written,
+            tag: third,
+            ..generation
+        };
+        let written = write_generation(&store, generation, &fewer, &mut || Ok(true))
+            .unwrap()
+            .unwrap();
         assert_eq!(written, 4);
         assert_eq!(
             store.get(&shard_key("f", 0, 3)).unwrap().unwrap().value,
@@ -367,12 +444,38 @@ mod tests {
         );
         let shard = store.get(&shard_key("f", 0, 0)).unwrap().unwrap().value;
         assert_eq!(
-            find_in_shard(&shard, 3, &fewer[0].digest),
+            find_in_shard(&shard, third, &fewer[0].digest),
             ShardLookup::Found(fewer[0].clone())
         );
         assert_eq!(
-            find_in_shard(&shard, 3, &entries[0].digest),
+            find_in_shard(&shard, third, &entries[0].digest),
             ShardLookup::Absent
         );
+    }
+
+    #[test]
+    fn a_writer_that_lost_its_lease_stops_writing() {
+        let store = MemoryStore::default();
+        let generation = Generation {
+            feed_prefix: "f",
+            slot: 1,
+            shard_bits: 12,
+            previous_shards: 0,
+            tag: ShardTag {
+                version: 2,
+                writer: 0xA,
+            },
+        };
+        let mut asked = 0;
+        let outcome = write_generation(&store, generation, &[], &mut || {
+            asked += 1;
+            Ok(asked < 2)
+        })
+        .unwrap();
+        assert_eq!(outcome, None);
+        // It wrote the first 2 * 1024 shards, then stopped at the second check.
+        assert_eq!(asked, 2);
+        assert!(store.get(&shard_key("f", 1, 2047)).unwrap().is_some());
+        assert!(store.get(&shard_key("f", 1, 2048)).unwrap().is_none());
     }
 }

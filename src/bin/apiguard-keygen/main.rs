@@ -26,11 +26,14 @@ impl RandomSource for OsRandom {
 
 const USAGE: &str = "usage: apiguard-keygen --consumer ID [--expires-at RFC3339] [--plan NAME] [--into FILE] [--json]
        apiguard-keygen --revoke CONSUMER|FINGERPRINT --into FILE
+       apiguard-keygen --check FILE
 
   --into FILE  add the new key's entry to the live policy document FILE (created if missing)
                and bump its version, instead of printing a configuration entry
   --revoke X   mark revoked, in FILE, every key of consumer X, or the key whose fingerprint
-               (the digest's first hex digits, at least 8) starts with X";
+               (the digest's first hex digits, at least 8) starts with X
+  --check FILE check a live policy document with the plugin's rules (exit 1 and the field
+               path when it would be refused)";
 
 enum Command {
     Generate {
@@ -39,6 +42,7 @@ enum Command {
         plan: Option<String>,
     },
     Revoke(String),
+    Check(PathBuf),
 }
 
 struct Args {
@@ -50,6 +54,7 @@ struct Args {
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut consumer, mut expires_at, mut plan, mut revoke, mut into, mut json) =
         (None, None, None, None, None, false);
+    let mut check = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
@@ -58,10 +63,21 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--plan" => plan = Some(value("--plan")?),
             "--revoke" => revoke = Some(value("--revoke")?),
             "--into" => into = Some(PathBuf::from(value("--into")?)),
+            "--check" => check = Some(PathBuf::from(value("--check")?)),
             "--json" => json = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+    }
+    if let Some(path) = check {
+        if revoke.is_some() || consumer.is_some() || into.is_some() {
+            return Err(format!("--check takes no other argument\n{USAGE}"));
+        }
+        return Ok(Args {
+            command: Command::Check(path),
+            into: None,
+            json,
+        });
     }
     let command = match (revoke, consumer) {
         (Some(_), Some(_)) => {
@@ -133,6 +149,19 @@ fn main() -> ExitCode {
         }
     };
     let (consumer, expires_at, plan) = match args.command {
+        Command::Check(path) => {
+            let checked = PolicyFile::load(&path).and_then(|f| f.check(&path));
+            return match checked {
+                Ok(_) => {
+                    println!("{}: a valid policy document", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("apiguard-keygen: {message}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Revoke(selector) => {
             let into = args.into.unwrap_or_default();
             return match revoke(&selector, &into, args.json) {

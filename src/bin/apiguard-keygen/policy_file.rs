@@ -129,8 +129,9 @@ impl PolicyFile {
         }
     }
 
-    /// Checks the edited document with the plugin's rules and writes it atomically.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    /// The document checked with the plugin's rules (plans are not known here: the plugin
+    /// checks them when it loads the document).
+    pub fn check(&self, path: &Path) -> Result<Vec<u8>, String> {
         let body = serde_json::to_vec(&self.doc).map_err(|e| e.to_string())?;
         let rules = DocumentRules {
             max_bytes: usize::MAX,
@@ -139,8 +140,28 @@ impl PolicyFile {
         };
         validate(&body, &rules)
             .map_err(|e| format!("{}: the document would be invalid {e}", path.display()))?;
+        Ok(body)
+    }
+
+    /// Checks the edited document and replaces the file atomically. Its modification time moves
+    /// on by at least a second: static servers (nginx) derive the ETag from it and the size, and
+    /// an edit must never look like the version before.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let body = self.check(path)?;
+        let previous = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let now = std::time::SystemTime::now();
+        let modified = previous
+            .map(|p| p + std::time::Duration::from_secs(1))
+            .filter(|after| *after > now)
+            .unwrap_or(now);
         let tmp = path.with_extension("tmp-apiguard-keygen");
-        std::fs::write(&tmp, &body).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let written = std::fs::write(&tmp, &body)
+            .and_then(|()| std::fs::File::options().write(true).open(&tmp))
+            .and_then(|f| f.set_modified(modified));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("{}: {e}", tmp.display()));
+        }
         std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
@@ -222,6 +243,11 @@ mod tests {
         f.save(&path).unwrap();
         let back = PolicyFile::load(&path).unwrap();
         assert_eq!(back.doc["version"], "1970-01-01T00:00:00Z#42");
+        // Saved again at once: the modification time still moves on (ETags follow it).
+        let first = std::fs::metadata(&path).unwrap().modified().unwrap();
+        back.save(&path).unwrap();
+        let second = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(second >= first + std::time::Duration::from_secs(1));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

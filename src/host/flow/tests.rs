@@ -285,6 +285,18 @@ fn a_call_that_cannot_start_is_decided_at_once() {
 }
 
 #[test]
+fn a_call_in_flight_is_known_by_its_topic_until_it_is_answered() {
+    let mut vm = Vm::new(Rc::default(), 1);
+    vm.request(A, &token("k1", "alice"));
+    let topic = vm.flows.call_topic(1);
+    assert_eq!(topic, Some(Topic::JwksKeys { provider: 0 }));
+    // A JWKS answer is read up to the JWKS bound, whatever else is configured.
+    assert_eq!(vm.guard.max_answer_bytes(topic), 1024 * 1024);
+    vm.reply(A, 1, CallReply::Failed(CallFailure::NoResponse));
+    assert_eq!(vm.flows.call_topic(1), None);
+}
+
+#[test]
 fn a_call_timeout_resumes_the_waiters_as_timed_out() {
     let mut vm = Vm::new(Rc::default(), 1);
     vm.request(A, &token("k1", "alice"));

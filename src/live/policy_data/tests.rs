@@ -334,13 +334,13 @@ fn failures_keep_the_last_version_until_max_stale_then_fail_closed() {
         &events.0[..],
         [Event::DataFetchFailed { reason }] if reason.contains("500")
     ));
-    // The last confirmation + 30 s is the bound.
+    // The endpoint has failed since the refresh after the last confirmation: 30 s from there.
     assert_eq!(
-        consumer_of(&mut a, &store, 1, NOW + 30_000),
+        consumer_of(&mut a, &store, 1, NOW + REFRESH + 30_000),
         found("alice", false)
     );
     assert_eq!(
-        consumer_of(&mut a, &store, 1, NOW + 30_001),
+        consumer_of(&mut a, &store, 1, NOW + REFRESH + 30_001),
         Err(DataUnavailable::Stale)
     );
     // max_stale_seconds 0: the last good version serves indefinitely.
@@ -407,5 +407,90 @@ fn a_shared_data_failure_is_not_a_miss() {
     assert_eq!(
         consumer_of(&mut a, &store, 1, NOW + 10),
         Err(DataUnavailable::StoreFailed)
+    );
+}
+
+#[test]
+fn a_healthy_endpoint_never_goes_stale_even_with_the_smallest_bound() {
+    let store = MemoryStore::default();
+    let mut a = vm(1_000);
+    fetch(
+        &mut a,
+        VM_A,
+        &store,
+        NOW,
+        ok(doc("v1", &[(1, "alice", false)]), "\"e1\""),
+    );
+    // Each refresh comes a tick late and takes a while to answer; the key keeps working.
+    for n in 1..5 {
+        let due = NOW + n * (REFRESH + 300);
+        assert_eq!(
+            consumer_of(&mut a, &store, 1, due + 250),
+            found("alice", false)
+        );
+        fetch(&mut a, VM_A, &store, due + 300, not_modified());
+    }
+}
+
+#[test]
+fn the_same_body_with_a_new_etag_keeps_the_new_etag() {
+    let store = MemoryStore::default();
+    let mut a = vm(0);
+    let v1 = doc("v1", &[(1, "alice", false)]);
+    fetch(&mut a, VM_A, &store, NOW, ok(v1.clone(), "\"old\""));
+    let (_, events) = fetch(&mut a, VM_A, &store, NOW + REFRESH, ok(v1, "\"touched\""));
+    assert_eq!(events.0, vec![Event::DataNotModified]);
+    let (call, _) = fetch(&mut a, VM_A, &store, NOW + 2 * REFRESH, not_modified());
+    assert!(call
+        .headers
+        .contains(&("if-none-match".into(), "\"touched\"".into())));
+    assert_eq!(
+        consumer_of(&mut a, &store, 1, NOW + 2 * REFRESH),
+        found("alice", false)
+    );
+}
+
+#[test]
+fn a_vm_whose_lease_was_taken_over_publishes_nothing() {
+    let store = MemoryStore::default();
+    let (mut a, mut b) = (vm(0), vm(0));
+    fetch(
+        &mut a,
+        VM_A,
+        &store,
+        NOW,
+        ok(doc("v1", &[(1, "alice", false)]), ""),
+    );
+    // A takes the next fetch and never hears back within its lease; B takes over and publishes.
+    let late = NOW + REFRESH;
+    a.tick(&store, VM_A, late, &mut RecordedEvents::default())
+        .unwrap()
+        .unwrap();
+    let taken_over = late + a.timing.lease_ms + STICKY_MS;
+    fetch(
+        &mut b,
+        VM_B,
+        &store,
+        taken_over,
+        ok(doc("v2", &[(1, "bob", false)]), ""),
+    );
+    // A's answer finally arrives: a different document, which must not land.
+    let mut events = RecordedEvents::default();
+    let stale = ok(doc("v2-from-a", &[(1, "mallory", false)]), "");
+    a.on_reply(&stale, &rules(), &store, taken_over + 1, &mut events)
+        .unwrap();
+    assert!(!events
+        .0
+        .iter()
+        .any(|e| matches!(e, Event::DataLoaded { .. })));
+    a.tick(&store, VM_A, taken_over + 2, &mut RecordedEvents::default())
+        .unwrap();
+    assert_eq!(
+        consumer_of(&mut a, &store, 1, taken_over + 2),
+        found("bob", false)
+    );
+    assert_eq!(
+        consumer_of(&mut b, &store, 1, taken_over + 2),
+        found("bob", false)
     );
 }
