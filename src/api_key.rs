@@ -220,6 +220,19 @@ impl KeyStore {
         self.by_prefix.len()
     }
 
+    /// An order-independent fingerprint of the configured digests (XOR of their hashes): it
+    /// changes when a key is added or removed.
+    pub fn digest_set_fingerprint(&self) -> [u8; 32] {
+        let mut acc = [0u8; 32];
+        for record in self.by_prefix.values() {
+            let h: [u8; 32] = Sha256::digest(record.digest).into();
+            for (a, b) in acc.iter_mut().zip(h) {
+                *a ^= b;
+            }
+        }
+        acc
+    }
+
     /// Whether this exact digest is configured.
     pub fn contains(&self, digest: &[u8; 32]) -> bool {
         self.by_prefix

@@ -17,7 +17,7 @@ use crate::identity::{
 use crate::jwt::{JwtVerifier, Refetch, VerifiedJwt};
 use crate::key_entry::KnownPlans;
 use crate::live::document::DocumentRules;
-use crate::live::{DataUnavailable, PolicyData};
+use crate::live::{rules_digest, DataUnavailable, PolicyData};
 use crate::paths::is_canonical;
 use crate::policy::Policy;
 use crate::ports::{Call, CallReply, Event, Events, GrpcCall, KeySpace, SharedStore, StoreError};
@@ -171,10 +171,16 @@ pub struct Guard {
 impl Guard {
     pub fn new(policy: Rc<Policy>, space: &KeySpace, vm_id: u64) -> Self {
         let jwt = policy.jwt.clone().map(|s| JwtVerifier::new(s, space));
-        let data = policy
-            .data_source
-            .clone()
-            .map(|source| PolicyData::new(source, space));
+        let data = policy.data_source.clone().map(|source| {
+            let plans: Vec<&str> = policy
+                .rate_limits
+                .iter()
+                .flat_map(|l| l.plans())
+                .map(|p| p.name.as_ref())
+                .collect();
+            let rules = document_rules(&policy);
+            PolicyData::new(source, space, rules_digest(&rules, &plans))
+        });
         Self {
             policy,
             jwt,
@@ -256,15 +262,7 @@ impl Guard {
             // Each held request is finished with its own answer (see `finish`).
             Topic::GlobalQuota => Ok(()),
             Topic::PolicyData => {
-                let policy = &self.policy;
-                let rules = DocumentRules {
-                    max_bytes: policy
-                        .data_source
-                        .as_ref()
-                        .map_or(0, |d| d.max_document_bytes),
-                    config_keys: policy.api_keys.as_ref().map(|k| &k.store),
-                    plans: KnownPlans::Configured(policy.rate_limits.as_ref()),
-                };
+                let rules = document_rules(&self.policy);
                 self.data.as_mut().map_or(Ok(()), |data| {
                     data.on_reply(reply, &rules, env.store, env.now_ms, env.events)
                 })
@@ -520,6 +518,18 @@ fn report_only(
         .push((WOULD_DENY_HEADER.to_owned(), unenforced.code().to_owned()));
     forward.unenforced = Some(unenforced);
     Decision::Forward(forward)
+}
+
+/// What a fetched policy document is checked against.
+fn document_rules(policy: &Policy) -> DocumentRules<'_> {
+    DocumentRules {
+        max_bytes: policy
+            .data_source
+            .as_ref()
+            .map_or(0, |d| d.max_document_bytes),
+        config_keys: policy.api_keys.as_ref().map(|k| &k.store),
+        plans: KnownPlans::Configured(policy.rate_limits.as_ref()),
+    }
 }
 
 /// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method` and no body (a

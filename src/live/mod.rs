@@ -17,4 +17,4 @@ pub mod source;
 pub mod table;
 
 pub use feed::{Feed, FeedState, FeedTiming, FetchReason, Lease, Pending, Published};
-pub use policy_data::{DataUnavailable, PolicyData};
+pub use policy_data::{rules_digest, DataUnavailable, PolicyData};

@@ -50,6 +50,9 @@ pub struct PolicyData {
     prefix: String,
     timing: FeedTiming,
     view: View,
+    /// What a document was validated against (configured digests, plan names): published
+    /// digests cover it too, so the same body under another configuration is validated again.
+    rules_digest: [u8; 32],
     /// The version this VM last announced as in force (an event per VM and version).
     announced: u64,
     /// This VM's lease, and when it took it.
@@ -57,7 +60,9 @@ pub struct PolicyData {
 }
 
 impl PolicyData {
-    pub fn new(source: DataSource, space: &KeySpace) -> Self {
+    /// `rules_digest` names the configuration a document is validated against (see
+    /// [`rules_digest`]).
+    pub fn new(source: DataSource, space: &KeySpace, rules_digest: [u8; 32]) -> Self {
         let name = feed_name(&source);
         let timing = FeedTiming {
             refresh_ms: source.refresh_ms,
@@ -75,6 +80,7 @@ impl PolicyData {
             timing,
             source,
             view: View::default(),
+            rules_digest,
             announced: 0,
             lease: None,
         }
@@ -233,7 +239,11 @@ impl PolicyData {
                 )
             }
         };
-        let digest: [u8; 32] = Sha256::digest(body).into();
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(self.rules_digest)
+            .chain_update(body)
+            .finalize()
+            .into();
         let etag = headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("etag"))
@@ -378,6 +388,21 @@ impl PolicyData {
         }
         Err(DataUnavailable::NotLoaded)
     }
+}
+
+/// What documents are validated against: the configured key digests and the plan names.
+pub fn rules_digest(rules: &DocumentRules<'_>, plan_names: &[&str]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    if let Some(keys) = rules.config_keys {
+        h.update(keys.digest_set_fingerprint());
+    }
+    let mut names = plan_names.to_vec();
+    names.sort_unstable();
+    for name in names {
+        h.update(name.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
 }
 
 /// The document's name in shared data: a digest of where it comes from.

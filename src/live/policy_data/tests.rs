@@ -26,7 +26,7 @@ fn source(max_stale_ms: i64) -> DataSource {
 }
 
 fn vm(max_stale_ms: i64) -> PolicyData {
-    PolicyData::new(source(max_stale_ms), &KeySpace::new("apiguard"))
+    PolicyData::new(source(max_stale_ms), &KeySpace::new("apiguard"), [0; 32])
 }
 
 fn rules() -> DocumentRules<'static> {
@@ -492,5 +492,38 @@ fn a_vm_whose_lease_was_taken_over_publishes_nothing() {
     assert_eq!(
         consumer_of(&mut b, &store, 1, taken_over + 2),
         found("bob", false)
+    );
+}
+
+#[test]
+fn the_same_body_under_another_configuration_is_validated_again() {
+    let store = MemoryStore::default();
+    let mut old = vm(0);
+    let body = doc("v1", &[(1, "alice", false)]);
+    fetch(&mut old, VM_A, &store, NOW, ok(body.clone(), "\"e1\""));
+    // A new configuration now holds key 1 itself: its VMs must not keep the old validation.
+    let mut configured = KeyStore::default();
+    let record = crate::api_key::KeyRecord::new(digest(&key(1)), "cfg".into(), None, false);
+    configured.insert(record).unwrap();
+    let rules = DocumentRules {
+        config_keys: Some(&configured),
+        ..rules()
+    };
+    let mut new = PolicyData::new(
+        source(0),
+        &KeySpace::new("apiguard"),
+        rules_digest(&rules, &[]),
+    );
+    let later = NOW + REFRESH + STICKY_MS;
+    new.tick(&store, VM_B, later, &mut RecordedEvents::default())
+        .unwrap()
+        .unwrap();
+    let mut events = RecordedEvents::default();
+    new.on_reply(&ok(body, "\"e1\""), &rules, &store, later, &mut events)
+        .unwrap();
+    assert!(
+        matches!(&events.0[..], [Event::DataRefused { path, .. }] if path == "api_keys[0].sha256"),
+        "{:?}",
+        events.0
     );
 }
