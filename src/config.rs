@@ -75,6 +75,8 @@ pub struct PluginConfig {
     pub rate_limits: Option<crate::ratelimit::RateLimitsConfig>,
     #[serde(default)]
     pub failed_auth_limit: Option<crate::ratelimit::FailedAuthConfig>,
+    #[serde(default)]
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 fn default_key_header() -> String {

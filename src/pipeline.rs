@@ -6,6 +6,7 @@
 use std::rc::Rc;
 
 use crate::api_key::KeyRecord;
+use crate::audit::{key_fingerprint, Outcome, Verdict};
 use crate::config::CredentialPolicy;
 use crate::credentials::with_scheme;
 use crate::denial::{Challenges, Denial, LocalReply};
@@ -127,6 +128,8 @@ pub struct Guard {
     /// This VM's lease-holder id (random, non-zero).
     vm_id: u64,
     limiter: Limiter,
+    /// What the last evaluation decided, for the audit record (none while a request waits).
+    outcome: Option<Outcome>,
 }
 
 impl Guard {
@@ -137,6 +140,7 @@ impl Guard {
             jwt,
             vm_id: vm_id.max(1),
             limiter: Limiter::new(space.clone(), vm_id),
+            outcome: None,
         }
     }
 
@@ -207,6 +211,11 @@ impl Guard {
         }
     }
 
+    /// What the last decision (forward or reply) established, once.
+    pub fn take_outcome(&mut self) -> Option<Outcome> {
+        self.outcome.take()
+    }
+
     /// Decides a new request; it may have to wait for an outbound answer.
     pub fn decide(&mut self, req: &RequestFacts, env: &mut Env<'_>) -> Decision {
         self.evaluate(req, env, true)
@@ -231,7 +240,10 @@ impl Guard {
         };
         // Credentials are stripped whatever follows: exempt paths and report-only mode included.
         mark_for_stripping(&policy, req, &mut forward);
+        let mut noted = Outcome::new(Verdict::Allowed);
+        self.outcome = None;
         let checks = Checks {
+            noted: &mut noted,
             policy: &policy,
             jwt: self.jwt.as_mut(),
             limiter: &mut self.limiter,
@@ -267,6 +279,7 @@ impl Guard {
                 }
                 forward.caller = passed.caller;
                 env.events.emit(Event::Allowed);
+                self.outcome = Some(noted);
                 return Decision::Forward(forward);
             }
             Err(Stop::Wait(wait)) => {
@@ -277,6 +290,9 @@ impl Guard {
                 env.events.emit(Event::Denied {
                     code: "https_redirect",
                 });
+                noted.verdict = Verdict::Redirected;
+                noted.code = Some("https_redirect");
+                self.outcome = Some(noted);
                 return Decision::Reply(LocalReply::redirect(location));
             }
             Err(Stop::Redirect(_)) => Denial::HttpsRequired,
@@ -292,6 +308,9 @@ impl Guard {
                 env.events.emit(Event::Denied {
                     code: refusal.denial.code(),
                 });
+                noted.verdict = Verdict::Denied;
+                noted.code = Some(refusal.denial.code());
+                self.outcome = Some(noted);
                 let mut reply = LocalReply::denial(
                     &refusal.denial,
                     refusal.challenges,
@@ -315,6 +334,9 @@ impl Guard {
         forward
             .set_headers
             .push((WOULD_DENY_HEADER.to_owned(), unenforced.code().to_owned()));
+        noted.verdict = Verdict::ReportOnly;
+        noted.code = Some(unenforced.code());
+        self.outcome = Some(noted);
         forward.unenforced = Some(unenforced);
         Decision::Forward(forward)
     }
@@ -342,6 +364,8 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 
 /// The checks proper, for one evaluation of one request.
 struct Checks<'p, 'j> {
+    /// Facts for the audit record, whatever the outcome.
+    noted: &'j mut Outcome,
     policy: &'p Policy,
     jwt: Option<&'j mut JwtVerifier>,
     limiter: &'j mut Limiter,
@@ -386,6 +410,7 @@ impl<'p> Checks<'p, '_> {
             }
         }
         let route = policy.route_for(req.path());
+        self.noted.route = route.map(|r| r.prefix.as_str().to_owned());
         let rule = route.map_or(policy.credentials, |r| r.credentials);
         let challenges = Challenges {
             api_key: policy
@@ -424,6 +449,8 @@ impl<'p> Checks<'p, '_> {
             match keys.store.verify(key, now) {
                 Ok(record) => {
                     passed.caller.consumer = Some(Rc::clone(&record.consumer));
+                    self.noted.consumer = Some(Rc::clone(&record.consumer));
+                    self.noted.key_fingerprint = Some(key_fingerprint(record.digest()));
                     key_record = Some(record);
                 }
                 Err(rejection) => return refuse(Denial::ApiKey(rejection)),
@@ -438,6 +465,9 @@ impl<'p> Checks<'p, '_> {
                         .extend(verified.forward_headers.iter().cloned());
                     passed.caller.subject = Some(verified.subject.clone());
                     passed.caller.issuer = Some(verified.issuer.clone());
+                    self.noted.subject = Some(verified.subject.clone());
+                    self.noted.issuer = Some(verified.issuer.clone());
+                    self.noted.jti = verified.claim_str("jti");
                     token = Some(verified);
                 }
                 Err(TokenOutcome::Wait(wait)) => return Err(Stop::Wait(wait)),
@@ -464,6 +494,7 @@ impl<'p> Checks<'p, '_> {
         }
         if passed.caller.consumer.is_none() {
             passed.caller.consumer = passed.caller.subject.as_deref().map(Rc::from);
+            self.noted.consumer.clone_from(&passed.caller.consumer);
         }
         if let Some(limits) = &policy.rate_limits {
             let caller = RateLimitedCaller {
@@ -472,7 +503,7 @@ impl<'p> Checks<'p, '_> {
                 token: token.as_ref(),
             };
             let cost = route.map_or(1, |r| r.cost);
-            match take_quota(limits, self.limiter, &caller, cost, env) {
+            match take_quota(limits, self.limiter, &caller, cost, self.noted, env) {
                 Ok(fields) => passed.response_headers.extend(fields),
                 Err(denial) => return refuse(denial),
             }
@@ -495,6 +526,7 @@ fn take_quota(
     limiter: &mut Limiter,
     caller: &RateLimitedCaller<'_>,
     cost: u64,
+    noted: &mut Outcome,
     env: &mut Env<'_>,
 ) -> Result<Vec<(String, String)>, Denial> {
     let claim = match (&limits.plan_claim, caller.token) {
@@ -515,7 +547,17 @@ fn take_quota(
         // Authenticated without key or token cannot happen; a consumer name is all there is.
         (None, None, _) => BucketOwner::Consumer(caller.consumer.unwrap_or("")),
     };
-    match limiter.take_quota(&plan, owner, cost, env.store, env.now_ns()) {
+    noted.plan = Some(Rc::clone(&plan.name));
+    let quota = limiter.take_quota(&plan, owner, cost, env.store, env.now_ns());
+    noted.tokens_left = match &quota {
+        Ok(Quota::Admitted(fields))
+        | Ok(Quota::Refused(Denial::RateLimited {
+            fields: Some(fields),
+            ..
+        })) => Some(fields.remaining),
+        _ => None,
+    };
+    match quota {
         Ok(Quota::Admitted(fields)) if limits.response_headers => Ok(fields.headers().to_vec()),
         Ok(Quota::Admitted(_)) => Ok(Vec::new()),
         Ok(Quota::Refused(denial)) => Err(denial),

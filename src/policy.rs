@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::api_key::{KeyRecord, KeyStore};
+use crate::audit::AuditSettings;
 use crate::config::{ApiKeysConfig, CredentialPolicy, PluginConfig, RouteConfig};
 use crate::config_error::ConfigError;
 use crate::credentials::CredentialSources;
@@ -59,6 +60,7 @@ pub struct Policy {
     pub sources: CredentialSources,
     pub rate_limits: Option<RateLimits>,
     pub failed_auth: Option<FailedAuthLimit>,
+    pub audit: Option<Rc<AuditSettings>>,
     /// Valid but doubtful settings, logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -120,6 +122,7 @@ impl Policy {
             }
         }
         let rate_limits = cfg.rate_limits.map(RateLimits::compile).transpose()?;
+        let audit = cfg.audit.map(AuditSettings::compile).transpose()?;
         let failed_auth = cfg
             .failed_auth_limit
             .map(FailedAuthLimit::compile)
@@ -253,6 +256,7 @@ impl Policy {
             sources,
             rate_limits,
             failed_auth,
+            audit,
             warnings,
         })
     }

@@ -148,6 +148,14 @@ pub enum Event {
     /// `failed_auth_limit.client_address` is `connection`, but Envoy took the downstream
     /// address from `x-forwarded-for` (a client can choose it).
     ClientAddressForwarded,
+    /// An audit export was acknowledged: `records` left the buffer.
+    AuditShipped { records: usize },
+    /// An audit export failed; it is retried after a backoff.
+    AuditRetried,
+    /// An audit record was dropped: the buffer was full (a gap record will say so).
+    AuditDropped,
+    /// Audit records waiting in this VM's buffer now.
+    AuditBuffered { records: usize },
 }
 
 /// Receives events.

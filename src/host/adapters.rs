@@ -9,6 +9,7 @@ use proxy_wasm::types::{LogLevel, MapType, MetricType, Status};
 
 use super::env::{continue_request, log, set_header};
 use super::flow::Host;
+use crate::audit::Outcome;
 use crate::denial::LocalReply;
 use crate::ports::{
     Call, CallFailure, Event, Events, Outbound, SharedStore, StoreError, Stored, Written,
@@ -92,6 +93,21 @@ impl Host for ProxyHost {
     fn resume_request(&mut self) {
         continue_request();
     }
+
+    /// Filter state `wasm.apiguard_consumer`, `wasm.apiguard_decision`, `wasm.apiguard_code`:
+    /// Envoy's access log prints them with `%FILTER_STATE(wasm.apiguard_consumer:PLAIN)%`.
+    fn expose_outcome(&mut self, outcome: &Outcome) {
+        let values = [
+            ("apiguard_consumer", outcome.consumer.as_deref()),
+            ("apiguard_decision", Some(outcome.verdict.as_str())),
+            ("apiguard_code", outcome.code),
+        ];
+        for (name, value) in values {
+            if let Some(value) = value {
+                let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+            }
+        }
+    }
 }
 
 /// Events as Envoy counters (`wasmcustom.apiguard_*`) and log lines. Counter ids are defined
@@ -103,6 +119,10 @@ pub struct HostEvents {
     report_only: HashMap<&'static str, u32>,
     jwks_failures: Option<u32>,
     contention: Option<u32>,
+    audit_shipped: Option<u32>,
+    audit_retried: Option<u32>,
+    audit_dropped: Option<u32>,
+    audit_buffered: Option<u32>,
 }
 
 fn counter(slot: &mut Option<u32>, name: &str) -> Option<u32> {
@@ -124,6 +144,13 @@ fn counter_by_code(
     let id = hostcalls::define_metric(MetricType::Counter, &name).ok()?;
     ids.insert(code, id);
     Some(id)
+}
+
+fn gauge(slot: &mut Option<u32>, name: &str) -> Option<u32> {
+    if slot.is_none() {
+        *slot = hostcalls::define_metric(MetricType::Gauge, name).ok();
+    }
+    *slot
 }
 
 fn increment(id: Option<u32>) {
@@ -188,6 +215,32 @@ impl Events for HostEvents {
                  choose: set use_remote_address: true on the HTTP connection manager, or use \
                  client_address x_forwarded_for with trusted_hops",
             ),
+            Event::AuditShipped { records } => {
+                if let Some(id) = counter(
+                    &mut self.audit_shipped,
+                    "apiguard_audit_records_shipped_total",
+                ) {
+                    let _ = hostcalls::increment_metric(
+                        id,
+                        i64::try_from(records).unwrap_or(i64::MAX),
+                    );
+                }
+            }
+            Event::AuditRetried => increment(counter(
+                &mut self.audit_retried,
+                "apiguard_audit_exports_retried_total",
+            )),
+            Event::AuditDropped => increment(counter(
+                &mut self.audit_dropped,
+                "apiguard_audit_records_dropped_total",
+            )),
+            Event::AuditBuffered { records } => {
+                if let Some(id) = gauge(&mut self.audit_buffered, "apiguard_audit_records_buffered")
+                {
+                    let value = u64::try_from(records).unwrap_or(u64::MAX);
+                    let _ = hostcalls::record_metric(id, value);
+                }
+            }
             Event::StoreFailed => log(
                 LogLevel::Error,
                 "the proxy's shared data failed; deciding without it",

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::audit::Outcome;
 use crate::denial::LocalReply;
 use crate::pipeline::{Decision, Env, Forward, Guard, Topic, Wait};
 use crate::ports::{Call, CallFailure, CallReply, Outbound};
@@ -24,6 +25,8 @@ pub trait Host: Outbound {
     fn send_reply(&mut self, reply: &LocalReply);
     /// Lets a paused request go on upstream.
     fn resume_request(&mut self);
+    /// Shows the decision to Envoy (request properties for the access log).
+    fn expose_outcome(&mut self, _outcome: &Outcome) {}
 }
 
 /// What the request-headers callback answers Envoy.
@@ -60,6 +63,8 @@ pub struct Flows {
     orphaned: Vec<(Topic, Call)>,
     /// The headers each forwarded request's response gets (HSTS, RateLimit fields).
     response_headers: HashMap<u32, Vec<(String, String)>>,
+    /// Each decided request's outcome, until its audit record is written.
+    outcomes: HashMap<u32, Outcome>,
 }
 
 impl Flows {
@@ -78,7 +83,10 @@ impl Flows {
         host: &mut dyn Host,
     ) -> Action {
         let wait = match self.apply(context, guard.decide(&facts, env), host) {
-            Ok(action) => return action,
+            Ok(action) => {
+                self.keep_outcome(context, guard, host);
+                return action;
+            }
             Err(wait) => wait,
         };
         if let Some(call) = wait.call {
@@ -276,11 +284,27 @@ impl Flows {
         host: &mut dyn Host,
     ) -> Action {
         // `resume` never waits; should it ever, refuse rather than hang.
-        self.apply(context, guard.resume(facts, env), host)
+        let action = self
+            .apply(context, guard.resume(facts, env), host)
             .unwrap_or_else(|_| {
                 host.send_reply(&LocalReply::internal_error());
                 Action::Pause
-            })
+            });
+        self.keep_outcome(context, guard, host);
+        action
+    }
+
+    fn keep_outcome(&mut self, context: u32, guard: &mut Guard, host: &mut dyn Host) {
+        if let Some(outcome) = guard.take_outcome() {
+            host.expose_outcome(&outcome);
+            self.outcomes.insert(context, outcome);
+        }
+    }
+
+    /// The outcome of `context`'s decision, once (for its audit record; `None` when it was
+    /// never decided).
+    pub fn take_outcome(&mut self, context: u32) -> Option<Outcome> {
+        self.outcomes.remove(&context)
     }
 
     /// Applies a forward or a reply to the current request; a wait is handed back.

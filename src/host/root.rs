@@ -14,6 +14,7 @@ use super::adapters::{HostEvents, HostStore, ProxyHost};
 use super::env::{buffer, header_map, host_now_ms, log};
 use super::flow::Flows;
 use super::request::ApiguardRequest;
+use crate::audit::AuditLog;
 use crate::pipeline::{Env, Guard};
 use crate::policy::Policy;
 use crate::ports::{CallFailure, CallReply, KeySpace};
@@ -30,6 +31,7 @@ pub struct Vm {
     pub guard: Guard,
     pub flows: Flows,
     pub events: HostEvents,
+    pub audit: Option<AuditLog>,
 }
 
 pub type SharedVm = Rc<RefCell<Option<Vm>>>;
@@ -62,6 +64,9 @@ pub fn deliver_reply(
     body_size: usize,
 ) {
     let reply = call_reply(num_headers, body_size);
+    if super::audit::take_reply(vm, token, &reply) {
+        return;
+    }
     Vm::with(vm, |guard, flows, env, host| {
         flows.on_call_reply(context, token, &reply, guard, env, host)
     });
@@ -91,6 +96,8 @@ fn call_reply(num_headers: usize, body_size: usize) -> CallReply {
 pub struct ApiguardRoot {
     context_id: u32,
     vm: SharedVm,
+    /// The VM is stopping and waits for the last audit export.
+    shutting_down: bool,
 }
 
 impl ApiguardRoot {
@@ -98,6 +105,7 @@ impl ApiguardRoot {
         Self {
             context_id,
             vm: Rc::new(RefCell::new(None)),
+            shutting_down: false,
         }
     }
 }
@@ -129,6 +137,16 @@ impl Context for ApiguardRoot {
         _num_trailers: usize,
     ) {
         deliver_reply(&self.vm, self.context_id, token_id, num_headers, body_size);
+        if self.shutting_down && !super::audit::tick(&self.vm, true) {
+            let _ = hostcalls::done();
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        // Pending audit records go out now; Envoy waits for the answer when it can.
+        let waiting = super::audit::tick(&self.vm, true);
+        self.shutting_down = waiting;
+        !waiting
     }
 }
 
@@ -151,7 +169,15 @@ impl RootContext for ApiguardRoot {
         for warning in &policy.warnings {
             log(LogLevel::Warn, &format!("configuration: {warning}"));
         }
-        let needs_ticks = policy.fetches_remote_documents();
+        let needs_ticks = policy.fetches_remote_documents()
+            || policy.audit.as_ref().is_some_and(|a| a.otlp.is_some());
+        let audit = match super::audit::open(&policy, &text) {
+            Ok(audit) => audit,
+            Err(problem) => {
+                log(LogLevel::Error, problem);
+                return false;
+            }
+        };
         let mut guard = Guard::new(Rc::new(policy), &KeySpace::new(&root_id()), vm_id);
         if guard.create_shared_keys(&HostStore).is_err() {
             log(LogLevel::Error, "cannot create the plugin's shared data");
@@ -162,6 +188,7 @@ impl RootContext for ApiguardRoot {
             guard,
             flows: Flows::default(),
             events: HostEvents::default(),
+            audit,
         });
         if needs_ticks && hostcalls::set_tick_period(TICK).is_err() {
             log(LogLevel::Error, "cannot schedule jwks refreshes");
@@ -175,7 +202,9 @@ impl RootContext for ApiguardRoot {
         Vm::with(&self.vm, |guard, flows, env, host| {
             flows.on_tick(root, guard, env, host)
         });
+        super::audit::tick(&self.vm, false);
     }
+
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(ApiguardRequest::new(

@@ -428,3 +428,22 @@ fn jwks_feed_name(vm: &Vm) -> String {
     let jwt = vm.guard.policy().jwt.as_ref().unwrap();
     crate::jwt::jwks_feed_name(jwt.providers[0].remote.as_ref().unwrap())
 }
+
+#[test]
+fn each_decided_request_keeps_its_outcome_for_its_audit_record_once() {
+    let mut vm = Vm::new(Rc::default(), 1);
+    // Waits for the keys: no outcome yet.
+    vm.request(A, &token("k1", "alice"));
+    assert_eq!(vm.flows.take_outcome(A), None);
+    vm.reply(A, 1, jwks("k1"));
+    let outcome = vm.flows.take_outcome(A).unwrap();
+    assert_eq!(outcome.verdict, crate::audit::Verdict::Allowed);
+    assert_eq!(outcome.subject.as_deref(), Some("alice"));
+    assert_eq!(outcome.issuer.as_deref(), Some(ISS));
+    assert_eq!(vm.flows.take_outcome(A), None, "taken once");
+    // Decided at once, refused.
+    vm.request(B, "not-a-token");
+    let refused = vm.flows.take_outcome(B).unwrap();
+    assert_eq!(refused.verdict, crate::audit::Verdict::Denied);
+    assert!(refused.code.is_some());
+}
