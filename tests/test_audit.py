@@ -369,3 +369,84 @@ def test_a_collector_that_is_down_costs_nothing_records_arrive_after_recovery_an
             collector.stop()
     finally:
         envoy.stop()
+
+
+def test_envoy_log_lines_and_the_export_started_at_shutdown(wasm_path, upstream, keys, collector, tmp_path):
+    # Batches are due only after a minute: nothing is exported before the shutdown.
+    private, public = signing_jwk()
+    config = audit_config(keys, private, batch_max_age_ms=60_000)
+    config["audit"]["envoy_log"] = "info"
+    envoy, _ = start_envoy(wasm_path, upstream, collector, config, tmp_path, concurrency=1)
+    try:
+        sent = [send(envoy, "/flush", {"x-api-key": keys.alice.key})[0] for _ in range(3)]
+        # envoy_log: each record is also a line in Envoy's log.
+        for rid in sent:
+            envoy.wait_for_log(rid)
+        assert not set(sent) & set(collector.requests_by_id())
+    finally:
+        envoy.stop()
+    log = envoy.log()
+    line = next(l for l in log.splitlines() if sent[0] in l)
+    assert '"apiguard.consumer"' in line and keys.alice.key not in log
+    # On SIGTERM Envoy 1.40 calls the root's on_done, and the plugin starts the export of what
+    # is pending; but Envoy destroys the VM at once instead of waiting for it (documented).
+    assert "stopping: exporting the pending audit records" in log
+
+
+# --------------------------------------------------------------------------------------------
+# configuration: refused with one line naming the field, never the key
+
+from support.failclosed import assert_failed_closed, assert_loaded, launch_selected  # noqa: E402
+
+_PRIVATE, _ = signing_jwk()
+_OTHER, _ = signing_jwk()
+
+
+def _cfg(audit: dict) -> dict:
+    return {"credentials": "api_key", "api_keys": {"keys": []}, "https": {"required": False},
+            "exempt_paths": ["/healthz"], "audit": audit}
+
+
+AUDIT_CASES = [
+    ("nowhere-to-go", _cfg({}), {"audit"}, None),
+    ("zero-batch", _cfg({"otlp": {"cluster": "c", "batch_max_records": 0}}),
+     {"audit.otlp.batch_max_records"}, None),
+    ("batch-over-buffer", _cfg({"otlp": {"cluster": "c", "batch_max_records": 10, "buffer_max_records": 5}}),
+     {"audit.otlp.batch_max_records"}, None),
+    ("relative-path", _cfg({"otlp": {"cluster": "c", "path": "v1/logs"}}), {"audit.otlp.path"}, None),
+    ("unknown-envoy-log", _cfg({"otlp": {"cluster": "c"}, "envoy_log": "yes"}), {"audit.envoy_log"}, None),
+    ("wrong-curve", _cfg({"otlp": {"cluster": "c"}, "signing_key": {**_PRIVATE, "crv": "X25519"}}),
+     {"audit.signing_key.crv"}, None),
+    ("x-not-of-d", _cfg({"otlp": {"cluster": "c"}, "signing_key": {**_PRIVATE, "x": _OTHER["x"]}}),
+     {"audit.signing_key.x"}, None),
+    ("short-d", _cfg({"otlp": {"cluster": "c"}, "signing_key": {**_PRIVATE, "d": _PRIVATE["d"][:20]}}),
+     {"audit.signing_key.d"}, None),
+]
+
+AUDIT_VALID = [
+    ("issue-example", _cfg({
+        "otlp": {"cluster": "otel-collector", "path": "/v1/logs", "authority": "otel-collector",
+                 "batch_max_records": 512, "batch_max_age_ms": 1000, "buffer_max_records": 65536,
+                 "timeout_ms": 3000, "retry_max_backoff_ms": 30000},
+        "signing_key": {**_PRIVATE, "kid": "audit-2026-11"},
+        "envoy_log": "off"})),
+    ("envoy-log-only", _cfg({"envoy_log": "info"})),
+]
+
+AUDIT_CONFIGS = {f"invalid/{i}": c for i, c, _, _ in AUDIT_CASES} | {f"valid/{i}": c for i, c in AUDIT_VALID}
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, wasm_path):
+    return launch_selected(request, AUDIT_CONFIGS, wasm_path)
+
+
+@pytest.mark.parametrize("case, paths, mention",
+                         [pytest.param(f"invalid/{i}", p, m, id=i) for i, _, p, m in AUDIT_CASES])
+def test_invalid_audit_configuration_fails_closed(outcomes, case, paths, mention):
+    assert_failed_closed(outcomes[case], paths, mention, never_logged=(_PRIVATE["d"], _PRIVATE["d"][:20]))
+
+
+@pytest.mark.parametrize("case", [pytest.param(f"valid/{i}", id=i) for i, _ in AUDIT_VALID])
+def test_valid_audit_configuration_loads(outcomes, case):
+    assert_loaded(outcomes[case])

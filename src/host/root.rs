@@ -145,6 +145,9 @@ impl Context for ApiguardRoot {
     fn on_done(&mut self) -> bool {
         // Pending audit records go out now; Envoy waits for the answer when it can.
         let waiting = super::audit::tick(&self.vm, true);
+        if waiting {
+            log(LogLevel::Info, "stopping: exporting the pending audit records");
+        }
         self.shutting_down = waiting;
         !waiting
     }
