@@ -134,6 +134,8 @@ pub enum Event {
         keys: usize,
         version: u64,
     },
+    /// This VM started a JWKS fetch (for the whole proxy: other VMs wait for its result).
+    JwksFetchStarted,
     /// A fetched JWKS was not used; the last good keys stay.
     JwksRejected { provider: usize, reason: String },
     /// A request waits for a JWKS refetch (a token named a key id not known yet).

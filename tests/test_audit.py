@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from support.harness import ROOT, Envoy, bootstrap, free_port, request, wasm_filter, wait_until
 from support.keys import api_key_config
+from support.schema import assert_valid_config
 
 
 def b64url(data: bytes) -> str:
@@ -127,6 +128,7 @@ ACCESS_FORMAT = ("consumer=%FILTER_STATE(wasm.apiguard_consumer:PLAIN)% "
 
 
 def start_envoy(wasm_path, upstream, collector, config, tmp_path, concurrency=2) -> tuple[Envoy, Path]:
+    assert_valid_config(config, "the test's plugin configuration")
     access_log = tmp_path / f"access-{uuid.uuid4().hex}.log"
     cfg = bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(config, wasm_path)],
                     extra_clusters={"otel-collector": collector.port})
@@ -433,12 +435,12 @@ AUDIT_VALID = [
     ("envoy-log-only", _cfg({"envoy_log": "info"})),
 ]
 
-AUDIT_CONFIGS = {f"invalid/{i}": c for i, c, _, _ in AUDIT_CASES} | {f"valid/{i}": c for i, c in AUDIT_VALID}
+CONFIGS = {f"invalid/{i}": c for i, c, _, _ in AUDIT_CASES} | {f"valid/{i}": c for i, c in AUDIT_VALID}
 
 
 @pytest.fixture(scope="module")
 def outcomes(request, wasm_path):
-    return launch_selected(request, AUDIT_CONFIGS, wasm_path)
+    return launch_selected(request, CONFIGS, wasm_path)
 
 
 @pytest.mark.parametrize("case, paths, mention",

@@ -118,11 +118,14 @@ pub struct HostEvents {
     denied: HashMap<&'static str, u32>,
     report_only: HashMap<&'static str, u32>,
     jwks_failures: Option<u32>,
+    jwks_fetches: Option<u32>,
     contention: Option<u32>,
     audit_shipped: Option<u32>,
     audit_retried: Option<u32>,
     audit_dropped: Option<u32>,
     audit_buffered: Option<u32>,
+    /// This VM's share of the buffered-records gauge.
+    audit_buffered_reported: i64,
 }
 
 fn counter(slot: &mut Option<u32>, name: &str) -> Option<u32> {
@@ -186,6 +189,9 @@ impl Events for HostEvents {
                 LogLevel::Info,
                 &format!("jwt provider {provider}: loaded {keys} keys (version {version})"),
             ),
+            Event::JwksFetchStarted => {
+                increment(counter(&mut self.jwks_fetches, "apiguard_jwks_fetches_total"));
+            }
             Event::JwksRejected { provider, reason } => {
                 increment(counter(
                     &mut self.jwks_failures,
@@ -235,10 +241,14 @@ impl Events for HostEvents {
                 "apiguard_audit_records_dropped_total",
             )),
             Event::AuditBuffered { records } => {
+                // One gauge for all workers: each adds its own change, so it reads the sum.
+                let now = i64::try_from(records).unwrap_or(i64::MAX);
+                let change = now.saturating_sub(self.audit_buffered_reported);
                 if let Some(id) = gauge(&mut self.audit_buffered, "apiguard_audit_records_buffered")
                 {
-                    let value = u64::try_from(records).unwrap_or(u64::MAX);
-                    let _ = hostcalls::record_metric(id, value);
+                    if change != 0 && hostcalls::increment_metric(id, change).is_ok() {
+                        self.audit_buffered_reported = now;
+                    }
                 }
             }
             Event::StoreFailed => log(

@@ -92,6 +92,7 @@ impl Flows {
         if let Some(call) = wait.call {
             match host.dispatch(&call) {
                 Ok(token) => {
+                    env.events.emit(crate::ports::Event::JwksFetchStarted);
                     let topic = wait.topic;
                     self.calls.insert(
                         token,
@@ -218,6 +219,7 @@ impl Flows {
     ) {
         match host.dispatch(&call) {
             Ok(token) => {
+                env.events.emit(crate::ports::Event::JwksFetchStarted);
                 self.calls.insert(
                     token,
                     InFlight {
