@@ -322,23 +322,27 @@ def test_every_request_is_recorded_once_with_its_caller_and_the_streams_verify(
         envoy.stop()
 
 
+TIMEOUT_S = 2
+
+
 def test_a_collector_that_is_down_costs_nothing_records_arrive_after_recovery_and_drops_are_declared(
         wasm_path, upstream, keys, tmp_path):
     collector = Collector()  # down: nothing listens on its port yet
     private, public = signing_jwk()
     config = audit_config(keys, private, batch_max_records=5, buffer_max_records=20,
-                          batch_max_age_ms=100, retry_max_backoff_ms=500, timeout_ms=500)
+                          batch_max_age_ms=100, retry_max_backoff_ms=500, timeout_ms=TIMEOUT_S * 1000)
     envoy, _ = start_envoy(wasm_path, upstream, collector, config, tmp_path, concurrency=1)
     try:
-        # A baseline for "normal speed": the same requests with the collector not yet in play.
-        sent = []
-        started = time.monotonic()
+        # Normal speed: no request comes near an export's time-out (the request path never
+        # touches the export; a refused connection fails the export at once, and retries back off).
+        sent, latencies = [], []
         for _ in range(30):
+            started = time.monotonic()
             rid, status = send(envoy, "/x", {"x-api-key": keys.alice.key})
+            latencies.append(time.monotonic() - started)
             assert status == 200
             sent.append(rid)
-        elapsed = time.monotonic() - started
-        assert elapsed < 10, f"30 requests took {elapsed:.1f}s with the collector down"
+        assert max(latencies) < 0.5 * TIMEOUT_S, f"slowest request {max(latencies):.3f}s"
 
         def retried():
             return metric(prometheus(envoy), "apiguard_audit_exports_retried_total") >= 2
@@ -452,3 +456,45 @@ def test_invalid_audit_configuration_fails_closed(outcomes, case, paths, mention
 @pytest.mark.parametrize("case", [pytest.param(f"valid/{i}", id=i) for i, _ in AUDIT_VALID])
 def test_valid_audit_configuration_loads(outcomes, case):
     assert_loaded(outcomes[case])
+
+
+def test_records_pending_when_the_plugin_is_replaced_are_flushed(wasm_path, upstream, keys, collector,
+                                                                  tmp_path):
+    # The filter's configuration comes from a file (ECDS): replacing it stops the old plugin while
+    # the VM lives on. Batches are due only after a minute, so what arrives, arrives by the flush.
+    private, public = signing_jwk()
+    ecds = tmp_path / "ecds.json"
+
+    def publish(config: dict):
+        filt = wasm_filter(config, wasm_path)
+        doc = {"resources": [{"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                              "name": "apiguard", "typed_config": filt["typed_config"]}]}
+        tmp = tmp_path / f"ecds-{uuid.uuid4().hex}.json"
+        tmp.write_text(json.dumps(doc))
+        tmp.rename(ecds)  # Envoy watches the path for moves
+
+    first = audit_config(keys, private, batch_max_age_ms=60_000)
+    publish(first)
+    cfg = bootstrap(free_port(), free_port(), upstream.port, [{
+        "name": "apiguard",
+        "config_discovery": {
+            "config_source": {"path_config_source": {"path": str(ecds)}},
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"],
+        },
+    }], extra_clusters={"otel-collector": collector.port})
+    cfg["node"] = {"id": "audit-test", "cluster": "audit-test"}  # xDS needs a node
+    envoy = Envoy(cfg, concurrency=1)
+    try:
+        envoy.start()
+        wait_until(lambda: send(envoy, "/ready", {"x-api-key": keys.alice.key})[1] == 200, 20,
+                   "the filter from ECDS")
+        sent = [send(envoy, "/replaced", {"x-api-key": keys.alice.key})[0] for _ in range(3)]
+        assert not set(sent) & set(collector.requests_by_id())
+        second = audit_config(keys, private, batch_max_age_ms=60_000)
+        second["audit"]["envoy_log"] = "info"
+        publish(second)
+        wait_until(lambda: set(sent) <= set(collector.requests_by_id()), 20,
+                   "the replaced plugin's records at the collector")
+        assert "stopping: exporting the pending audit records" in envoy.log()
+    finally:
+        envoy.stop()
