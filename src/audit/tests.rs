@@ -410,3 +410,45 @@ fn the_public_key_comes_from_a_jwk() {
     let rsa = json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
     assert!(verify::public_key_from_jwk(rsa.to_string().as_bytes()).is_err());
 }
+
+/// The outcome the pipeline leaves for the record of `req` under `config`.
+fn outcome_of(config: serde_json::Value, req: &crate::request::RequestFacts) -> Option<Outcome> {
+    let policy = crate::policy::Policy::from_json(config.to_string().as_bytes()).unwrap();
+    let mut guard = crate::pipeline::Guard::new(
+        Rc::new(policy),
+        &crate::ports::KeySpace::new("apiguard"),
+        1,
+    );
+    let store = crate::ports::fakes::MemoryStore::default();
+    let mut events = RecordedEvents::default();
+    let mut env = crate::pipeline::Env {
+        now_ms: 1_800_000_000_000,
+        store: &store,
+        events: &mut events,
+    };
+    guard.decide(req, &mut env);
+    guard.take_outcome()
+}
+
+#[test]
+fn report_only_and_redirects_are_recorded_as_such() {
+    use crate::request::test_support::TestRequest;
+    let req = TestRequest::get("/x")
+        .set_header("x-api-key", "agk_not-a-key")
+        .build();
+    let keys = json!({"keys": []});
+    let shadow = outcome_of(
+        json!({"api_keys": keys, "https": {"required": false}, "report_only": true}),
+        &req,
+    )
+    .unwrap();
+    assert_eq!(shadow.verdict, Verdict::ReportOnly);
+    assert!(shadow.code.is_some());
+    let redirected = outcome_of(
+        json!({"api_keys": keys, "https": {"required": true, "redirect": true}}),
+        &TestRequest::get("/x").tls(false).build(),
+    )
+    .unwrap();
+    assert_eq!(redirected.verdict, Verdict::Redirected);
+    assert_eq!(redirected.code, Some("https_redirect"));
+}
