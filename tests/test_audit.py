@@ -399,6 +399,24 @@ def test_envoy_log_lines_and_the_export_started_at_shutdown(wasm_path, upstream,
     assert "stopping: exporting the pending audit records" in log
 
 
+def test_the_verifier_refuses_a_key_that_is_not_ed25519_and_unreadable_bodies(tmp_path):
+    rsa = tmp_path / "rsa.jwk"
+    rsa.write_text(json.dumps({"kty": "RSA", "n": "AQAB", "e": "AQAB"}))
+    body = tmp_path / "body.json"
+    body.write_text('{"resourceLogs": []}')
+    run = subprocess.run([str(verifier()), "--public-key", str(rsa), str(body)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and "Ed25519" in run.stderr
+    _, public = signing_jwk()
+    junk = tmp_path / "junk.json"
+    junk.write_text("not json")
+    key = tmp_path / "key.jwk"
+    key.write_text(json.dumps(public))
+    run = subprocess.run([str(verifier()), "--public-key", str(key), str(junk)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 1 and "unreadable" in run.stdout
+
+
 # --------------------------------------------------------------------------------------------
 # configuration: refused with one line naming the field, never the key
 
