@@ -91,15 +91,15 @@ impl AuditLog {
         }
     }
 
-    /// At shutdown: exports what is buffered now, whatever its age. True when an export is
-    /// under way (the host waits for its answer).
+    /// At shutdown: exports what is buffered now, whatever its age (one batch at a time; call
+    /// again after each answer). True when an export is under way (the host waits for it).
     pub fn flush(&mut self, now_ms: i64, out: &mut dyn Outbound, events: &mut dyn Events) -> bool {
         self.declare_gap(now_ms);
         let Some(shipper) = self.shipper.as_mut() else {
             return false;
         };
         shipper.tick(self.chain.stream(), now_ms, true, out, events);
-        shipper.buffered() > 0
+        shipper.exporting()
     }
 
     /// The answer to a call; false when it is not one of this log's exports.

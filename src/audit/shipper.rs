@@ -62,6 +62,11 @@ impl Shipper {
         self.buffer.len()
     }
 
+    /// Whether an export is under way (its answer will come back).
+    pub fn exporting(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
     pub fn has_room(&self) -> bool {
         self.buffer.len() < self.settings.buffer_max_records
     }

@@ -212,6 +212,11 @@ fn a_flush_sends_young_records_at_once() {
     assert_eq!(rig.out.calls.len(), 1);
     rig.answer(Some(200), 1_002);
     assert!(!rig.log.flush(1_003, &mut rig.out, &mut rig.events));
+    // A flush whose export cannot start leaves nothing to wait for.
+    rig.request(1);
+    rig.out.refuse = Some(CallFailure::NotStarted);
+    assert!(!rig.log.flush(1_004, &mut rig.out, &mut rig.events));
+    assert_eq!(rig.log.buffered(), 1);
 }
 
 #[test]

@@ -45,28 +45,41 @@ pub fn take_reply(vm: &SharedVm, token: u32, reply: &CallReply) -> bool {
         .is_some_and(|a| a.on_reply(token, reply, now_ms, events))
 }
 
-/// The root's turn (from the root context): starts a due export, or with `flush` whatever is
-/// buffered. Returns whether records are still waiting for an export's answer.
-pub fn tick(vm: &SharedVm, flush: bool) -> bool {
-    let Some(now_ms) = host_now_ms() else {
-        return false;
-    };
-    let Ok(mut slot) = vm.try_borrow_mut() else {
-        return false;
-    };
-    let Some(vm) = slot.as_mut() else {
-        return false;
-    };
-    let events = &mut vm.events;
-    let Some(audit) = vm.audit.as_mut() else {
-        return false;
-    };
-    if flush {
-        audit.flush(now_ms, &mut ProxyHost, events)
-    } else {
-        audit.tick(now_ms, &mut ProxyHost, events);
-        false
-    }
+/// The root's periodic turn (from the root context): starts a due export.
+pub fn tick(vm: &SharedVm) {
+    with_log(vm, |audit, now_ms, events| audit.tick(now_ms, &mut ProxyHost, events));
+}
+
+/// What a shutdown flush left: whether an export is under way, and the records still buffered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flushing {
+    pub exporting: bool,
+    pub buffered: usize,
+}
+
+/// Exports what is buffered, whatever its age (from the root context, as it stops).
+pub fn flush(vm: &SharedVm) -> Flushing {
+    with_log(vm, |audit, now_ms, events| Flushing {
+        exporting: audit.flush(now_ms, &mut ProxyHost, events),
+        buffered: audit.buffered(),
+    })
+    .unwrap_or_default()
+}
+
+/// Records waiting in the VM's buffer.
+pub fn buffered(vm: &SharedVm) -> usize {
+    with_log(vm, |audit, _, _| audit.buffered()).unwrap_or(0)
+}
+
+fn with_log<T>(
+    vm: &SharedVm,
+    f: impl FnOnce(&mut AuditLog, i64, &mut dyn crate::ports::Events) -> T,
+) -> Option<T> {
+    let now_ms = host_now_ms()?;
+    let mut slot = vm.try_borrow_mut().ok()?;
+    let vm = slot.as_mut()?;
+    let audit = vm.audit.as_mut()?;
+    Some(f(audit, now_ms, &mut vm.events))
 }
 
 fn property(path: &[&str]) -> Option<Vec<u8>> {

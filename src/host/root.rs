@@ -55,21 +55,23 @@ impl Vm {
     }
 }
 
-/// Hands the answer to call `token` (delivered by Envoy to `context`) to the VM's flows.
+/// Hands the answer to call `token` (delivered by Envoy to `context`) to the audit log or the
+/// VM's flows; true when it was an audit export's.
 pub fn deliver_reply(
     vm: &SharedVm,
     context: u32,
     token: u32,
     num_headers: usize,
     body_size: usize,
-) {
+) -> bool {
     let reply = call_reply(num_headers, body_size);
     if super::audit::take_reply(vm, token, &reply) {
-        return;
+        return true;
     }
     Vm::with(vm, |guard, flows, env, host| {
         flows.on_call_reply(context, token, &reply, guard, env, host)
     });
+    false
 }
 
 /// The answer to an outbound call, as the core sees it.
@@ -96,16 +98,26 @@ fn call_reply(num_headers: usize, body_size: usize) -> CallReply {
 pub struct ApiguardRoot {
     context_id: u32,
     vm: SharedVm,
-    /// The VM is stopping and waits for the last audit export.
-    shutting_down: bool,
+    /// Set once Envoy stopped the plugin while audit records were being exported.
+    stopping: Option<Stopping>,
 }
+
+/// A stopping plugin's last exports.
+#[derive(Debug, Clone, Copy)]
+struct Stopping {
+    buffered: usize,
+    failures: u32,
+}
+
+/// A stopping plugin gives up on the collector after this many failed exports.
+const SHUTDOWN_EXPORT_FAILURES: u32 = 3;
 
 impl ApiguardRoot {
     pub fn new(context_id: u32) -> Self {
         Self {
             context_id,
             vm: Rc::new(RefCell::new(None)),
-            shutting_down: false,
+            stopping: None,
         }
     }
 }
@@ -136,20 +148,38 @@ impl Context for ApiguardRoot {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        deliver_reply(&self.vm, self.context_id, token_id, num_headers, body_size);
-        if self.shutting_down && !super::audit::tick(&self.vm, true) {
+        let exported = deliver_reply(&self.vm, self.context_id, token_id, num_headers, body_size);
+        let Some(mut stopping) = self.stopping.filter(|_| exported) else {
+            return;
+        };
+        // An export that took nothing off the buffer failed; a few failures end the wait.
+        let left = super::audit::buffered(&self.vm);
+        if left >= stopping.buffered {
+            stopping.failures += 1;
+        }
+        stopping.buffered = left;
+        self.stopping = Some(stopping);
+        if left == 0
+            || stopping.failures >= SHUTDOWN_EXPORT_FAILURES
+            || !super::audit::flush(&self.vm).exporting
+        {
+            self.stopping = None;
             let _ = hostcalls::done();
         }
     }
 
     fn on_done(&mut self) -> bool {
         // Pending audit records go out now; Envoy waits for the answer when it can.
-        let waiting = super::audit::tick(&self.vm, true);
-        if waiting {
-            log(LogLevel::Info, "stopping: exporting the pending audit records");
+        let now = super::audit::flush(&self.vm);
+        if !now.exporting {
+            return true;
         }
-        self.shutting_down = waiting;
-        !waiting
+        log(LogLevel::Info, "stopping: exporting the pending audit records");
+        self.stopping = Some(Stopping {
+            buffered: now.buffered,
+            failures: 0,
+        });
+        false
     }
 }
 
@@ -205,7 +235,7 @@ impl RootContext for ApiguardRoot {
         Vm::with(&self.vm, |guard, flows, env, host| {
             flows.on_tick(root, guard, env, host)
         });
-        super::audit::tick(&self.vm, false);
+        super::audit::tick(&self.vm);
     }
 
 
