@@ -242,7 +242,7 @@ def test_every_request_is_recorded_once_with_its_caller_and_the_streams_verify(
             assert rec["apiguard.decision"] == decision
             assert rec.get("apiguard.code") == code
             assert rec["http.request.method"] == "GET"
-            assert rec["client.address"].startswith("127.0.0.1:")
+            assert rec["client.address"] == "127.0.0.1" and int(rec["client.port"]) > 0
             assert rec["apiguard.config_digest"] and rec["apiguard.version"]
         alice = by_id[sent[0][0]][0]
         assert alice["apiguard.key_fingerprint"] == keys.alice.entry["sha256"][:16].lower()

@@ -99,6 +99,23 @@ pub struct Stamp {
 
 pub const REDACTED: &str = "REDACTED";
 
+/// `ip:port` (`[v6]:port` for IPv6) as the semantic conventions want it: address and port apart.
+fn split_peer(peer: &str) -> (&str, Option<u16>) {
+    let Some((address, port)) = peer.rsplit_once(':') else {
+        return (peer, None);
+    };
+    let address = match address.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+        Some(v6) => v6,
+        // A bare IPv6 address has colons of its own and no port.
+        None if address.contains(':') || address.is_empty() => return (peer, None),
+        None => address,
+    };
+    match port.parse() {
+        Ok(port) => (address, Some(port)),
+        Err(_) => (peer, None),
+    }
+}
+
 /// The request's record (before it is linked into the chain). `outcome` is `None` when no
 /// decision was reached (the client went away while the request waited, or the VM failed).
 pub fn request_entry(
@@ -117,9 +134,15 @@ pub fn request_entry(
         }
     };
     text("apiguard.request_id", exchange.request_id.as_deref());
-    text("client.address", exchange.client_address.as_deref());
     text("http.request.method", exchange.method.as_deref());
     text("apiguard.authority", exchange.authority.as_deref());
+    if let Some(peer) = &exchange.client_address {
+        let (address, port) = split_peer(peer);
+        e.push_str("client.address", address);
+        if let Some(port) = port {
+            e.push_int("client.port", i64::from(port));
+        }
+    }
     if let Some(full) = &exchange.path_and_query {
         let (path, q) = full.split_once('?').map_or((full.as_str(), None), |(p, q)| (p, Some(q)));
         e.push_str("url.path", path);
@@ -212,10 +235,19 @@ mod tests {
         assert_eq!(e.int("http.response.status_code"), Some(429));
         assert_eq!(e.str("url.path"), Some("/v1/x"));
         assert_eq!(e.str("url.query"), Some("page=2"));
-        assert_eq!(e.str("client.address"), Some("10.0.0.1:5555"));
+        assert_eq!(e.str("client.address"), Some("10.0.0.1"));
+        assert_eq!(e.int("client.port"), Some(5555));
         assert_eq!(e.str("apiguard.route"), Some("/v1/"));
         assert_eq!(e.str("apiguard.acl.rule"), None);
         assert_eq!(e.str("apiguard.version"), Some("0.1.0"));
+    }
+
+    #[test]
+    fn peers_split_into_address_and_port() {
+        assert_eq!(split_peer("[::1]:443"), ("::1", Some(443)));
+        assert_eq!(split_peer("10.1.2.3:80"), ("10.1.2.3", Some(80)));
+        assert_eq!(split_peer("10.1.2.3"), ("10.1.2.3", None));
+        assert_eq!(split_peer("::1"), ("::1", None));
     }
 
     #[test]
