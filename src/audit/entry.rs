@@ -113,6 +113,41 @@ impl Entry {
         })
     }
 
+    /// [`Entry::to_json`] as text, written directly (no intermediate tree: this runs once per
+    /// request).
+    pub fn to_json_text(&self) -> String {
+        let mut out = String::with_capacity(96 + self.attributes.len() * 64);
+        let nanos = self.time_unix_nano;
+        out.push_str("{\"timeUnixNano\":\"");
+        out.push_str(&nanos.to_string());
+        out.push_str("\",\"observedTimeUnixNano\":\"");
+        out.push_str(&nanos.to_string());
+        out.push_str("\",\"severityNumber\":9,\"severityText\":\"INFO\",\"body\":{\"stringValue\":");
+        push_json_str(&mut out, &self.body);
+        out.push_str("},\"attributes\":[");
+        for (i, (key, value)) in self.attributes.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"key\":");
+            push_json_str(&mut out, key);
+            match value {
+                AttrValue::Str(s) => {
+                    out.push_str(",\"value\":{\"stringValue\":");
+                    push_json_str(&mut out, s);
+                }
+                AttrValue::Int(i) => {
+                    out.push_str(",\"value\":{\"intValue\":\"");
+                    out.push_str(&i.to_string());
+                    out.push('"');
+                }
+            }
+            out.push_str("}}");
+        }
+        out.push_str("]}");
+        out
+    }
+
     /// Reads a `LogRecord` back; `None` when it is not one this log could have written.
     pub fn from_json(value: &Value) -> Option<Self> {
         let record = value.as_object()?;
@@ -136,6 +171,23 @@ impl Entry {
     }
 }
 
+/// A JSON string literal (RFC 8259 escaping).
+fn push_json_str(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 fn any_value(value: &Map<String, Value>) -> Option<AttrValue> {
     if let Some(s) = value.get("stringValue") {
         return Some(AttrValue::Str(s.as_str()?.to_owned()));
@@ -156,20 +208,26 @@ fn u64_field(value: &Value) -> Option<u64> {
     }
 }
 
-/// An `ExportLogsServiceRequest` body around already encoded `LogRecord`s.
-pub fn export_body(version: &str, records: &[&Value]) -> Vec<u8> {
-    let body = json!({
-        "resourceLogs": [{
-            "resource": { "attributes": [
-                { "key": "service.name", "value": { "stringValue": "apiguard" } },
-            ]},
-            "scopeLogs": [{
-                "scope": { "name": "apiguard.audit", "version": version },
-                "logRecords": records,
-            }],
-        }],
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
+/// An `ExportLogsServiceRequest` body around `LogRecord`s already written as JSON text.
+pub fn export_body(version: &str, records: &[&str]) -> Vec<u8> {
+    let mut head = String::from(
+        "{\"resourceLogs\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\
+         \"value\":{\"stringValue\":\"apiguard\"}}]},\"scopeLogs\":[{\"scope\":{\"name\":\
+         \"apiguard.audit\",\"version\":",
+    );
+    push_json_str(&mut head, version);
+    head.push_str("},\"logRecords\":[");
+    let size = head.len() + records.iter().map(|r| r.len() + 1).sum::<usize>() + 8;
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(head.as_bytes());
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(record.as_bytes());
+    }
+    body.extend_from_slice(b"]}]}]}");
+    body
 }
 
 /// Every `LogRecord` of an `ExportLogsServiceRequest` body, in order; `None` when the body is
@@ -245,10 +303,27 @@ mod tests {
     }
 
     #[test]
+    fn the_written_text_is_the_json_value() {
+        let mut e = sample();
+        e.push_str("odd", "tab\t cr\r nl\n bell\u{7} quote\" backslash\\ é \u{2028}");
+        e.push_int("negative", -5);
+        let text = e.to_json_text();
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, e.to_json());
+    }
+
+    #[test]
     fn export_bodies_list_their_records() {
         let (a, b) = (sample().to_json(), Entry::new(2, "x").to_json());
-        let body = export_body("0.1.0", &[&a, &b]);
+        let texts = [sample().to_json_text(), Entry::new(2, "x").to_json_text()];
+        let body = export_body("0.1.\"0", &[&texts[0], &texts[1]]);
         assert_eq!(records_of(&body).unwrap(), vec![a, b]);
+        let doc: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["resourceLogs"][0]["scopeLogs"][0]["scope"]["version"], "0.1.\"0");
+        assert_eq!(
+            doc["resourceLogs"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+            "apiguard"
+        );
         assert!(records_of(b"{}").is_none());
         assert!(records_of(b"not json").is_none());
     }

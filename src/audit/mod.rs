@@ -80,7 +80,7 @@ impl AuditLog {
         if let Some(shipper) = self.shipper.as_mut() {
             shipper.push(&linked, now_ms);
         }
-        (self.settings.envoy_log == EnvoyLog::Info).then(|| linked.entry.to_json().to_string())
+        (self.settings.envoy_log == EnvoyLog::Info).then(|| linked.entry.to_json_text())
     }
 
     /// The root's periodic turn: declare drops once there is room, start a due export.

@@ -4,8 +4,6 @@
 
 use std::collections::VecDeque;
 
-use serde_json::Value;
-
 use super::chain::{checkpoint, Linked};
 use super::config::{OtlpSettings, SigningKey};
 use super::entry::export_body;
@@ -18,7 +16,7 @@ const FIRST_BACKOFF_MS: u64 = 250;
 struct Queued {
     seq: u64,
     hash: [u8; 32],
-    json: Value,
+    json: String,
     queued_ms: i64,
 }
 
@@ -76,7 +74,7 @@ impl Shipper {
         self.buffer.push_back(Queued {
             seq: linked.seq,
             hash: linked.hash,
-            json: linked.entry.to_json(),
+            json: linked.entry.to_json_text(),
             queued_ms: now_ms,
         });
     }
@@ -166,11 +164,11 @@ impl Shipper {
     /// The export of the first `records` records, with its checkpoint when a key is set.
     fn batch_call(&self, stream: &str, records: usize, now_ms: i64) -> Call {
         let batch: Vec<&Queued> = self.buffer.iter().take(records).collect();
-        let mut json: Vec<&Value> = batch.iter().map(|q| &q.json).collect();
+        let mut json: Vec<&str> = batch.iter().map(|q| q.json.as_str()).collect();
         let signed = match (&self.key, batch.first(), batch.last()) {
             (Some(key), Some(first), Some(last)) => {
                 let nanos = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1_000_000);
-                Some(checkpoint(key, stream, first.seq, last.seq, &last.hash, nanos).to_json())
+                Some(checkpoint(key, stream, first.seq, last.seq, &last.hash, nanos).to_json_text())
             }
             _ => None,
         };
