@@ -137,5 +137,34 @@ impl AuditLog {
     }
 }
 
+/// A stopped plugin's last exports: one batch after another while each takes records off the
+/// buffer; a few exports that fail end the wait (a dead collector cannot keep it alive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopping {
+    buffered: usize,
+    failures: u32,
+}
+
+impl Stopping {
+    pub const MAX_FAILURES: u32 = 3;
+
+    /// `buffered`: the records pending when the plugin was stopped.
+    pub fn new(buffered: usize) -> Self {
+        Self {
+            buffered,
+            failures: 0,
+        }
+    }
+
+    /// An export's answer came and `buffered` records are left: whether to send the next batch.
+    pub fn after_export(&mut self, buffered: usize) -> bool {
+        if buffered >= self.buffered {
+            self.failures += 1;
+        }
+        self.buffered = buffered;
+        buffered > 0 && self.failures < Self::MAX_FAILURES
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -457,3 +457,16 @@ fn report_only_and_redirects_are_recorded_as_such() {
     assert_eq!(redirected.verdict, Verdict::Redirected);
     assert_eq!(redirected.code, Some("https_redirect"));
 }
+
+#[test]
+fn a_stopped_plugin_exports_batch_after_batch_and_gives_up_after_three_failures() {
+    let mut stopping = Stopping::new(1200);
+    assert!(stopping.after_export(688), "a batch went out");
+    assert!(stopping.after_export(176));
+    assert!(!stopping.after_export(0), "all out");
+    let mut stopping = Stopping::new(10);
+    assert!(stopping.after_export(10));
+    assert!(stopping.after_export(5), "a success in between");
+    assert!(stopping.after_export(5));
+    assert!(!stopping.after_export(5), "the third failure ends the wait");
+}

@@ -14,7 +14,7 @@ use super::adapters::{HostEvents, HostStore, ProxyHost};
 use super::env::{buffer, header_map, host_now_ms, log};
 use super::flow::Flows;
 use super::request::ApiguardRequest;
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Stopping};
 use crate::pipeline::{Env, Guard};
 use crate::policy::Policy;
 use crate::ports::{CallFailure, CallReply, KeySpace};
@@ -102,15 +102,7 @@ pub struct ApiguardRoot {
     stopping: Option<Stopping>,
 }
 
-/// A stopping plugin's last exports.
-#[derive(Debug, Clone, Copy)]
-struct Stopping {
-    buffered: usize,
-    failures: u32,
-}
 
-/// A stopping plugin gives up on the collector after this many failed exports.
-const SHUTDOWN_EXPORT_FAILURES: u32 = 3;
 
 impl ApiguardRoot {
     pub fn new(context_id: u32) -> Self {
@@ -149,20 +141,12 @@ impl Context for ApiguardRoot {
         _num_trailers: usize,
     ) {
         let exported = deliver_reply(&self.vm, self.context_id, token_id, num_headers, body_size);
-        let Some(mut stopping) = self.stopping.filter(|_| exported) else {
+        let Some(stopping) = self.stopping.as_mut().filter(|_| exported) else {
             return;
         };
-        // An export that took nothing off the buffer failed; a few failures end the wait.
-        let left = super::audit::buffered(&self.vm);
-        if left >= stopping.buffered {
-            stopping.failures += 1;
-        }
-        stopping.buffered = left;
-        self.stopping = Some(stopping);
-        if left == 0
-            || stopping.failures >= SHUTDOWN_EXPORT_FAILURES
-            || !super::audit::flush(&self.vm).exporting
-        {
+        let go_on = stopping.after_export(super::audit::buffered(&self.vm))
+            && super::audit::flush(&self.vm).exporting;
+        if !go_on {
             self.stopping = None;
             let _ = hostcalls::done();
         }
@@ -175,10 +159,7 @@ impl Context for ApiguardRoot {
             return true;
         }
         log(LogLevel::Info, "stopping: exporting the pending audit records");
-        self.stopping = Some(Stopping {
-            buffered: now.buffered,
-            failures: 0,
-        });
+        self.stopping = Some(Stopping::new(now.buffered));
         false
     }
 }
