@@ -165,6 +165,32 @@ def apiguard_global(ctx: Ctx) -> dict:
     return cfg
 
 
+def audit_signing_jwk() -> dict:
+    """A fresh Ed25519 private JWK for the audit checkpoints."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    raw = serialization.Encoding.Raw
+    d = key.private_bytes(raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    x = key.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+    return {"kty": "OKP", "crv": "Ed25519", "x": b64(x), "d": b64(d), "kid": "bench"}
+
+
+def apiguard_audited(ctx: Ctx) -> dict:
+    """(d) with the audit log on: a record per request, chained, exported in signed batches to the
+    benchmark's upstream (a direct-response Envoy that answers the exports 200)."""
+    cfg = apiguard_everything(ctx)
+    cfg["audit"] = {
+        "otlp": {"cluster": "upstream", "path": "/v1/logs", "authority": "otel-collector"},
+        "signing_key": audit_signing_jwk(),
+    }
+    return cfg
+
+
 def native_everything(ctx: Ctx, jwt_cache: bool = True) -> list[dict]:
     """Envoy's own filters doing (d)'s checks: HTTPS via RBAC on x-forwarded-proto, API key via
     api_key_auth (plaintext keys in its config), JWT ES256 via jwt_authn with an inline JWKS."""
@@ -294,6 +320,10 @@ CONFIGS: list[Config] = [
            "calls a second here) bounds the row's: read its latency and proxy CPU per request, not its rate",
            lambda ctx: ctx.apiguard_filter(apiguard_global(ctx)), full_checks, apiguard=True,
            grpc_clusters=lambda ctx: {"ratelimit": rate_limit_service_port(ctx)}),
+    Config("d5", "apiguard: everything + audit", "(d) with `audit` on: one OTLP log record per request, "
+           "hash-chained, exported in batches (512 records or 1 s) with an Ed25519-signed checkpoint to the "
+           "benchmark's upstream", lambda ctx: ctx.apiguard_filter(apiguard_audited(ctx)), full_checks,
+           apiguard=True),
     Config("e", "Envoy native", "rbac (x-forwarded-proto = https) + api_key_auth + jwt_authn "
            "(ES256, local_jwks inline, jwt_cache_size 4096)", native_everything, full_checks),
     Config("f", "apiguard: everything, no cache", "(d) with `jwt.cache_max_entries: 0`",

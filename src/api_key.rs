@@ -46,10 +46,11 @@ pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// A key's short fingerprint: the first 12 hex digits of its digest. Safe to show and log (it
-/// names a key without helping anyone guess it); `apiguard-keygen --revoke` accepts it.
+/// A key's short fingerprint: the first 16 hex digits of its digest. Safe to show and log (it
+/// names a key without helping anyone guess it): audit records carry it, and
+/// `apiguard-keygen --revoke` accepts it.
 pub fn fingerprint(digest: &[u8; 32]) -> String {
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The checksum covers the prefix and body: the first four bytes of their SHA-256.

@@ -80,6 +80,8 @@ pub struct PluginConfig {
     pub data_source: Option<crate::live::source::DataSourceConfig>,
     #[serde(default)]
     pub global_rate_limit: Option<crate::ratelimit::GlobalRateLimitConfig>,
+    #[serde(default)]
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 fn default_key_header() -> String {

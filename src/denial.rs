@@ -51,6 +51,8 @@ pub enum Denial {
 pub struct RateLimitFields {
     pub policy: String,
     pub state: String,
+    /// Tokens left in the bucket (for the audit record).
+    pub remaining: u64,
 }
 
 impl RateLimitFields {

@@ -5,6 +5,7 @@
 //! code runs in native unit tests, in wasm under Node, and inside Envoy.
 
 pub mod api_key;
+pub mod audit;
 pub mod config;
 pub mod config_error;
 pub mod credentials;

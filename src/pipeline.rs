@@ -8,6 +8,7 @@
 use std::rc::Rc;
 
 use crate::api_key::{self, KeyRecord, KeyRejection, KeyStore};
+use crate::audit::{key_fingerprint, Outcome, Verdict};
 use crate::config::CredentialPolicy;
 use crate::credentials::with_scheme;
 use crate::denial::{Challenges, Denial, LocalReply};
@@ -92,6 +93,8 @@ pub struct Held {
     base: Forward,
     request_id: Option<String>,
     hsts: Option<String>,
+    /// What the checks established, for the audit record.
+    noted: Outcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +169,8 @@ pub struct Guard {
     limiter: Limiter,
     /// The live policy document, when `data_source` is configured.
     data: Option<PolicyData>,
+    /// What the last evaluation decided, for the audit record (none while a request waits).
+    outcome: Option<Outcome>,
 }
 
 impl Guard {
@@ -187,6 +192,7 @@ impl Guard {
             vm_id: vm_id.max(1),
             limiter: Limiter::new(space.clone(), vm_id),
             data,
+            outcome: None,
         }
     }
 
@@ -293,6 +299,11 @@ impl Guard {
         }
     }
 
+    /// What the last decision (forward or reply) established, once.
+    pub fn take_outcome(&mut self) -> Option<Outcome> {
+        self.outcome.take()
+    }
+
     /// Decides a new request; it may have to wait for an outbound answer.
     pub fn decide(&mut self, req: &RequestFacts, env: &mut Env<'_>) -> Decision {
         self.evaluate(req, env, true)
@@ -313,9 +324,18 @@ impl Guard {
         env: &mut Env<'_>,
     ) -> Decision {
         let policy = Rc::clone(&self.policy);
+        let Held {
+            admitted,
+            base,
+            request_id,
+            hsts,
+            mut noted,
+        } = held;
+        self.outcome = None;
         let Some(global) = policy.global_rate_limit.as_ref() else {
             env.events.emit(Event::Allowed);
-            return Decision::Forward(held.admitted);
+            self.outcome = Some(noted);
+            return Decision::Forward(admitted);
         };
         let verdict = match answer {
             Some(CallReply::Message(bytes)) => rls::decode_response(bytes)
@@ -337,10 +357,11 @@ impl Guard {
                     env.events
                         .emit(Event::RateLimitServiceHeadersDropped { count: dropped });
                 }
-                let mut forward = held.admitted;
+                let mut forward = admitted;
                 forward.set_headers.extend(request_headers);
                 forward.response_headers.extend(response_headers);
                 env.events.emit(Event::Allowed);
+                self.outcome = Some(noted);
                 return Decision::Forward(forward);
             }
             Ok(GlobalVerdict::OverLimit {
@@ -359,30 +380,33 @@ impl Guard {
                 match global.failure_mode {
                     FailureMode::Allow => {
                         env.events.emit(Event::Allowed);
-                        return Decision::Forward(held.admitted);
+                        self.outcome = Some(noted);
+                        return Decision::Forward(admitted);
                     }
                     FailureMode::Deny => (Denial::RateLimitUnavailable, Vec::new()),
                 }
             }
         };
         if policy.report_only {
-            return report_only(held.base, denial, held.request_id.as_deref(), env);
+            noted.verdict = Verdict::ReportOnly;
+            noted.code = Some(denial.code());
+            self.outcome = Some(noted);
+            return report_only(base, denial, request_id.as_deref(), env);
         }
         env.events.emit(Event::Denied {
             code: denial.code(),
         });
+        noted.verdict = Verdict::Denied;
+        noted.code = Some(denial.code());
+        self.outcome = Some(noted);
         let no_challenge = Challenges {
             api_key: None,
             bearer: false,
         };
-        let mut reply = LocalReply::denial(
-            &denial,
-            no_challenge,
-            &policy.realm,
-            held.request_id.as_deref(),
-        );
+        let mut reply =
+            LocalReply::denial(&denial, no_challenge, &policy.realm, request_id.as_deref());
         reply.headers.extend(response_headers);
-        if let Some(hsts) = held.hsts {
+        if let Some(hsts) = hsts {
             reply
                 .headers
                 .push(("strict-transport-security".to_owned(), hsts));
@@ -404,7 +428,10 @@ impl Guard {
         };
         // Credentials are stripped whatever follows: exempt paths and report-only mode included.
         mark_for_stripping(&policy, req, &mut forward);
+        let mut noted = Outcome::new(Verdict::Allowed);
+        self.outcome = None;
         let checks = Checks {
+            noted: &mut noted,
             policy: &policy,
             jwt: self.jwt.as_mut(),
             limiter: &mut self.limiter,
@@ -454,10 +481,12 @@ impl Guard {
                             base,
                             request_id: req.request_id().map(str::to_owned),
                             hsts: hsts.cloned(),
+                            noted,
                         })),
                     }));
                 }
                 env.events.emit(Event::Allowed);
+                self.outcome = Some(noted);
                 return Decision::Forward(forward);
             }
             Err(Stop::Wait(wait)) => {
@@ -468,6 +497,9 @@ impl Guard {
                 env.events.emit(Event::Denied {
                     code: "https_redirect",
                 });
+                noted.verdict = Verdict::Redirected;
+                noted.code = Some("https_redirect");
+                self.outcome = Some(noted);
                 return Decision::Reply(LocalReply::redirect(location));
             }
             Err(Stop::Redirect(_)) => Denial::HttpsRequired,
@@ -483,6 +515,9 @@ impl Guard {
                 env.events.emit(Event::Denied {
                     code: refusal.denial.code(),
                 });
+                noted.verdict = Verdict::Denied;
+                noted.code = Some(refusal.denial.code());
+                self.outcome = Some(noted);
                 let mut reply = LocalReply::denial(
                     &refusal.denial,
                     refusal.challenges,
@@ -497,6 +532,9 @@ impl Guard {
                 return Decision::Reply(reply);
             }
         };
+        noted.verdict = Verdict::ReportOnly;
+        noted.code = Some(unenforced.code());
+        self.outcome = Some(noted);
         report_only(forward, unenforced, req.request_id(), env)
     }
 }
@@ -554,6 +592,8 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 
 /// The checks proper, for one evaluation of one request.
 struct Checks<'p, 'j> {
+    /// Facts for the audit record, whatever the outcome.
+    noted: &'j mut Outcome,
     policy: &'p Policy,
     jwt: Option<&'j mut JwtVerifier>,
     limiter: &'j mut Limiter,
@@ -599,6 +639,7 @@ impl<'p> Checks<'p, '_> {
             }
         }
         let route = policy.route_for(req.path());
+        self.noted.route = route.map(|r| r.prefix.as_str().to_owned());
         let rule = route.map_or(policy.credentials, |r| r.credentials);
         let challenges = Challenges {
             api_key: policy
@@ -636,6 +677,8 @@ impl<'p> Checks<'p, '_> {
             match verify_api_key(&keys.store, self.data, key, env) {
                 Ok(record) => {
                     passed.caller.consumer = Some(Rc::clone(&record.consumer));
+                    self.noted.consumer = Some(Rc::clone(&record.consumer));
+                    self.noted.key_fingerprint = Some(key_fingerprint(record.digest()));
                     key_record = Some(record);
                 }
                 Err(denial) => return refuse(denial),
@@ -650,6 +693,9 @@ impl<'p> Checks<'p, '_> {
                         .extend(verified.forward_headers.iter().cloned());
                     passed.caller.subject = Some(verified.subject.clone());
                     passed.caller.issuer = Some(verified.issuer.clone());
+                    self.noted.subject = Some(verified.subject.clone());
+                    self.noted.issuer = Some(verified.issuer.clone());
+                    self.noted.jti = verified.claim_str("jti");
                     token = Some(verified);
                 }
                 Err(TokenOutcome::Wait(wait)) => return Err(Stop::Wait(wait)),
@@ -676,6 +722,7 @@ impl<'p> Checks<'p, '_> {
         }
         if passed.caller.consumer.is_none() {
             passed.caller.consumer = passed.caller.subject.as_deref().map(Rc::from);
+            self.noted.consumer.clone_from(&passed.caller.consumer);
         }
         let cost = route.map_or(1, |r| r.cost);
         let mut plan = None;
@@ -687,7 +734,7 @@ impl<'p> Checks<'p, '_> {
             };
             plan = plan_of(limits, &caller);
             if let Some(plan) = &plan {
-                match take_quota(limits, plan, self.limiter, &caller, cost, env) {
+                match take_quota(limits, plan, self.limiter, &caller, cost, self.noted, env) {
                     Ok(fields) => passed.response_headers.extend(fields),
                     Err(denial) => return refuse(denial),
                 }
@@ -774,6 +821,7 @@ fn take_quota(
     limiter: &mut Limiter,
     caller: &RateLimitedCaller<'_>,
     cost: u64,
+    noted: &mut Outcome,
     env: &mut Env<'_>,
 ) -> Result<Vec<(String, String)>, Denial> {
     let owner = match (caller.key, caller.token, limits.bucket_by) {
@@ -786,7 +834,17 @@ fn take_quota(
         // Authenticated without key or token cannot happen; a consumer name is all there is.
         (None, None, _) => BucketOwner::Consumer(caller.consumer.unwrap_or("")),
     };
-    match limiter.take_quota(plan, owner, cost, env.store, env.now_ns()) {
+    noted.plan = Some(Rc::clone(&plan.name));
+    let quota = limiter.take_quota(plan, owner, cost, env.store, env.now_ns());
+    noted.tokens_left = match &quota {
+        Ok(Quota::Admitted(fields))
+        | Ok(Quota::Refused(Denial::RateLimited {
+            fields: Some(fields),
+            ..
+        })) => Some(fields.remaining),
+        _ => None,
+    };
+    match quota {
         Ok(Quota::Admitted(fields)) if limits.response_headers => Ok(fields.headers().to_vec()),
         Ok(Quota::Admitted(_)) => Ok(Vec::new()),
         Ok(Quota::Refused(denial)) => Err(denial),

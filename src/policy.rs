@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::api_key::{KeyRecord, KeyStore};
+use crate::audit::AuditSettings;
 use crate::config::{ApiKeysConfig, CredentialPolicy, PluginConfig, RouteConfig};
 use crate::config_error::ConfigError;
 use crate::credentials::CredentialSources;
@@ -62,6 +63,7 @@ pub struct Policy {
     /// Where the live policy document comes from.
     pub data_source: Option<DataSource>,
     pub global_rate_limit: Option<GlobalRateLimit>,
+    pub audit: Option<Rc<AuditSettings>>,
     /// Valid but doubtful settings, logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -123,6 +125,7 @@ impl Policy {
             }
         }
         let rate_limits = cfg.rate_limits.map(RateLimits::compile).transpose()?;
+        let audit = cfg.audit.map(AuditSettings::compile).transpose()?;
         let failed_auth = cfg
             .failed_auth_limit
             .map(FailedAuthLimit::compile)
@@ -285,6 +288,7 @@ impl Policy {
             failed_auth,
             data_source,
             global_rate_limit,
+            audit,
             warnings,
         })
     }

@@ -200,6 +200,8 @@ pub enum Event {
         keys: usize,
         version: u64,
     },
+    /// This VM started a JWKS fetch (for the whole proxy: other VMs wait for its result).
+    JwksFetchStarted,
     /// A fetched JWKS was not used; the last good keys stay.
     JwksRejected { provider: usize, reason: String },
     /// A request waits for a JWKS refetch (a token named a key id not known yet).
@@ -244,6 +246,14 @@ pub enum Event {
     },
     /// The endpoint confirmed the version in force (`304`, or the same bytes): nothing re-validated.
     DataNotModified,
+    /// An audit export was acknowledged: `records` left the buffer.
+    AuditShipped { records: usize },
+    /// An audit export failed; it is retried after a backoff.
+    AuditRetried,
+    /// An audit record was dropped: the buffer was full (a gap record will say so).
+    AuditDropped,
+    /// Audit records waiting in this VM's buffer now.
+    AuditBuffered { records: usize },
 }
 
 /// Receives events.

@@ -78,6 +78,27 @@ impl QueryCredentials {
             || looks_like_credential(&form_decode(value))
     }
 
+    /// `query` with the value of every pair that carries a credential replaced by `mark` (the
+    /// whole pair when its name is the credential), for logs.
+    pub fn redact(&self, query: &str, mark: &str) -> String {
+        let pairs: Vec<String> = query
+            .split(['&', ';'])
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                if !self.carries_credential(pair) {
+                    return pair.to_owned();
+                }
+                match pair.split_once('=') {
+                    Some((name, _)) if !looks_like_credential(&form_decode(name)) => {
+                        format!("{name}={mark}")
+                    }
+                    _ => mark.to_owned(),
+                }
+            })
+            .collect();
+        pairs.join("&")
+    }
+
     /// `path_and_query` without the pairs that carry credentials (for report-only forwarding,
     /// which must never forward one either).
     pub fn strip(&self, path_and_query: &str) -> String {

@@ -33,7 +33,7 @@ def test_json_output_is_one_object(keygen_bin):
                          text=True, check=True)
     doc = json.loads(out.stdout)
     assert set(doc) == {"key", "entry", "fingerprint"}
-    assert doc["fingerprint"] == doc["entry"]["sha256"][:12]
+    assert doc["fingerprint"] == doc["entry"]["sha256"][:16]
     assert doc["key"] not in out.stderr
 
 
@@ -64,7 +64,7 @@ def test_into_writes_the_entry_into_a_policy_document_and_bumps_its_version(keyg
     doc = json.loads(path.read_text())
     assert [e["consumer"] for e in doc["api_keys"]] == ["alice", "bob"]
     assert doc["version"].endswith("#2"), doc["version"]
-    assert second["fingerprint"] == doc["api_keys"][1]["sha256"][:12]
+    assert second["fingerprint"] == doc["api_keys"][1]["sha256"][:16]
 
 
 def test_revoke_by_fingerprint_or_consumer_keeps_the_file_valid(keygen_bin, tmp_path):

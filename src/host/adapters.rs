@@ -9,6 +9,7 @@ use proxy_wasm::types::{LogLevel, MapType, MetricType, Status};
 
 use super::env::{continue_request, log, set_header};
 use super::flow::Host;
+use crate::audit::Outcome;
 use crate::denial::LocalReply;
 use crate::ports::{
     Call, CallFailure, Event, Events, GrpcCall, HttpCall, Outbound, SharedStore, StoreError,
@@ -117,6 +118,21 @@ impl Host for ProxyHost {
     fn resume_request(&mut self) {
         continue_request();
     }
+
+    /// Filter state `wasm.apiguard_consumer`, `wasm.apiguard_decision`, `wasm.apiguard_code`:
+    /// Envoy's access log prints them with `%FILTER_STATE(wasm.apiguard_consumer:PLAIN)%`.
+    fn expose_outcome(&mut self, outcome: &Outcome) {
+        let values = [
+            ("apiguard_consumer", outcome.consumer.as_deref()),
+            ("apiguard_decision", Some(outcome.verdict.as_str())),
+            ("apiguard_code", outcome.code),
+        ];
+        for (name, value) in values {
+            if let Some(value) = value {
+                let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+            }
+        }
+    }
 }
 
 /// Events as Envoy counters (`wasmcustom.apiguard_*`) and log lines. Counter ids are defined
@@ -127,9 +143,16 @@ pub struct HostEvents {
     denied: HashMap<&'static str, u32>,
     report_only: HashMap<&'static str, u32>,
     jwks_failures: Option<u32>,
+    jwks_fetches: Option<u32>,
     contention: Option<u32>,
     service_failures: Option<u32>,
     service_headers_dropped: Option<u32>,
+    audit_shipped: Option<u32>,
+    audit_retried: Option<u32>,
+    audit_dropped: Option<u32>,
+    audit_buffered: Option<u32>,
+    /// This VM's share of the buffered-records gauge.
+    audit_buffered_reported: i64,
     data: DataMetrics,
 }
 
@@ -165,6 +188,13 @@ fn counter_by_code(
     Some(id)
 }
 
+fn gauge(slot: &mut Option<u32>, name: &str) -> Option<u32> {
+    if slot.is_none() {
+        *slot = hostcalls::define_metric(MetricType::Gauge, name).ok();
+    }
+    *slot
+}
+
 fn increment(id: Option<u32>) {
     if let Some(id) = id {
         let _ = hostcalls::increment_metric(id, 1);
@@ -198,6 +228,9 @@ impl Events for HostEvents {
                 LogLevel::Info,
                 &format!("jwt provider {provider}: loaded {keys} keys (version {version})"),
             ),
+            Event::JwksFetchStarted => {
+                increment(counter(&mut self.jwks_fetches, "apiguard_jwks_fetches_total"));
+            }
             Event::JwksRejected { provider, reason } => {
                 increment(counter(
                     &mut self.jwks_failures,
@@ -246,6 +279,36 @@ impl Events for HostEvents {
                  choose: set use_remote_address: true on the HTTP connection manager, or use \
                  client_address x_forwarded_for with trusted_hops",
             ),
+            Event::AuditShipped { records } => {
+                if let Some(id) = counter(
+                    &mut self.audit_shipped,
+                    "apiguard_audit_records_shipped_total",
+                ) {
+                    let _ = hostcalls::increment_metric(
+                        id,
+                        i64::try_from(records).unwrap_or(i64::MAX),
+                    );
+                }
+            }
+            Event::AuditRetried => increment(counter(
+                &mut self.audit_retried,
+                "apiguard_audit_exports_retried_total",
+            )),
+            Event::AuditDropped => increment(counter(
+                &mut self.audit_dropped,
+                "apiguard_audit_records_dropped_total",
+            )),
+            Event::AuditBuffered { records } => {
+                // One gauge for all workers: each adds its own change, so it reads the sum.
+                let now = i64::try_from(records).unwrap_or(i64::MAX);
+                let change = now.saturating_sub(self.audit_buffered_reported);
+                if let Some(id) = gauge(&mut self.audit_buffered, "apiguard_audit_records_buffered")
+                {
+                    if change != 0 && hostcalls::increment_metric(id, change).is_ok() {
+                        self.audit_buffered_reported = now;
+                    }
+                }
+            }
             Event::StoreFailed => log(
                 LogLevel::Error,
                 "the proxy's shared data failed; deciding without it",

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::audit::Outcome;
 use crate::denial::LocalReply;
 use crate::pipeline::{Decision, Env, Forward, Guard, Held, Topic, Wait};
 use crate::ports::{Call, CallFailure, CallReply, Outbound};
@@ -32,6 +33,8 @@ pub trait Host: Outbound {
     fn send_reply(&mut self, reply: &LocalReply);
     /// Lets a paused request go on upstream.
     fn resume_request(&mut self);
+    /// Shows the decision to Envoy (request properties for the access log).
+    fn expose_outcome(&mut self, _outcome: &Outcome) {}
 }
 
 /// What the request-headers callback answers Envoy.
@@ -78,6 +81,8 @@ pub struct Flows {
     caller: u32,
     /// The root context, once it ticked.
     root: Option<u32>,
+    /// Each decided request's outcome, until its audit record is written.
+    outcomes: HashMap<u32, Outcome>,
 }
 
 impl Flows {
@@ -103,7 +108,10 @@ impl Flows {
         self.caller = context;
         let decision = guard.decide(&facts, env);
         match self.apply(context, decision, host) {
-            Ok(action) => action,
+            Ok(action) => {
+                self.keep_outcome(context, guard, host);
+                action
+            }
             Err(wait) => self.wait(context, facts, *wait, guard, env, host),
         }
     }
@@ -138,6 +146,9 @@ impl Flows {
                 Ok(token) => {
                     let own = wait.held.is_some();
                     let topic = wait.topic;
+                    if matches!(topic, Topic::JwksKeys { .. }) {
+                        env.events.emit(crate::ports::Event::JwksFetchStarted);
+                    }
                     self.calls.insert(
                         token,
                         InFlight {
@@ -153,7 +164,7 @@ impl Flows {
                     let failed = CallReply::Failed(failure);
                     if let Some(held) = wait.held {
                         let decision = guard.finish(*held, Some(&failed), env);
-                        return self.apply_final(context, decision, host);
+                        return self.apply_final(context, decision, guard, host);
                     }
                     guard.on_reply(wait.topic, &failed, env);
                     return self.decide_again(context, facts, guard, env, host);
@@ -335,6 +346,9 @@ impl Flows {
     ) {
         match host.dispatch(&call) {
             Ok(token) => {
+                if matches!(topic, Topic::JwksKeys { .. }) {
+                    env.events.emit(crate::ports::Event::JwksFetchStarted);
+                }
                 self.calls.insert(
                     token,
                     InFlight {
@@ -405,7 +419,7 @@ impl Flows {
         let action = match waiting.held {
             Some(held) => {
                 let decision = guard.finish(*held, answer, env);
-                self.apply_final(context, decision, host)
+                self.apply_final(context, decision, guard, host)
             }
             None => self.decide_again(context, waiting.facts, guard, env, host),
         };
@@ -426,7 +440,10 @@ impl Flows {
     ) -> Action {
         let decision = guard.resume(&facts, env);
         match self.apply(context, decision, host) {
-            Ok(action) => action,
+            Ok(action) => {
+                self.keep_outcome(context, guard, host);
+                action
+            }
             Err(wait) if wait.held.is_some() => self.wait(context, facts, *wait, guard, env, host),
             // `resume` never waits for a shared fetch; should it ever, refuse rather than hang.
             Err(_) => {
@@ -437,11 +454,32 @@ impl Flows {
     }
 
     /// Applies a decision that cannot be a wait ([`Guard::finish`]'s).
-    fn apply_final(&mut self, context: u32, decision: Decision, host: &mut dyn Host) -> Action {
-        self.apply(context, decision, host).unwrap_or_else(|_| {
+    fn apply_final(
+        &mut self,
+        context: u32,
+        decision: Decision,
+        guard: &mut Guard,
+        host: &mut dyn Host,
+    ) -> Action {
+        let action = self.apply(context, decision, host).unwrap_or_else(|_| {
             host.send_reply(&LocalReply::internal_error());
             Action::Pause
-        })
+        });
+        self.keep_outcome(context, guard, host);
+        action
+    }
+
+    fn keep_outcome(&mut self, context: u32, guard: &mut Guard, host: &mut dyn Host) {
+        if let Some(outcome) = guard.take_outcome() {
+            host.expose_outcome(&outcome);
+            self.outcomes.insert(context, outcome);
+        }
+    }
+
+    /// The outcome of `context`'s decision, once (for its audit record; `None` when it was
+    /// never decided).
+    pub fn take_outcome(&mut self, context: u32) -> Option<Outcome> {
+        self.outcomes.remove(&context)
     }
 
     /// Applies a forward or a reply to the current request; a wait is handed back.

@@ -8,6 +8,8 @@ mod flow;
 #[cfg(target_os = "wasi")]
 mod adapters;
 #[cfg(target_os = "wasi")]
+mod audit;
+#[cfg(target_os = "wasi")]
 mod env;
 #[cfg(target_os = "wasi")]
 mod request;

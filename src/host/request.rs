@@ -15,11 +15,17 @@ use crate::request::RequestFacts;
 pub struct ApiguardRequest {
     context_id: u32,
     vm: SharedVm,
+    /// When the request headers arrived (for the audit record's duration).
+    started_ms: Option<i64>,
 }
 
 impl ApiguardRequest {
     pub fn new(context_id: u32, vm: SharedVm) -> Self {
-        Self { context_id, vm }
+        Self {
+            context_id,
+            vm,
+            started_ms: None,
+        }
     }
 }
 
@@ -72,6 +78,7 @@ impl Context for ApiguardRequest {
 impl HttpContext for ApiguardRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let me = self.context_id;
+        self.started_ms = super::env::host_now_ms();
         let decided = Vm::with(&self.vm, |guard, flows, env, host| {
             // One host call fewer per request when the connection's TLS state cannot matter.
             // Only the facts the configuration can use: each is one more host call.
@@ -96,6 +103,10 @@ impl HttpContext for ApiguardRequest {
         }
     }
 
+    fn on_log(&mut self) {
+        super::audit::record(&self.vm, self.context_id, self.started_ms);
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let me = self.context_id;
         let headers = self
@@ -108,5 +119,16 @@ impl HttpContext for ApiguardRequest {
             set_header(MapType::HttpResponseHeaders, name, Some(value));
         }
         Action::Continue
+    }
+}
+
+impl Drop for ApiguardRequest {
+    fn drop(&mut self) {
+        // A request Envoy never logged leaves no outcome behind.
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            if let Some(vm) = vm.as_mut() {
+                vm.flows.take_outcome(self.context_id);
+            }
+        }
     }
 }

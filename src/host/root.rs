@@ -14,6 +14,7 @@ use super::adapters::{HostEvents, HostStore, ProxyHost};
 use super::env::{buffer, header_map, host_now_ms, log};
 use super::flow::Flows;
 use super::request::ApiguardRequest;
+use crate::audit::{AuditLog, Stopping};
 use crate::pipeline::{Env, Guard};
 use crate::policy::Policy;
 use crate::ports::{CallFailure, CallReply, KeySpace};
@@ -30,6 +31,7 @@ pub struct Vm {
     pub guard: Guard,
     pub flows: Flows,
     pub events: HostEvents,
+    pub audit: Option<AuditLog>,
 }
 
 pub type SharedVm = Rc<RefCell<Option<Vm>>>;
@@ -53,19 +55,32 @@ impl Vm {
     }
 }
 
-/// Hands the answer to call `token` (delivered by Envoy to `context`) to the VM's flows.
+/// Hands the answer to call `token` (delivered by Envoy to `context`) to the audit log or the
+/// VM's flows; true when it was an audit export's.
 pub fn deliver_reply(
     vm: &SharedVm,
     context: u32,
     token: u32,
     num_headers: usize,
     body_size: usize,
-) {
+) -> bool {
+    // The bound comes from what the call was for (an audit export's answer is small).
+    let max_body = vm
+        .try_borrow()
+        .ok()
+        .and_then(|slot| {
+            slot.as_ref()
+                .map(|v| v.guard.max_answer_bytes(v.flows.call_topic(token)))
+        })
+        .unwrap_or(0);
+    let reply = call_reply(num_headers, body_size, max_body);
+    if super::audit::take_reply(vm, token, &reply) {
+        return true;
+    }
     Vm::with(vm, |guard, flows, env, host| {
-        let max_body = guard.max_answer_bytes(flows.call_topic(token));
-        let reply = call_reply(num_headers, body_size, max_body);
         flows.on_call_reply(context, token, &reply, guard, env, host)
     });
+    false
 }
 
 /// Hands the answer to gRPC call `token` (delivered by Envoy to `context`) to the VM's flows:
@@ -115,13 +130,18 @@ fn call_reply(num_headers: usize, body_size: usize, max_body: usize) -> CallRepl
 pub struct ApiguardRoot {
     context_id: u32,
     vm: SharedVm,
+    /// Set once Envoy stopped the plugin while audit records were being exported.
+    stopping: Option<Stopping>,
 }
+
+
 
 impl ApiguardRoot {
     pub fn new(context_id: u32) -> Self {
         Self {
             context_id,
             vm: Rc::new(RefCell::new(None)),
+            stopping: None,
         }
     }
 }
@@ -152,7 +172,27 @@ impl Context for ApiguardRoot {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        deliver_reply(&self.vm, self.context_id, token_id, num_headers, body_size);
+        let exported = deliver_reply(&self.vm, self.context_id, token_id, num_headers, body_size);
+        let Some(stopping) = self.stopping.as_mut().filter(|_| exported) else {
+            return;
+        };
+        let go_on = stopping.after_export(super::audit::buffered(&self.vm))
+            && super::audit::flush(&self.vm).exporting;
+        if !go_on {
+            self.stopping = None;
+            let _ = hostcalls::done();
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        // Pending audit records go out now; Envoy waits for the answer when it can.
+        let now = super::audit::flush(&self.vm);
+        if !now.exporting {
+            return true;
+        }
+        log(LogLevel::Info, "stopping: exporting the pending audit records");
+        self.stopping = Some(Stopping::new(now.buffered));
+        false
     }
 
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
@@ -185,7 +225,15 @@ impl RootContext for ApiguardRoot {
         for warning in &policy.warnings {
             log(LogLevel::Warn, &format!("configuration: {warning}"));
         }
-        let needs_ticks = policy.needs_ticks();
+        let needs_ticks =
+            policy.needs_ticks() || policy.audit.as_ref().is_some_and(|a| a.otlp.is_some());
+        let audit = match super::audit::open(&policy, &text) {
+            Ok(audit) => audit,
+            Err(problem) => {
+                log(LogLevel::Error, problem);
+                return false;
+            }
+        };
         let mut guard = Guard::new(Rc::new(policy), &KeySpace::new(&root_id()), vm_id);
         if guard.create_shared_keys(&HostStore).is_err() {
             log(LogLevel::Error, "cannot create the plugin's shared data");
@@ -196,6 +244,7 @@ impl RootContext for ApiguardRoot {
             guard,
             flows: Flows::default(),
             events: HostEvents::default(),
+            audit,
         });
         if needs_ticks && hostcalls::set_tick_period(TICK).is_err() {
             log(LogLevel::Error, "cannot schedule the root's tick");
@@ -209,7 +258,9 @@ impl RootContext for ApiguardRoot {
         Vm::with(&self.vm, |guard, flows, env, host| {
             flows.on_tick(root, guard, env, host)
         });
+        super::audit::tick(&self.vm);
     }
+
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(ApiguardRequest::new(

@@ -20,7 +20,7 @@ mod claims;
 mod config;
 mod ecdsa;
 mod error;
-mod jwks;
+pub(crate) mod jwks;
 mod remote;
 #[cfg(test)]
 pub(crate) mod test_keys;

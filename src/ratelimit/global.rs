@@ -399,6 +399,7 @@ fn over_limit_denial(statuses: &[DescriptorStatus]) -> Denial {
                 status.limit_remaining,
                 ceil_seconds(reset, 0)
             ),
+            remaining: u64::from(status.limit_remaining),
         }
     });
     Denial::RateLimited {
@@ -654,6 +655,7 @@ mod tests {
                 fields: Some(RateLimitFields {
                     policy: "\"global\";q=1000;w=3600".to_owned(),
                     state: "\"global\";r=0;t=1800".to_owned(),
+                    remaining: 0,
                 }),
             }
         );
@@ -670,6 +672,7 @@ mod tests {
                 fields: Some(RateLimitFields {
                     policy: "\"per-consumer\";q=10;w=60".to_owned(),
                     state: "\"per-consumer\";r=0;t=60".to_owned(),
+                    remaining: 0,
                 }),
             }
         );
@@ -700,6 +703,7 @@ mod tests {
                 fields: Some(RateLimitFields {
                     policy: "\"n\";q=5".to_owned(),
                     state: "\"n\";r=0;t=0".to_owned(),
+                    remaining: 0,
                 }),
             }
         );

@@ -135,6 +135,7 @@ impl Limiter {
                 } => Quota::Admitted(RateLimitFields {
                     policy: plan.policy_field.clone(),
                     state: plan.state_field(remaining, full_in_ns),
+                    remaining,
                 }),
                 Verdict::Refused {
                     retry_in_ns,
@@ -145,6 +146,7 @@ impl Limiter {
                     fields: Some(RateLimitFields {
                         policy: plan.policy_field.clone(),
                         state: plan.state_field(remaining, full_in_ns),
+                    remaining,
                     }),
                 }),
             },

@@ -492,3 +492,26 @@ fn a_connection_address_from_x_forwarded_for_is_reported_once() {
         .count();
     assert_eq!(warned, 1);
 }
+
+#[test]
+fn the_audit_outcome_names_the_caller_route_plan_and_tokens_left() {
+    use crate::audit::Verdict;
+    let store = MemoryStore::default();
+    let mut vm = vm(&config(json!({})), 1);
+    vm.decide(&store, &with_key("/expensive/x", 1), 0);
+    let admitted = vm.guard.take_outcome().unwrap();
+    assert_eq!(admitted.verdict, Verdict::Allowed);
+    assert_eq!(admitted.consumer.as_deref(), Some("alice"));
+    let digest = to_hex(&api_key::digest(&key(1)));
+    assert_eq!(admitted.key_fingerprint.as_deref(), Some(&digest[..16]));
+    assert_eq!(admitted.route.as_deref(), Some("/expensive"));
+    assert_eq!(admitted.plan.as_deref(), Some("free"));
+    assert_eq!(admitted.tokens_left, Some(1), "burst 3, cost 2");
+    assert_eq!(admitted.acl_rule, None);
+    vm.decide(&store, &with_key("/expensive/x", 1), 1);
+    let refused = vm.guard.take_outcome().unwrap();
+    assert_eq!(refused.verdict, Verdict::Denied);
+    assert_eq!(refused.code, Some("rate_limited"));
+    assert_eq!((refused.plan.as_deref(), refused.tokens_left), (Some("free"), Some(1)));
+    assert!(vm.guard.take_outcome().is_none(), "taken once");
+}

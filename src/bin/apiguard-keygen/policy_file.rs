@@ -206,11 +206,11 @@ mod tests {
             entry(0xcd, "alice"),
             entry(0xef, "bob"),
         ]);
-        assert_eq!(f.revoke("bob").unwrap(), vec!["efefefefefef".to_owned()]);
+        assert_eq!(f.revoke("bob").unwrap(), vec!["efefefefefefefef".to_owned()]);
         assert_eq!(revoked(&f), vec![false, false, true]);
         assert_eq!(
             f.revoke("CDCDCDCD").unwrap(),
-            vec!["cdcdcdcdcdcd".to_owned()]
+            vec!["cdcdcdcdcdcdcdcd".to_owned()]
         );
         assert_eq!(f.revoke("alice").unwrap().len(), 2);
         assert_eq!(revoked(&f), vec![true, true, true]);

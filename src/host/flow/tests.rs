@@ -241,6 +241,8 @@ fn requests_wait_for_one_fetch_and_all_go_on_with_its_keys() {
     // One call, made from the first waiting request's own context.
     assert_eq!(vm.dispatched(), [(A, 1)]);
     assert_eq!(vm.flows.waiting(), 2);
+    let fetches = |vm: &Vm| vm.events.0.iter().filter(|e| **e == Event::JwksFetchStarted).count();
+    assert_eq!(fetches(&vm), 1);
     vm.reply(A, 1, jwks("k1"));
     assert_eq!(vm.host.outcome(A), Some(Ok("alice".into())));
     assert_eq!(vm.host.outcome(B), Some(Ok("bob".into())));
@@ -652,4 +654,23 @@ fn a_request_resumed_by_another_requests_answer_asks_from_the_root() {
     );
     vm.reply(ROOT, calls[1].1, ok_message());
     assert_eq!(vm.host.outcome(B), Some(Ok("erin".into())));
+}
+
+#[test]
+fn each_decided_request_keeps_its_outcome_for_its_audit_record_once() {
+    let mut vm = Vm::new(Rc::default(), 1);
+    // Waits for the keys: no outcome yet.
+    vm.request(A, &token("k1", "alice"));
+    assert_eq!(vm.flows.take_outcome(A), None);
+    vm.reply(A, 1, jwks("k1"));
+    let outcome = vm.flows.take_outcome(A).unwrap();
+    assert_eq!(outcome.verdict, crate::audit::Verdict::Allowed);
+    assert_eq!(outcome.subject.as_deref(), Some("alice"));
+    assert_eq!(outcome.issuer.as_deref(), Some(ISS));
+    assert_eq!(vm.flows.take_outcome(A), None, "taken once");
+    // Decided at once, refused.
+    vm.request(B, "not-a-token");
+    let refused = vm.flows.take_outcome(B).unwrap();
+    assert_eq!(refused.verdict, crate::audit::Verdict::Denied);
+    assert!(refused.code.is_some());
 }
