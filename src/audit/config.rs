@@ -158,7 +158,10 @@ impl AuditSettings {
 fn compile_otlp(cfg: OtlpConfig) -> Result<OtlpSettings, ConfigError> {
     let field = |name: &str| format!("audit.otlp.{name}");
     if cfg.cluster.is_empty() || !cfg.cluster.bytes().all(|c| c.is_ascii_graphic()) {
-        return Err(ConfigError::new(field("cluster"), "must name an Envoy cluster"));
+        return Err(ConfigError::new(
+            field("cluster"),
+            "must name an Envoy cluster",
+        ));
     }
     if !cfg.path.starts_with('/') || !cfg.path.bytes().all(|c| c.is_ascii_graphic()) {
         return Err(ConfigError::new(field("path"), "must be an absolute path"));
@@ -268,18 +271,33 @@ mod tests {
         for (audit, path) in [
             (json!({}), "audit"),
             (json!({"envoy_log": "on"}), "audit.envoy_log"),
-            (otlp(json!({"batch_max_records": 0})), "audit.otlp.batch_max_records"),
-            (otlp(json!({"buffer_max_records": 10, "batch_max_records": 11})),
-             "audit.otlp.batch_max_records"),
-            (otlp(json!({"retry_max_backoff_ms": 0})), "audit.otlp.retry_max_backoff_ms"),
+            (
+                otlp(json!({"batch_max_records": 0})),
+                "audit.otlp.batch_max_records",
+            ),
+            (
+                otlp(json!({"buffer_max_records": 10, "batch_max_records": 11})),
+                "audit.otlp.batch_max_records",
+            ),
+            (
+                otlp(json!({"retry_max_backoff_ms": 0})),
+                "audit.otlp.retry_max_backoff_ms",
+            ),
             (otlp(json!({"path": "v1/logs"})), "audit.otlp.path"),
             (otlp(json!({"cluster": ""})), "audit.otlp.cluster"),
             (otlp(json!({"bogus": 1})), "audit.otlp.bogus"),
-            (json!({"envoy_log": "info", "signing_key": key(X, D)}), "audit.signing_key"),
-            (json!({"otlp": {"cluster": "c"}, "signing_key": key(X, "short")}),
-             "audit.signing_key.d"),
-            (json!({"otlp": {"cluster": "c"}, "signing_key": key(wrong_x, D)}),
-             "audit.signing_key.x"),
+            (
+                json!({"envoy_log": "info", "signing_key": key(X, D)}),
+                "audit.signing_key",
+            ),
+            (
+                json!({"otlp": {"cluster": "c"}, "signing_key": key(X, "short")}),
+                "audit.signing_key.d",
+            ),
+            (
+                json!({"otlp": {"cluster": "c"}, "signing_key": key(wrong_x, D)}),
+                "audit.signing_key.x",
+            ),
         ] {
             let err = refused(audit.clone());
             assert_eq!(err.path, path, "{audit}: {err}");

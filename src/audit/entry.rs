@@ -45,7 +45,8 @@ impl Entry {
     }
 
     pub fn push_int(&mut self, key: &str, value: i64) {
-        self.attributes.push((key.to_owned(), AttrValue::Int(value)));
+        self.attributes
+            .push((key.to_owned(), AttrValue::Int(value)));
     }
 
     pub fn str(&self, key: &str) -> Option<&str> {
@@ -122,7 +123,9 @@ impl Entry {
         out.push_str(&nanos.to_string());
         out.push_str("\",\"observedTimeUnixNano\":\"");
         out.push_str(&nanos.to_string());
-        out.push_str("\",\"severityNumber\":9,\"severityText\":\"INFO\",\"body\":{\"stringValue\":");
+        out.push_str(
+            "\",\"severityNumber\":9,\"severityText\":\"INFO\",\"body\":{\"stringValue\":",
+        );
         push_json_str(&mut out, &self.body);
         out.push_str("},\"attributes\":[");
         for (i, (key, value)) in self.attributes.iter().enumerate() {
@@ -305,7 +308,10 @@ mod tests {
     #[test]
     fn the_written_text_is_the_json_value() {
         let mut e = sample();
-        e.push_str("odd", "tab\t cr\r nl\n bell\u{7} quote\" backslash\\ é \u{2028}");
+        e.push_str(
+            "odd",
+            "tab\t cr\r nl\n bell\u{7} quote\" backslash\\ é \u{2028}",
+        );
         e.push_int("negative", -5);
         let text = e.to_json_text();
         let parsed: Value = serde_json::from_str(&text).unwrap();
@@ -319,7 +325,10 @@ mod tests {
         let body = export_body("0.1.\"0", &[&texts[0], &texts[1]]);
         assert_eq!(records_of(&body).unwrap(), vec![a, b]);
         let doc: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(doc["resourceLogs"][0]["scopeLogs"][0]["scope"]["version"], "0.1.\"0");
+        assert_eq!(
+            doc["resourceLogs"][0]["scopeLogs"][0]["scope"]["version"],
+            "0.1.\"0"
+        );
         assert_eq!(
             doc["resourceLogs"][0]["resource"]["attributes"][0]["value"]["stringValue"],
             "apiguard"

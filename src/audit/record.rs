@@ -143,7 +143,9 @@ pub fn request_entry(
         }
     }
     if let Some(full) = &exchange.path_and_query {
-        let (path, q) = full.split_once('?').map_or((full.as_str(), None), |(p, q)| (p, Some(q)));
+        let (path, q) = full
+            .split_once('?')
+            .map_or((full.as_str(), None), |(p, q)| (p, Some(q)));
         e.push_str("url.path", path);
         if let Some(q) = q {
             e.push_str("url.query", query.redact(q, REDACTED));
@@ -256,10 +258,7 @@ mod tests {
         let path = format!("/x?a=1&api_key=s3cret&other={key}&token=t0k");
         let e = request_entry(&exchange(&path), None, &q, &stamp());
         let query = e.str("url.query").unwrap();
-        assert_eq!(
-            query,
-            "a=1&api_key=REDACTED&other=REDACTED&token=REDACTED"
-        );
+        assert_eq!(query, "a=1&api_key=REDACTED&other=REDACTED&token=REDACTED");
         let json = e.to_json().to_string();
         for secret in ["s3cret", key.as_str(), "t0k"] {
             assert!(!json.contains(secret), "{secret}");

@@ -112,7 +112,10 @@ fn a_full_batch_is_sent_at_the_next_tick_with_a_signed_checkpoint() {
     assert_eq!(rig.out.calls.len(), 1);
     let call = http(&rig.out.calls[0].1);
     assert_eq!(call.cluster, "otel-collector");
-    assert_eq!((call.method.as_str(), call.path.as_str()), ("POST", "/v1/logs"));
+    assert_eq!(
+        (call.method.as_str(), call.path.as_str()),
+        ("POST", "/v1/logs")
+    );
     assert_eq!(call.authority, "otel-collector");
     assert!(call
         .headers
@@ -140,7 +143,11 @@ fn a_small_batch_waits_for_its_age() {
     assert!(rig.out.calls.is_empty());
     rig.tick(1_500);
     assert_eq!(rig.out.calls.len(), 1);
-    assert_eq!(http(&rig.out.calls[0].1).authority, "c", "the cluster when no authority");
+    assert_eq!(
+        http(&rig.out.calls[0].1).authority,
+        "c",
+        "the cluster when no authority"
+    );
 }
 
 #[test]
@@ -208,7 +215,9 @@ fn drops_beyond_the_buffer_are_counted_and_declared_by_a_gap_record() {
     let summary = verify(&rig.collected, &public_key());
     let kinds: Vec<FindingKind> = summary.findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, vec![FindingKind::DeclaredGap]);
-    assert!(summary.findings[0].detail.contains("3 records dropped before seq 5"));
+    assert!(summary.findings[0]
+        .detail
+        .contains("3 records dropped before seq 5"));
     assert_eq!(summary.records, 7, "five records, the gap, one more");
 }
 
@@ -239,7 +248,12 @@ fn the_envoy_log_line_is_the_record() {
     let mut rig = Rig::new(json!({"envoy_log": "info"}));
     let line = rig
         .log
-        .record(&exchange(1), Some(&outcome("bob")), &rig.query, &mut rig.events)
+        .record(
+            &exchange(1),
+            Some(&outcome("bob")),
+            &rig.query,
+            &mut rig.events,
+        )
         .unwrap();
     let value: serde_json::Value = serde_json::from_str(&line).unwrap();
     let entry = Entry::from_json(&value).unwrap();
@@ -275,11 +289,7 @@ fn collected() -> Vec<(String, Vec<u8>)> {
 }
 
 /// Rewrites the records of body `file` with `f`.
-fn edit(
-    files: &mut [(String, Vec<u8>)],
-    file: usize,
-    f: impl FnOnce(&mut Vec<serde_json::Value>),
-) {
+fn edit(files: &mut [(String, Vec<u8>)], file: usize, f: impl FnOnce(&mut Vec<serde_json::Value>)) {
     let mut doc: serde_json::Value = serde_json::from_slice(&files[file].1).unwrap();
     let records = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
         .as_array_mut()
@@ -302,7 +312,10 @@ fn kinds(files: &[(String, Vec<u8>)]) -> Vec<FindingKind> {
 fn clean_streams_pass() {
     let summary = verify(&collected(), &public_key());
     assert_eq!(summary.findings, vec![]);
-    assert_eq!((summary.streams, summary.records, summary.checkpoints), (1, 8, 3));
+    assert_eq!(
+        (summary.streams, summary.records, summary.checkpoints),
+        (1, 8, 3)
+    );
 }
 
 #[test]
@@ -345,7 +358,11 @@ fn a_changed_record_is_found() {
             r[index]["attributes"][3]["value"] = json!({"stringValue": "mallory"});
         });
         let summary = verify(&files, &public_key());
-        assert_eq!(summary.findings[0].kind, FindingKind::Modified, "{summary:?}");
+        assert_eq!(
+            summary.findings[0].kind,
+            FindingKind::Modified,
+            "{summary:?}"
+        );
     }
 }
 
@@ -364,7 +381,11 @@ fn an_inserted_record_is_found() {
         copy["attributes"][0]["value"] = json!({"stringValue": "r-forged"});
         r.insert(1, copy);
     });
-    assert!(kinds(&files).contains(&FindingKind::Inserted), "{:?}", kinds(&files));
+    assert!(
+        kinds(&files).contains(&FindingKind::Inserted),
+        "{:?}",
+        kinds(&files)
+    );
 }
 
 #[test]
@@ -379,13 +400,19 @@ fn an_exact_redelivery_is_not_a_finding() {
 fn a_forged_or_missing_checkpoint_is_found() {
     let mut files = collected();
     edit(&mut files, 1, |r| {
-        let sig = r[3]["attributes"][5]["value"]["stringValue"].as_str().unwrap().to_owned();
+        let sig = r[3]["attributes"][5]["value"]["stringValue"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let flipped = if sig.starts_with('0') { "1" } else { "0" };
         r[3]["attributes"][5]["value"] = json!({"stringValue": format!("{flipped}{}", &sig[1..])});
     });
     assert_eq!(
         kinds(&files),
-        vec![FindingKind::MissingCheckpoint, FindingKind::ForgedCheckpoint]
+        vec![
+            FindingKind::MissingCheckpoint,
+            FindingKind::ForgedCheckpoint
+        ]
     );
     let mut files = collected();
     edit(&mut files, 0, |r| {
@@ -427,11 +454,8 @@ fn the_public_key_comes_from_a_jwk() {
 /// The outcome the pipeline leaves for the record of `req` under `config`.
 fn outcome_of(config: serde_json::Value, req: &crate::request::RequestFacts) -> Option<Outcome> {
     let policy = crate::policy::Policy::from_json(config.to_string().as_bytes()).unwrap();
-    let mut guard = crate::pipeline::Guard::new(
-        Rc::new(policy),
-        &crate::ports::KeySpace::new("apiguard"),
-        1,
-    );
+    let mut guard =
+        crate::pipeline::Guard::new(Rc::new(policy), &crate::ports::KeySpace::new("apiguard"), 1);
     let store = crate::ports::fakes::MemoryStore::default();
     let mut events = RecordedEvents::default();
     let mut env = crate::pipeline::Env {

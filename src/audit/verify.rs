@@ -213,13 +213,20 @@ fn check_stream(
     let mut chain: Vec<&Found> = Vec::with_capacity(found.len());
     let mut i = 0;
     while let Some(f) = found.get(i) {
-        let same: Vec<&Found> = found.iter().skip(i).take_while(|g| g.seq == f.seq).collect();
+        let same: Vec<&Found> = found
+            .iter()
+            .skip(i)
+            .take_while(|g| g.seq == f.seq)
+            .collect();
         i += same.len();
         if same.len() == 1 {
             chain.extend(same);
             continue;
         }
-        let next_prev = found.get(i).filter(|n| n.seq == f.seq + 1).and_then(|n| n.prev);
+        let next_prev = found
+            .get(i)
+            .filter(|n| n.seq == f.seq + 1)
+            .and_then(|n| n.prev);
         let genuine = same
             .iter()
             .position(|g| Some(g.hash) == next_prev)

@@ -47,7 +47,9 @@ pub fn take_reply(vm: &SharedVm, token: u32, reply: &CallReply) -> bool {
 
 /// The root's periodic turn (from the root context): starts a due export.
 pub fn tick(vm: &SharedVm) {
-    with_log(vm, |audit, now_ms, events| audit.tick(now_ms, &mut ProxyHost, events));
+    with_log(vm, |audit, now_ms, events| {
+        audit.tick(now_ms, &mut ProxyHost, events)
+    });
 }
 
 /// What a shutdown flush left: whether an export is under way, and the records still buffered.

@@ -134,8 +134,6 @@ pub struct ApiguardRoot {
     stopping: Option<Stopping>,
 }
 
-
-
 impl ApiguardRoot {
     pub fn new(context_id: u32) -> Self {
         Self {
@@ -190,7 +188,10 @@ impl Context for ApiguardRoot {
         if !now.exporting {
             return true;
         }
-        log(LogLevel::Info, "stopping: exporting the pending audit records");
+        log(
+            LogLevel::Info,
+            "stopping: exporting the pending audit records",
+        );
         self.stopping = Some(Stopping::new(now.buffered));
         false
     }
@@ -260,7 +261,6 @@ impl RootContext for ApiguardRoot {
         });
         super::audit::tick(&self.vm);
     }
-
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(ApiguardRequest::new(

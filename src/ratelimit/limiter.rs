@@ -146,7 +146,7 @@ impl Limiter {
                     fields: Some(RateLimitFields {
                         policy: plan.policy_field.clone(),
                         state: plan.state_field(remaining, full_in_ns),
-                    remaining,
+                        remaining,
                     }),
                 }),
             },

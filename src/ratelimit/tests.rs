@@ -512,6 +512,9 @@ fn the_audit_outcome_names_the_caller_route_plan_and_tokens_left() {
     let refused = vm.guard.take_outcome().unwrap();
     assert_eq!(refused.verdict, Verdict::Denied);
     assert_eq!(refused.code, Some("rate_limited"));
-    assert_eq!((refused.plan.as_deref(), refused.tokens_left), (Some("free"), Some(1)));
+    assert_eq!(
+        (refused.plan.as_deref(), refused.tokens_left),
+        (Some("free"), Some(1))
+    );
     assert!(vm.guard.take_outcome().is_none(), "taken once");
 }

@@ -206,7 +206,10 @@ mod tests {
             entry(0xcd, "alice"),
             entry(0xef, "bob"),
         ]);
-        assert_eq!(f.revoke("bob").unwrap(), vec!["efefefefefefefef".to_owned()]);
+        assert_eq!(
+            f.revoke("bob").unwrap(),
+            vec!["efefefefefefefef".to_owned()]
+        );
         assert_eq!(revoked(&f), vec![false, false, true]);
         assert_eq!(
             f.revoke("CDCDCDCD").unwrap(),

@@ -241,7 +241,13 @@ fn requests_wait_for_one_fetch_and_all_go_on_with_its_keys() {
     // One call, made from the first waiting request's own context.
     assert_eq!(vm.dispatched(), [(A, 1)]);
     assert_eq!(vm.flows.waiting(), 2);
-    let fetches = |vm: &Vm| vm.events.0.iter().filter(|e| **e == Event::JwksFetchStarted).count();
+    let fetches = |vm: &Vm| {
+        vm.events
+            .0
+            .iter()
+            .filter(|e| **e == Event::JwksFetchStarted)
+            .count()
+    };
     assert_eq!(fetches(&vm), 1);
     vm.reply(A, 1, jwks("k1"));
     assert_eq!(vm.host.outcome(A), Some(Ok("alice".into())));
