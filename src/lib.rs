@@ -10,6 +10,7 @@ pub mod config;
 pub mod config_error;
 pub mod credentials;
 pub mod denial;
+pub mod endpoint;
 pub mod identity;
 pub mod jwt;
 pub mod key_entry;

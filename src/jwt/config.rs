@@ -12,6 +12,7 @@ use super::jwks::{
     classify, key_array, parse_jwk, JwkProblem, KeySource, Purpose, VerifyKey, MAX_KEYS_PER_SET,
 };
 use crate::config_error::ConfigError;
+use crate::endpoint::{endpoint, Endpoint};
 use crate::identity::{CONSUMER_HEADER, SUBJECT_HEADER, WOULD_DENY_HEADER};
 use crate::request::is_header_name;
 
@@ -587,17 +588,11 @@ fn compile_inline_jwks(
 
 fn compile_remote(dto: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigError> {
     let err = |field: &str, message: &str| ConfigError::new(format!("{at}.{field}"), message);
-    let no_space = |s: &str| nonempty_printable(s, 1024) && !s.contains(' ');
-    if !no_space(&dto.cluster) {
-        return Err(err("cluster", "must be an Envoy cluster name"));
-    }
-    if !dto.path.starts_with('/') || !no_space(&dto.path) {
-        return Err(err("path", "must be a request path starting with /"));
-    }
-    let authority = dto.authority.unwrap_or_else(|| dto.cluster.clone());
-    if !no_space(&authority) {
-        return Err(err("authority", "must be a host name (and optional port)"));
-    }
+    let Endpoint {
+        cluster,
+        path,
+        authority,
+    } = endpoint(at, dto.cluster, dto.path, dto.authority)?;
     if !(10..=86_400).contains(&dto.refresh_interval_seconds) {
         return Err(err(
             "refresh_interval_seconds",
@@ -620,8 +615,8 @@ fn compile_remote(dto: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigE
         ));
     }
     Ok(RemoteJwks {
-        cluster: dto.cluster,
-        path: dto.path,
+        cluster,
+        path,
         authority,
         refresh_interval: i64::try_from(dto.refresh_interval_seconds).unwrap_or(86_400),
         timeout_ms: dto.timeout_ms,

@@ -4,6 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
+use super::bytes::Reader;
 use crate::ports::{KeySpace, SharedStore, StoreError, Written};
 
 /// Attempts at one compare-and-swap before giving up for now (another VM is writing the same
@@ -80,22 +81,6 @@ impl FeedState {
             })
         })();
         parsed.unwrap_or_default()
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 }
 

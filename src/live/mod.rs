@@ -10,6 +10,7 @@
 //! - `<name>/doc`: version and body, for documents published whole (read only when the version
 //!   changed).
 
+mod bytes;
 pub mod document;
 mod feed;
 mod policy_data;

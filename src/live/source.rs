@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use crate::config_error::ConfigError;
+use crate::endpoint::{endpoint, Endpoint};
 
 fn default_path() -> String {
     "/v1/policy.json".to_owned()
@@ -59,24 +60,15 @@ pub struct DataSource {
     pub max_stale_ms: i64,
 }
 
-fn is_token(text: &str) -> bool {
-    (1..=1024).contains(&text.len()) && text.bytes().all(|c| c.is_ascii_graphic())
-}
-
 impl DataSource {
     pub fn compile(dto: DataSourceConfig) -> Result<Self, ConfigError> {
         let err =
             |field: &str, message: &str| ConfigError::new(format!("data_source.{field}"), message);
-        if !is_token(&dto.cluster) {
-            return Err(err("cluster", "must be an Envoy cluster name"));
-        }
-        if !dto.path.starts_with('/') || !is_token(&dto.path) {
-            return Err(err("path", "must be a request path starting with /"));
-        }
-        let authority = dto.authority.unwrap_or_else(|| dto.cluster.clone());
-        if !is_token(&authority) {
-            return Err(err("authority", "must be a host name (and optional port)"));
-        }
+        let Endpoint {
+            cluster,
+            path,
+            authority,
+        } = endpoint("data_source", dto.cluster, dto.path, dto.authority)?;
         if !(1..=86_400).contains(&dto.refresh_interval_seconds) {
             return Err(err(
                 "refresh_interval_seconds",
@@ -100,8 +92,8 @@ impl DataSource {
         }
         let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         Ok(Self {
-            cluster: dto.cluster,
-            path: dto.path,
+            cluster,
+            path,
             authority,
             refresh_ms: ms(dto.refresh_interval_seconds),
             timeout_ms: dto.timeout_ms,

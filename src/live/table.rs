@@ -15,6 +15,7 @@
 //! version in a shard than its descriptor names (the slot was rewritten since it looked)
 //! reads the descriptor again.
 
+use super::bytes::Reader;
 use crate::ports::{SharedStore, StoreError};
 
 /// Entries per shard the layout aims at: a lookup copies about 1 KiB out of shared data.
@@ -267,28 +268,6 @@ pub fn write_generation(
         start = end;
     }
     Ok(Some(shards.max(previous_shards)))
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(*self.take(1)?.first()?)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
 }
 
 #[cfg(test)]
