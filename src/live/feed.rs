@@ -158,13 +158,12 @@ impl Feed {
         }
     }
 
-    /// Creates both keys with an empty placeholder where they do not exist yet. Two VMs may
-    /// both create a key (the CAS of a missing key is ignored); with a placeholder that race is
-    /// harmless, and every later write is a true compare-and-swap.
+    /// Creates both keys with an empty placeholder where they do not exist yet, so that every
+    /// later write is a true compare-and-swap.
     pub fn create(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
         for key in [&self.state_key, &self.doc_key] {
             if store.get(key)?.is_none() {
-                store.set(key, b"", None)?;
+                create_missing(store, key)?;
             }
         }
         Ok(())
@@ -477,6 +476,19 @@ impl Feed {
     }
 }
 
+/// Writes an empty placeholder at `key` unless another VM has created it since we looked. Envoy
+/// ignores the CAS of a key that does not exist, so the write carries the CAS of a probe key we
+/// just wrote: no other key can hold that value, so a key created meanwhile (with a lease in
+/// it) is left alone, and a missing one is created.
+fn create_missing(store: &dyn SharedStore, key: &str) -> Result<(), StoreError> {
+    let probe = format!("{key}.probe");
+    store.set(&probe, b"", None)?;
+    // 0 would mean "no CAS"; Envoy's counter never hands it out.
+    let token = store.get(&probe)?.map_or(1, |s| s.cas.max(1));
+    store.set(key, b"", Some(token))?;
+    Ok(())
+}
+
 fn doc_version(value: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(value.get(..8)?.try_into().ok()?))
 }
@@ -632,9 +644,35 @@ mod tests {
     }
 
     #[test]
+    fn a_late_creator_never_overwrites_a_lease() {
+        // B saw no state key, then A created it and took the lease; B's placeholder write comes
+        // last and must not land.
+        let (store, f) = (MemoryStore::default(), feed());
+        f.try_lease(&store, VM_A, FetchReason::Scheduled, T, NOW)
+            .unwrap()
+            .unwrap();
+        create_missing(&store, &f.state_key).unwrap();
+        assert!(
+            f.state(&store).unwrap().fetching(NOW),
+            "the lease is still held"
+        );
+        assert_eq!(
+            f.try_lease(&store, VM_B, FetchReason::Scheduled, T, NOW)
+                .unwrap(),
+            None
+        );
+        // A key that really is missing is created.
+        create_missing(&store, "apiguard/v2/other/state").unwrap();
+        assert_eq!(
+            store.get("apiguard/v2/other/state").unwrap().unwrap().value,
+            b""
+        );
+    }
+
+    #[test]
     fn racing_creators_cost_at_most_a_duplicate_fetch_never_a_wrong_version() {
-        // Both VMs saw no state key; B's placeholder lands after A took the lease (Envoy ignores
-        // the CAS of a missing key, so B's create overwrote A's lease). Both then fetch.
+        // Should a write ever clobber A's lease (a host whose creation race we did not foresee),
+        // both VMs fetch, and still only one version is published.
         let (store, f) = (MemoryStore::default(), feed());
         let a = f
             .try_lease(&store, VM_A, FetchReason::Scheduled, T, NOW)
