@@ -101,8 +101,10 @@ test-e2e: setup setup-mesh setup-nginx setup-redis build
 	@echo "== test-e2e $$(date +%T)"
 	cargo build --quiet --bin apiguard-keygen
 	cargo build --quiet --features schema --bin apiguard-schema
+	cargo build --quiet --bin apiguard-audit-verify
 	APIGUARD_WASM=$(WASM) ENVOY_BIN=$(ENVOY) APIGUARD_KEYGEN=$(ROOT)/target/debug/apiguard-keygen \
-	  APIGUARD_SCHEMA_BIN=$(ROOT)/target/debug/apiguard-schema $(PY) -m pytest -q tests
+	  APIGUARD_SCHEMA_BIN=$(ROOT)/target/debug/apiguard-schema \
+	  APIGUARD_AUDIT_VERIFY=$(ROOT)/target/debug/apiguard-audit-verify $(PY) -m pytest -q tests
 
 test: setup lint test-unit test-wasm test-e2e
 
