@@ -253,23 +253,31 @@ impl KeyStore {
         self.by_prefix.is_empty()
     }
 
-    /// Checks a presented key: format and checksum, digest lookup, revocation, expiry.
-    pub fn verify(&self, key: Secret<'_>, now: i64) -> Result<&KeyRecord, KeyRejection> {
+    /// Checks a presented key: format and checksum, then the configured digests, revocation and
+    /// expiry. A well-formed key that is not configured comes back with its digest, for the
+    /// live policy document to look up.
+    pub fn lookup(&self, key: Secret<'_>, now: i64) -> Result<Lookup<'_>, KeyRejection> {
         let key = key.expose();
         if !is_well_formed(key) {
             return Err(KeyRejection::Malformed);
         }
         let presented = digest(key);
-        let record = self
-            .by_prefix
-            .get(&prefix_of(&presented))
-            .ok_or(KeyRejection::Unknown)?;
-        if !ct_eq(&record.digest, &presented) {
-            return Err(KeyRejection::Unknown);
+        match self.get(&presented) {
+            Some(record) => {
+                record.check(now)?;
+                Ok(Lookup::Configured(record))
+            }
+            None => Ok(Lookup::NotConfigured(presented)),
         }
-        record.check(now)?;
-        Ok(record)
     }
+}
+
+/// What the configured keys say about a well-formed key.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    Configured(&'a KeyRecord),
+    /// Not configured: its SHA-256 digest.
+    NotConfigured([u8; 32]),
 }
 
 /// Deterministic keys for tests elsewhere in the crate.
@@ -371,6 +379,14 @@ mod tests {
         }
     }
 
+    /// The configured keys' verdict alone: a key they do not hold is unknown.
+    fn verify(store: &KeyStore, key: Secret<'_>, now: i64) -> Result<Rc<str>, KeyRejection> {
+        match store.lookup(key, now)? {
+            Lookup::Configured(record) => Ok(Rc::clone(&record.consumer)),
+            Lookup::NotConfigured(_) => Err(KeyRejection::Unknown),
+        }
+    }
+
     #[test]
     fn garbage_is_malformed() {
         let store = KeyStore::default();
@@ -382,7 +398,7 @@ mod tests {
             "agk_ééééééééééééééééééééé",
         ] {
             assert_eq!(
-                store.verify(Secret::new(bad), 0).unwrap_err(),
+                verify(&store, Secret::new(bad), 0).unwrap_err(),
                 KeyRejection::Malformed,
                 "{bad}"
             );
@@ -394,21 +410,18 @@ mod tests {
         let key = generate(&mut CountingRng(3)).unwrap();
         let other = generate(&mut CountingRng(4)).unwrap();
         let store = store_with(&key, Some(1_000), false);
+        assert_eq!(&*verify(&store, Secret::new(&key), 999).unwrap(), "alice");
         assert_eq!(
-            &*store.verify(Secret::new(&key), 999).unwrap().consumer,
-            "alice"
-        );
-        assert_eq!(
-            store.verify(Secret::new(&key), 1_000).unwrap_err(),
+            verify(&store, Secret::new(&key), 1_000).unwrap_err(),
             KeyRejection::Expired
         );
         assert_eq!(
-            store.verify(Secret::new(&other), 0).unwrap_err(),
+            verify(&store, Secret::new(&other), 0).unwrap_err(),
             KeyRejection::Unknown
         );
         let revoked = store_with(&key, None, true);
         assert_eq!(
-            revoked.verify(Secret::new(&key), 0).unwrap_err(),
+            verify(&revoked, Secret::new(&key), 0).unwrap_err(),
             KeyRejection::Revoked
         );
     }

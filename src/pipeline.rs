@@ -7,7 +7,7 @@
 
 use std::rc::Rc;
 
-use crate::api_key::{self, KeyRecord, KeyRejection, KeyStore};
+use crate::api_key::{KeyRecord, KeyRejection, KeyStore, Lookup};
 use crate::audit::{key_fingerprint, Outcome, Verdict};
 use crate::config::CredentialPolicy;
 use crate::credentials::with_scheme;
@@ -760,16 +760,11 @@ fn verify_api_key(
     key: Secret<'_>,
     env: &mut Env<'_>,
 ) -> Result<KeyRecord, Denial> {
-    let key = key.expose();
-    if !api_key::is_well_formed(key) {
-        return Err(Denial::ApiKey(KeyRejection::Malformed));
-    }
-    let digest = api_key::digest(key);
     let now = env.now_secs();
-    if let Some(record) = configured.get(&digest) {
-        record.check(now).map_err(Denial::ApiKey)?;
-        return Ok(record.clone());
-    }
+    let digest = match configured.lookup(key, now).map_err(Denial::ApiKey)? {
+        Lookup::Configured(record) => return Ok(record.clone()),
+        Lookup::NotConfigured(digest) => digest,
+    };
     let Some(data) = data else {
         return Err(Denial::ApiKey(KeyRejection::Unknown));
     };
