@@ -45,8 +45,9 @@ setup-venv: $(VENV)/.stamp
 $(WBG_RUNNER): Cargo.lock
 	@test -n "$(WBG_VERSION)" || { echo "wasm-bindgen not found in Cargo.lock"; exit 1; }
 	@if ! $(WBG_RUNNER) --version 2>/dev/null | grep -q " $(WBG_VERSION)$$"; then \
-	  echo "installing wasm-bindgen-cli $(WBG_VERSION) into .tools"; \
-	  cargo install --quiet wasm-bindgen-cli --version $(WBG_VERSION) --root $(TOOLS); \
+	  echo "installing wasm-bindgen-test-runner $(WBG_VERSION) into .tools"; \
+	  cargo install --quiet wasm-bindgen-cli --version $(WBG_VERSION) --root $(TOOLS) \
+	    --no-default-features --bin wasm-bindgen-test-runner; \
 	fi
 	@touch $@
 
@@ -74,15 +75,17 @@ build: setup-rust
 run: setup build
 	$(PY) envoy/demo.py --envoy $(ENVOY) --wasm $(WASM)
 
+# One native pass covers every target: the `schema` feature only adds code (nothing is compiled
+# out with it).
 lint: setup-rust
 	@echo "== lint $$(date +%T)"
-	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features schema -- -D warnings
 	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
 
+# With the `schema` feature, so that test-e2e's tools link the library built here.
 test-unit:
 	@echo "== test-unit $$(date +%T)"
-	cargo test
+	cargo test --features schema
 
 # tests/properties.rs with a long budget: a million cases per property, optimised
 # (`make test-unit` runs the same properties with APIGUARD_PROPTEST_CASES' short default).
@@ -95,16 +98,18 @@ test-wasm: setup-wasm-bindgen
 	@echo "== test-wasm $$(date +%T)"
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WBG_RUNNER) cargo test --target wasm32-unknown-unknown --lib
 
-# The key generator and the schema printer are built in the debug profile: their dependencies are
-# already compiled by the unit tests (the schema printer adds schemars).
+# The tools (key generator, schema printer, audit verifier) are built in the debug profile with the
+# features test-unit used: the library and its dependencies are already compiled. Test modules run
+# on two pytest workers, a module's tests on one worker (its fixtures are started once).
 test-e2e: setup setup-mesh setup-nginx setup-redis build
 	@echo "== test-e2e $$(date +%T)"
-	cargo build --quiet --bin apiguard-keygen
-	cargo build --quiet --features schema --bin apiguard-schema
-	cargo build --quiet --bin apiguard-audit-verify
+	cargo build --quiet --features schema --bins
 	APIGUARD_WASM=$(WASM) ENVOY_BIN=$(ENVOY) APIGUARD_KEYGEN=$(ROOT)/target/debug/apiguard-keygen \
 	  APIGUARD_SCHEMA_BIN=$(ROOT)/target/debug/apiguard-schema \
-	  APIGUARD_AUDIT_VERIFY=$(ROOT)/target/debug/apiguard-audit-verify $(PY) -m pytest -q tests
+	  APIGUARD_AUDIT_VERIFY=$(ROOT)/target/debug/apiguard-audit-verify $(PY) -m pytest -q \
+	  -n $(E2E_WORKERS) --dist loadfile tests
+
+E2E_WORKERS ?= 2
 
 test: setup lint test-unit test-wasm test-e2e
 
