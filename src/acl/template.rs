@@ -1,6 +1,9 @@
 //! Path templates: `/v1/accounts/{account}/orders/{order}`. A template matches a whole canonical
 //! path, segment by segment: a literal segment ignores ASCII case (as routes do), `{name}`
-//! matches exactly one non-empty segment.
+//! matches exactly one non-empty segment. As with routes, a literal last segment also covers
+//! itself followed by `.` or `:` and anything: frameworks route `/reports.json` to the
+//! `/reports` handler (format suffixes) and `/reports:batchGet` is a custom method of it, so
+//! neither spelling may escape the rule into `unmatched`.
 
 use std::fmt;
 
@@ -55,6 +58,17 @@ fn is_param_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
         && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// Whether a template's last literal segment (lower-cased) covers a path's last segment: the
+/// same in any case, or followed by `.` or `:` and anything.
+fn covers_last(literal: &str, part: &str) -> bool {
+    let Some(head) = part.get(..literal.len()) else {
+        return false;
+    };
+    let rest = part.get(literal.len()..).unwrap_or("");
+    head.eq_ignore_ascii_case(literal)
+        && (rest.is_empty() || rest.starts_with('.') || rest.starts_with(':'))
 }
 
 /// The segments of a path (`/` has none).
@@ -138,21 +152,33 @@ impl Template {
         if parts.len() != self.segments.len() {
             return None;
         }
-        let all = self.segments.iter().zip(&parts).all(|(s, part)| match s {
-            Segment::Literal(l) => l.eq_ignore_ascii_case(part),
-            Segment::Param(_) => !part.is_empty(),
-        });
+        let last = parts.len().saturating_sub(1);
+        let all = self
+            .segments
+            .iter()
+            .zip(&parts)
+            .enumerate()
+            .all(|(i, (s, part))| match s {
+                Segment::Literal(l) if i == last => covers_last(l, part),
+                Segment::Literal(l) => l.eq_ignore_ascii_case(part),
+                Segment::Param(_) => !part.is_empty(),
+            });
         all.then_some(parts)
     }
 
     /// Whether some path matches both templates.
     pub fn overlaps(&self, other: &Template) -> bool {
+        let last = self.segments.len().saturating_sub(1);
         self.segments.len() == other.segments.len()
             && self
                 .segments
                 .iter()
                 .zip(&other.segments)
-                .all(|pair| match pair {
+                .enumerate()
+                .all(|(i, pair)| match pair {
+                    (Segment::Literal(a), Segment::Literal(b)) if i == last => {
+                        covers_last(a, b) || covers_last(b, a)
+                    }
                     (Segment::Literal(a), Segment::Literal(b)) => a == b,
                     _ => true,
                 })
@@ -199,6 +225,14 @@ mod tests {
             Some(vec!["v1", "USERS", "Alice"])
         );
         assert_eq!(users.as_str(), "/V1/Users/{user}");
+        // The last literal covers format suffixes and custom methods; inner literals do not.
+        let reports = t("/v1/reports");
+        for path in ["/v1/reports.json", "/v1/Reports:batchGet", "/v1/reports."] {
+            assert!(reports.matches(path).is_some(), "{path}");
+        }
+        for path in ["/v1/reportsx", "/v1.json/reports", "/v1/report"] {
+            assert!(reports.matches(path).is_none(), "{path}");
+        }
         let root = t("/");
         assert!(root.matches("/").is_some());
         assert!(root.matches("/a").is_none());
@@ -215,6 +249,9 @@ mod tests {
         assert!(!t("/a/{x}").overlaps(&t("/b/{x}")));
         assert!(!t("/a/{x}").overlaps(&t("/a/{x}/c")));
         assert!(t("/A/{x}").overlaps(&t("/a/{y}")));
+        assert!(t("/a/b").overlaps(&t("/a/B.json")));
+        assert!(t("/a/b:x").overlaps(&t("/a/b")));
+        assert!(!t("/a/b").overlaps(&t("/a/bc")));
     }
 
     #[test]

@@ -433,6 +433,15 @@ fn unmatched_paths_follow_unmatched() {
         refusal(&decide_for(acl, "GET", "/v2/other", "alice", None, &[])),
         None
     );
+    // Format suffixes and custom methods of a ruled path stay under its rule.
+    for path in ["/v1/reports.json", "/v1/reports:export"] {
+        let d = decide_for(acl, "GET", path, "alice", None, &[]);
+        assert_eq!(
+            (refusal(&d), d.rule),
+            (Some(AclRefusal::Forbidden), Some(3)),
+            "{path}"
+        );
+    }
     // A path some rule covers is never unmatched, whatever the method.
     assert_eq!(
         refusal(&decide_for(acl, "POST", "/v1/reports", "alice", None, &[])),
