@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from support.failclosed import assert_failed_closed, launch
 from support.harness import wait_until
 from support.jwt import AUDIENCE, ISSUER, bearer, claims, ec_key, jwks
 from support.problems import assert_problem
@@ -305,3 +306,28 @@ def test_a_hundred_thousand_ownership_entries_load_and_answer(new_guard, cast, s
         assert_problem(guard.get(orders("big-1"), key(cast, "bob")), 403, "not_owner")
     finally:
         guard.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# invalid configuration fails closed, naming the field
+
+MARK = "s3cretMark"
+BAD_ACL = {
+    "tie": ({"rules": [{"path": "/a/{x}/c", "allow": ["any"]},
+                       {"path": "/{y}/b/c", "methods": ["GET"], "allow": ["any"]}]}, "acl.rules[1].path"),
+    "allow-form": ({"rules": [{"path": "/a", "allow": [f"role:{MARK}"]}]}, "acl.rules[0].allow[0]"),
+    "owner-param": ({"rules": [{"path": "/a/{x}", "allow": ["any"], "owner": {"param": "y", "type": "t"}}]},
+                    "acl.rules[0].owner.param"),
+    "deny-status": ({"deny_status": 401}, "acl.deny_status"),
+    "guard-zero": ({"enumeration_guard": {"max_distinct_denied": 0, "window_seconds": 1, "block_seconds": 1}},
+                   "acl.enumeration_guard.max_distinct_denied"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ACL))
+def test_invalid_acl_fails_closed(wasm_path, case):
+    acl, path = BAD_ACL[case]
+    config = {"credentials": "api_key",
+              "api_keys": {"keys": [{"sha256": "0" * 63 + "1", "consumer": "alice"}]},
+              "https": {"required": False}, "acl": acl}
+    assert_failed_closed(launch(config, wasm_path), {path}, never_logged=(MARK,))

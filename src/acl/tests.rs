@@ -741,3 +741,25 @@ fn token_claims_read_as_groups() {
     assert!(verified.claim_strings("n").is_empty());
     assert!(verified.claim_strings("absent").is_empty());
 }
+
+#[test]
+fn a_refused_request_costs_no_call_to_the_rate_limit_service() {
+    let mut c = config(issue_acl());
+    c["global_rate_limit"] = json!({"cluster": "ratelimit", "domain": "apiguard", "timeout_ms": 80,
+                                    "descriptors": [["consumer"]]});
+    let p = Rc::new(Policy::from_json(c.to_string().as_bytes()).unwrap());
+    let store = MemoryStore::default();
+    let mut w = Worker::new(&p, &store, 1);
+    let at = NOW * 1000;
+    // Refused by the ACL: answered at once, no call.
+    assert_eq!(
+        status_and_code(&w.decide(&keyed("GET", "/v1/reports", 1), at)),
+        (403, Some("forbidden"))
+    );
+    // Admitted by the ACL: it waits for the service, with the groups header already decided.
+    let Decision::Wait(wait) = w.decide(&keyed("GET", "/v1/accounts/acct-1/orders/7", 2), at)
+    else {
+        panic!("expected a wait for the rate-limit service");
+    };
+    assert!(wait.call.is_some());
+}
