@@ -138,7 +138,13 @@ pub fn compile(cfg: AclConfig, jwt: bool) -> Result<AclPolicy, ConfigError> {
         _ => return Err(ConfigError::new("acl.deny_status", "must be 403 or 404")),
     };
     let guard = cfg.enumeration_guard.map(compile_guard).transpose()?;
+    let rule_names = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("acl.rules[{i}] {}", r.template.as_str()))
+        .collect();
     Ok(AclPolicy {
+        rule_names,
         rules: RuleSet::new(rules),
         group_claims: cfg.group_claims,
         unmatched: cfg.unmatched,

@@ -62,14 +62,13 @@ pub struct AclPolicy {
     pub guard: Option<GuardSettings>,
     /// `acl.groups` and `acl.owners` of the configuration.
     pub data: MemoryAclData,
+    /// Each rule as logs and audit records name it: `acl.rules[i] <path>`.
+    pub rule_names: Vec<String>,
 }
 
 impl AclPolicy {
-    /// A rule's template, as the audit record names it.
     pub fn rule_name(&self, index: usize) -> Option<String> {
-        self.rules
-            .get(index)
-            .map(|r| format!("acl.rules[{index}] {}", r.template.as_str()))
+        self.rule_names.get(index).cloned()
     }
 }
 

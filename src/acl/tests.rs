@@ -763,3 +763,36 @@ fn a_refused_request_costs_no_call_to_the_rate_limit_service() {
     };
     assert!(wait.call.is_some());
 }
+
+#[test]
+fn report_only_forwards_an_acl_refusal_as_any_other() {
+    let mut c = config(issue_acl());
+    c["report_only"] = json!(true);
+    let p = Rc::new(Policy::from_json(c.to_string().as_bytes()).unwrap());
+    let store = MemoryStore::default();
+    let mut w = Worker::new(&p, &store, 1);
+    let f = forwarded(w.decide(&keyed("GET", "/v1/reports", 1), NOW * 1000));
+    assert_eq!(header(&f, WOULD_DENY_HEADER), Some("forbidden"));
+    assert_eq!(f.unenforced, Some(Denial::Forbidden));
+}
+
+#[test]
+fn shadow_mode_passes_a_data_failure_too() {
+    let p = policy(with(issue_acl(), "mode", json!("shadow")));
+    let acl = p.acl.as_ref().unwrap();
+    let store = MemoryStore::default();
+    let mut events = RecordedEvents::default();
+    let mut data = CountingData {
+        lookups: 0,
+        fail: Some(AclDataError::Store),
+    };
+    let headers = run_enforce(acl, &mut data, None, &store, &mut events, "/v1/reports").unwrap();
+    assert_eq!(
+        headers,
+        [(
+            WOULD_DENY_HEADER.to_owned(),
+            "acl_data_unavailable".to_owned()
+        )]
+    );
+    assert!(events.0.contains(&Event::StoreFailed));
+}
