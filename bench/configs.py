@@ -191,6 +191,22 @@ def apiguard_audited(ctx: Ctx) -> dict:
     return cfg
 
 
+def apiguard_acl(ctx: Ctx) -> dict:
+    """(d) with an ACL: one rule on the benchmark path whose object check looks the item up in
+    `acl.owners` (the benchmark key's consumer owns it through a group), so every request matches a
+    template, reads its consumer's groups and one ownership entry."""
+    cfg = apiguard_everything(ctx)
+    consumer = cfg["api_keys"]["keys"][0]["consumer"]
+    item = BENCH_PATH.rsplit("/", 1)[1]
+    cfg["acl"] = {
+        "groups": {"bench-owners": [consumer]},
+        "rules": [{"path": "/bench/items/{item}", "methods": ["GET"], "allow": ["any"],
+                   "owner": {"param": "item", "type": "item"}}],
+        "owners": {"item": {item: ["group:bench-owners"]}},
+    }
+    return cfg
+
+
 def native_everything(ctx: Ctx, jwt_cache: bool = True) -> list[dict]:
     """Envoy's own filters doing (d)'s checks: HTTPS via RBAC on x-forwarded-proto, API key via
     api_key_auth (plaintext keys in its config), JWT ES256 via jwt_authn with an inline JWKS."""
@@ -324,6 +340,10 @@ CONFIGS: list[Config] = [
            "hash-chained, exported in batches (512 records or 1 s) with an Ed25519-signed checkpoint to the "
            "benchmark's upstream", lambda ctx: ctx.apiguard_filter(apiguard_audited(ctx)), full_checks,
            apiguard=True),
+    Config("d6", "apiguard: everything + ACL", "(d) with an `acl` rule on the benchmark path "
+           "(`/bench/items/{item}`) whose object check looks the item up in `acl.owners`: per request a "
+           "template match, the consumer's groups and one ownership entry",
+           lambda ctx: ctx.apiguard_filter(apiguard_acl(ctx)), full_checks, apiguard=True),
     Config("e", "Envoy native", "rbac (x-forwarded-proto = https) + api_key_auth + jwt_authn "
            "(ES256, local_jwks inline, jwt_cache_size 4096)", native_everything, full_checks),
     Config("f", "apiguard: everything, no cache", "(d) with `jwt.cache_max_entries: 0`",

@@ -168,6 +168,7 @@ def write_report(results: Results, path: Path) -> None:
          nat_delta("decide(): everything, cached", "decide(): api key only")),
         ("d", "d2", "+ rate limit: a token from the consumer's bucket in shared data (read, compare-and-swap "
          "write) and the RateLimit fields on the response", None),
+        ("d", "d6", "+ ACL: a template match, the consumer's groups and one ownership lookup", None),
         ("d", "f", "+ ES256 signature verification on every request (cache off)",
          nat_delta("decide(): everything, uncached", "decide(): everything, cached")),
         ("a", "e", "Envoy native rbac + api_key_auth + jwt_authn (cached), for comparison", None),

@@ -82,6 +82,9 @@ pub struct PluginConfig {
     pub global_rate_limit: Option<crate::ratelimit::GlobalRateLimitConfig>,
     #[serde(default)]
     pub audit: Option<crate::audit::AuditConfig>,
+    /// Authorization: who may call which route, and on which objects.
+    #[serde(default)]
+    pub acl: Option<crate::acl::config::AclConfig>,
 }
 
 fn default_key_header() -> String {

@@ -44,6 +44,18 @@ pub enum Denial {
     },
     /// The rate-limit service did not answer (`global_rate_limit.failure_mode: deny`).
     RateLimitUnavailable,
+    /// No ACL rule grants the caller this request.
+    Forbidden,
+    /// The ACL rule grants the caller, but not on the object the path names.
+    NotOwner,
+    /// An ACL refusal with `acl.deny_status: 404`: nothing says whether the object exists.
+    NotFound,
+    /// The caller was refused on too many distinct objects (`acl.enumeration_guard`).
+    EnumerationBlocked {
+        retry_after: u64,
+    },
+    /// The ACL's data could not be read from the proxy's shared data.
+    AclDataUnavailable,
 }
 
 /// `RateLimit-Policy` and `RateLimit` (IETF httpapi RateLimit header fields).
@@ -70,13 +82,16 @@ impl Denial {
             Self::CredentialInQuery { .. }
             | Self::MultipleCredentials { .. }
             | Self::NonCanonicalPath => 400,
-            Self::HttpsRequired => 403,
-            Self::RateLimited { .. } | Self::TooManyAuthFailures { .. } => 429,
+            Self::HttpsRequired | Self::Forbidden | Self::NotOwner => 403,
+            Self::NotFound => 404,
+            Self::RateLimited { .. }
+            | Self::TooManyAuthFailures { .. }
+            | Self::EnumerationBlocked { .. } => 429,
             Self::Jwt {
                 retryable: true, ..
             }
             | Self::PolicyNotLoaded { .. } => 503,
-            Self::RateLimitUnavailable => 503,
+            Self::RateLimitUnavailable | Self::AclDataUnavailable => 503,
             Self::MissingCredential
             | Self::ApiKey(_)
             | Self::Jwt { .. }
@@ -101,6 +116,11 @@ impl Denial {
             Self::TooManyAuthFailures { .. } => "too_many_auth_failures",
             Self::PolicyNotLoaded { .. } => "policy_not_loaded",
             Self::RateLimitUnavailable => "rate_limit_unavailable",
+            Self::Forbidden => "forbidden",
+            Self::NotOwner => "not_owner",
+            Self::NotFound => "not_found",
+            Self::EnumerationBlocked { .. } => "enumeration_blocked",
+            Self::AclDataUnavailable => "acl_data_unavailable",
         }
     }
 
@@ -121,6 +141,11 @@ impl Denial {
             Self::TooManyAuthFailures { .. } => "Too many failed authentications",
             Self::PolicyNotLoaded { .. } => "Policy data not loaded",
             Self::RateLimitUnavailable => "Rate limit service unavailable",
+            Self::Forbidden => "Forbidden",
+            Self::NotOwner => "Not the object's owner",
+            Self::NotFound => "Not found",
+            Self::EnumerationBlocked { .. } => "Too many refused objects",
+            Self::AclDataUnavailable => "Authorization data unavailable",
         }
     }
 
@@ -144,6 +169,11 @@ impl Denial {
             Self::PolicyNotLoaded { stale: false } => "the policy data needed to check this credential is not loaded yet; retry later".to_owned(),
             Self::PolicyNotLoaded { stale: true } => "the policy data needed to check this credential is out of date (its source has failed for too long); retry later".to_owned(),
             Self::RateLimitUnavailable => "the service that keeps the global quotas did not answer; retry later".to_owned(),
+            Self::Forbidden => "the caller is not allowed to make this request".to_owned(),
+            Self::NotOwner => "the caller is not allowed to access this object".to_owned(),
+            Self::NotFound => "the requested resource was not found".to_owned(),
+            Self::EnumerationBlocked { retry_after } => format!("too many requests for objects this caller may not access; retry in {retry_after} seconds"),
+            Self::AclDataUnavailable => "the data needed to authorize this request could not be read; retry later".to_owned(),
         }
     }
 
@@ -229,7 +259,8 @@ impl LocalReply {
                 headers.push(("retry-after".to_owned(), retry_after.to_string()));
                 headers.extend(fields.iter().flat_map(RateLimitFields::headers));
             }
-            Denial::TooManyAuthFailures { retry_after } => {
+            Denial::TooManyAuthFailures { retry_after }
+            | Denial::EnumerationBlocked { retry_after } => {
                 headers.push(("retry-after".to_owned(), retry_after.to_string()));
             }
             _ if status == 503 => headers.push(("retry-after".to_owned(), "5".to_owned())),

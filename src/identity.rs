@@ -6,6 +6,8 @@ pub const IDENTITY_HEADER_PREFIX: &str = "x-apiguard-";
 pub const CONSUMER_HEADER: &str = "x-apiguard-consumer";
 pub const SUBJECT_HEADER: &str = "x-apiguard-subject";
 pub const WOULD_DENY_HEADER: &str = "x-apiguard-would-deny";
+/// The caller's groups the ACL decided with (comma-separated, sorted).
+pub const GROUPS_HEADER: &str = "x-apiguard-groups";
 
 /// Whether `name` starts with `prefix` as a CGI-style upstream reads header names: ASCII case
 /// folded and `_` read as `-` (without allocating: this runs for every header of every request).

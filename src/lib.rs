@@ -4,6 +4,7 @@
 //! argument (`now`, read from Envoy's clock by the host), randomness through [`api_key::RandomSource`], so the same
 //! code runs in native unit tests, in wasm under Node, and inside Envoy.
 
+pub mod acl;
 pub mod api_key;
 pub mod audit;
 pub mod config;

@@ -1,12 +1,14 @@
 //! The decision for one request, cheapest checks first: exemptions → query credentials → HTTPS →
-//! credential extraction (missing → 401 at once) → API key → JWT → binding → local quota →
-//! global quota (the rate-limit service) → forward.
+//! credential extraction (missing → 401 at once) → API key → JWT → binding → local quota → ACL
+//! (enumeration guard, rule, object) → global quota (the rate-limit service) → forward.
 //! Pure: the host hands in the request's headers, the time and the ports, and applies the
 //! [`Decision`]: forward, reply, or wait for an outbound answer, then decide again (a shared
 //! fetch) or finish with the answer (the request's own call to the rate-limit service).
 
 use std::rc::Rc;
 
+use crate::acl::enforce::{claim_groups, enforce, AclEnv, AclRequest};
+use crate::acl::{AclCaller, AclData, AclPolicy, EnumerationGuard};
 use crate::api_key::{KeyRecord, KeyRejection, KeyStore, Lookup};
 use crate::audit::{key_fingerprint, Outcome, Verdict};
 use crate::config::CredentialPolicy;
@@ -157,6 +159,8 @@ struct Passed {
     response_headers: Vec<(String, String)>,
     /// The question for the rate-limit service, when a global limit applies.
     ask: Option<GrpcCall>,
+    /// For the upstream: the caller's groups, and in ACL shadow mode what would be refused.
+    acl_headers: Vec<(String, String)>,
 }
 
 /// Per-worker state: the shared policy, the JWT verifier's keys and caches, and this VM's
@@ -171,6 +175,8 @@ pub struct Guard {
     data: Option<PolicyData>,
     /// What the last evaluation decided, for the audit record (none while a request waits).
     outcome: Option<Outcome>,
+    /// The ACL's enumeration guard, when configured.
+    acl_guard: Option<EnumerationGuard>,
 }
 
 impl Guard {
@@ -186,6 +192,11 @@ impl Guard {
             let rules = document_rules(&policy);
             PolicyData::new(source, space, rules_digest(&rules, &plans))
         });
+        let acl_guard = policy
+            .acl
+            .as_ref()
+            .and_then(|a| a.guard)
+            .map(|_| EnumerationGuard::new(space.clone()));
         Self {
             policy,
             jwt,
@@ -193,6 +204,7 @@ impl Guard {
             limiter: Limiter::new(space.clone(), vm_id),
             data,
             outcome: None,
+            acl_guard,
         }
     }
 
@@ -211,6 +223,9 @@ impl Guard {
         }
         if let Some(data) = &self.data {
             data.create(store)?;
+        }
+        if let Some(guard) = self.acl_guard.as_mut() {
+            guard.prepare(store)?;
         }
         self.jwt.as_ref().map_or(Ok(()), |j| j.create_feeds(store))
     }
@@ -436,6 +451,7 @@ impl Guard {
             jwt: self.jwt.as_mut(),
             limiter: &mut self.limiter,
             data: self.data.as_mut(),
+            acl_guard: self.acl_guard.as_mut(),
             vm_id: self.vm_id,
             may_wait,
         };
@@ -457,6 +473,7 @@ impl Guard {
                 let ask = passed.ask.take();
                 let base = ask.as_ref().map(|_| forward.clone());
                 forward.set_headers = passed.claim_headers;
+                forward.set_headers.extend(passed.acl_headers);
                 forward.response_headers.extend(passed.response_headers);
                 if let Some(consumer) = &passed.caller.consumer {
                     forward
@@ -598,12 +615,13 @@ struct Checks<'p, 'j> {
     jwt: Option<&'j mut JwtVerifier>,
     limiter: &'j mut Limiter,
     data: Option<&'j mut PolicyData>,
+    acl_guard: Option<&'j mut EnumerationGuard>,
     vm_id: u64,
     may_wait: bool,
 }
 
 impl<'p> Checks<'p, '_> {
-    fn run(self, req: &RequestFacts, env: &mut Env<'_>) -> Result<Passed, Stop<'p>> {
+    fn run(mut self, req: &RequestFacts, env: &mut Env<'_>) -> Result<Passed, Stop<'p>> {
         let policy = self.policy;
         // An upstream could resolve such a path to one that another rule covers.
         if policy.matches_paths() && !is_canonical(req.path()) {
@@ -674,7 +692,7 @@ impl<'p> Checks<'p, '_> {
         let mut passed = Passed::default();
         let mut key_record = None;
         if let (Some(key), Some(keys)) = (api_key, &policy.api_keys) {
-            match verify_api_key(&keys.store, self.data, key, env) {
+            match verify_api_key(&keys.store, self.data.as_deref_mut(), key, env) {
                 Ok(record) => {
                     passed.caller.consumer = Some(Rc::clone(&record.consumer));
                     self.noted.consumer = Some(Rc::clone(&record.consumer));
@@ -740,6 +758,40 @@ impl<'p> Checks<'p, '_> {
                 }
             }
         }
+        // A refusal here costs no call to the rate-limit service.
+        if let Some(acl) = &policy.acl {
+            let caller = AclCaller {
+                consumer: passed.caller.consumer.as_deref().unwrap_or(""),
+                subject: passed.caller.subject.as_deref(),
+            };
+            let groups = token.as_ref().map_or_else(Vec::new, |t| {
+                claim_groups(acl.group_claims.iter().flat_map(|c| t.claim_strings(c)))
+            });
+            let request = AclRequest {
+                method: req.method(),
+                path: req.path(),
+                caller,
+                request_id: req.request_id(),
+            };
+            let acl_env = AclEnv {
+                store: env.store,
+                events: &mut *env.events,
+                now_ms: env.now_ms,
+            };
+            let mut data = acl_data(acl, self.data.as_deref_mut(), env.store);
+            match enforce(
+                acl,
+                request,
+                groups,
+                &mut data,
+                self.acl_guard,
+                acl_env,
+                self.noted,
+            ) {
+                Ok(headers) => passed.acl_headers = headers,
+                Err(denial) => return refuse(denial),
+            }
+        }
         // Only a request that the local checks admit costs a call to the rate-limit service.
         if let Some(global) = &policy.global_rate_limit {
             let facts = DescriptorFacts {
@@ -751,6 +803,16 @@ impl<'p> Checks<'p, '_> {
         }
         Ok(passed)
     }
+}
+
+/// Where a request's ACL data (groups, ownership) is read: the one place that picks the backing.
+/// Today the configuration's `acl.groups` / `acl.owners`, kept in this VM's memory.
+fn acl_data<'a>(
+    acl: &'a AclPolicy,
+    _live: Option<&'a mut PolicyData>,
+    _store: &'a dyn SharedStore,
+) -> impl AclData + 'a {
+    &acl.data
 }
 
 /// Checks an API key: its form, then the configured keys, then the live document's.

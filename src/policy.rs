@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use crate::acl::AclPolicy;
 use crate::api_key::{KeyRecord, KeyStore};
 use crate::audit::AuditSettings;
 use crate::config::{ApiKeysConfig, CredentialPolicy, PluginConfig, RouteConfig};
@@ -64,6 +65,7 @@ pub struct Policy {
     pub data_source: Option<DataSource>,
     pub global_rate_limit: Option<GlobalRateLimit>,
     pub audit: Option<Rc<AuditSettings>>,
+    pub acl: Option<AclPolicy>,
     /// Valid but doubtful settings, logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -272,6 +274,10 @@ impl Policy {
             }
             None => None,
         };
+        let acl = cfg
+            .acl
+            .map(|a| crate::acl::config::compile(a, jwt.is_some()))
+            .transpose()?;
         Ok(Self {
             credentials: cfg.credentials,
             routes,
@@ -289,6 +295,7 @@ impl Policy {
             data_source,
             global_rate_limit,
             audit,
+            acl,
             warnings,
         })
     }
@@ -323,7 +330,7 @@ impl Policy {
 
     /// Whether a path that is not canonical could be matched wrongly (so must be refused).
     pub fn matches_paths(&self) -> bool {
-        !self.exempt.is_empty() || !self.routes.is_empty()
+        !self.exempt.is_empty() || !self.routes.is_empty() || self.acl.is_some()
     }
 
     /// The route whose prefix covers `path` first, if any (prefixes ignore ASCII case).

@@ -194,6 +194,16 @@ pub enum Event {
         status: u16,
         request_id: Option<String>,
     },
+    /// `acl.mode: shadow` let a request through that the ACL would refuse (`code`: `forbidden`,
+    /// `not_owner`, `enumeration_blocked`, or why its data could not be read).
+    AclShadowDenial {
+        code: &'static str,
+        /// The rule that applied (`acl.rules[i] <path>`).
+        rule: Option<String>,
+        request_id: Option<String>,
+    },
+    /// The enumeration guard started blocking a consumer for `seconds`.
+    EnumerationBlocked { consumer: String, seconds: u64 },
     /// A JWT provider's keys were loaded from a JWKS document of this proxy-wide version.
     JwksLoaded {
         provider: usize,

@@ -47,7 +47,7 @@ pub struct Outcome {
     /// The rate-limit plan that applied, and the tokens left in the caller's bucket.
     pub plan: Option<Rc<str>>,
     pub tokens_left: Option<u64>,
-    /// The ACL rule that applied (filled once ACLs decide requests).
+    /// The ACL rule that applied (`acl.rules[i] <path>`).
     pub acl_rule: Option<String>,
 }
 

@@ -142,6 +142,8 @@ pub struct HostEvents {
     allowed: Option<u32>,
     denied: HashMap<&'static str, u32>,
     report_only: HashMap<&'static str, u32>,
+    acl_shadow_denials: Option<u32>,
+    enumeration_blocks: Option<u32>,
     jwks_failures: Option<u32>,
     jwks_fetches: Option<u32>,
     contention: Option<u32>,
@@ -217,6 +219,36 @@ impl Events for HostEvents {
                     &format!(
                         "report-only: would deny status={status} code={code} request_id={}",
                         request_id.as_deref().unwrap_or("-")
+                    ),
+                );
+            }
+            Event::AclShadowDenial {
+                code,
+                rule,
+                request_id,
+            } => {
+                increment(counter(
+                    &mut self.acl_shadow_denials,
+                    "apiguard_acl_shadow_denials_total",
+                ));
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "shadow: would deny {code} rule={} request_id={}",
+                        rule.as_deref().unwrap_or("-"),
+                        request_id.as_deref().unwrap_or("-")
+                    ),
+                );
+            }
+            Event::EnumerationBlocked { consumer, seconds } => {
+                increment(counter(
+                    &mut self.enumeration_blocks,
+                    "apiguard_acl_enumeration_blocks_total",
+                ));
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "acl: consumer {consumer} blocked for {seconds} s: refused on too many distinct objects"
                     ),
                 );
             }

@@ -48,6 +48,20 @@ impl VerifiedJwt {
         }
     }
 
+    /// A claim's values: each string of an array of strings, or the words of a string (a
+    /// space-separated list such as `scope`). Empty when absent or of another type.
+    pub fn claim_strings(&self, name: &str) -> Vec<String> {
+        match self.claims.get(name) {
+            Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The token's `exp` (Unix seconds), when it has one.
     pub fn expires_at(&self) -> Option<i64> {
         self.expires_at

@@ -8,16 +8,15 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 use super::table::LiveKeyEntry;
+use crate::acl::data::{check_acl_data, GroupsConfig, OwnersConfig};
 use crate::api_key::KeyStore;
 use crate::config::parse_object;
 use crate::config_error::ConfigError;
 use crate::key_entry::{check_key_entry, KeyEntryFields, KnownPlans};
-use crate::policy::is_consumer_id;
 
 /// The longest `version` string (it is logged and kept in shared data).
 const MAX_VERSION_LEN: usize = 256;
@@ -55,9 +54,9 @@ struct KeyEntryDto<'a> {
 #[serde(deny_unknown_fields)]
 struct AclDataDto {
     #[serde(default)]
-    groups: BTreeMap<String, Vec<String>>,
+    groups: GroupsConfig,
     #[serde(default)]
-    owners: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    owners: OwnersConfig,
 }
 
 /// What a fetched document is checked against.
@@ -144,7 +143,7 @@ pub fn validate(body: &[u8], rules: &DocumentRules<'_>) -> Result<ValidDocument,
         ));
     }
     let (acl_groups, acl_ownership_entries) = match &dto.acl {
-        Some(acl) => check_acl_data(acl)?,
+        Some(acl) => check_acl_data(&acl.groups, &acl.owners)?,
         None => (0, 0),
     };
     Ok(ValidDocument {
@@ -153,59 +152,6 @@ pub fn validate(body: &[u8], rules: &DocumentRules<'_>) -> Result<ValidDocument,
         acl_groups,
         acl_ownership_entries,
     })
-}
-
-/// A principal in an ownership entry: `consumer:<id>` or `group:<name>`.
-fn is_principal(text: &str) -> bool {
-    match text.split_once(':') {
-        Some(("consumer", id)) | Some(("group", id)) => is_consumer_id(id),
-        _ => false,
-    }
-}
-
-/// The shape of the ACL's data: names as consumer ids are, principals as the ACL writes them.
-fn check_acl_data(acl: &AclDataDto) -> Result<(usize, usize), ConfigError> {
-    for (group, members) in &acl.groups {
-        if !is_consumer_id(group) {
-            return Err(ConfigError::new(
-                "acl.groups",
-                "group names must be 1-128 characters of A-Z a-z 0-9 . _ - : @",
-            ));
-        }
-        if let Some(i) = members.iter().position(|m| !is_consumer_id(m)) {
-            return Err(ConfigError::new(
-                format!("acl.groups.{group}[{i}]"),
-                "must be a consumer id (1-128 characters of A-Z a-z 0-9 . _ - : @)",
-            ));
-        }
-    }
-    let mut entries = 0usize;
-    for (kind, objects) in &acl.owners {
-        if !is_consumer_id(kind) {
-            return Err(ConfigError::new(
-                "acl.owners",
-                "object types must be 1-128 characters of A-Z a-z 0-9 . _ - : @",
-            ));
-        }
-        for (object, principals) in objects {
-            if object.is_empty() || object.len() > 256 {
-                return Err(ConfigError::new(
-                    format!("acl.owners.{kind}"),
-                    "object ids must be 1-256 bytes",
-                ));
-            }
-            if let Some(i) = principals.iter().position(|p| !is_principal(p)) {
-                return Err(ConfigError::new(
-                    format!("acl.owners.{kind}"),
-                    format!(
-                        "entry {i} of an object's owners must be consumer:<id> or group:<name>"
-                    ),
-                ));
-            }
-            entries += 1;
-        }
-    }
-    Ok((acl.groups.len(), entries))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub use self::config::{
 };
 pub use self::global::{DescriptorFacts, GlobalRateLimit, GlobalVerdict};
 pub use self::limiter::{Limiter, Quota};
-pub use self::shared::{peek, take, CreationToken, TakeError};
+pub use self::shared::{peek, take, CreationToken, TakeError, CAS_ATTEMPTS};
 
 use crate::config_error::ConfigError;
 use crate::ports::{KeySpace, SharedStore, StoreError};
