@@ -54,7 +54,7 @@ pub struct KeySpace {
 }
 
 /// Bumped whenever the bytes stored under a key change shape.
-pub const KEY_LAYOUT_VERSION: u32 = 2;
+pub const KEY_LAYOUT_VERSION: u32 = 3;
 
 impl KeySpace {
     pub fn new(root_id: &str) -> Self {
@@ -460,7 +460,7 @@ mod tests {
     fn keys_carry_the_root_id_and_layout_version() {
         assert_eq!(
             KeySpace::new("apiguard").key("jwks/ab/state"),
-            "apiguard/v2/jwks/ab/state"
+            "apiguard/v3/jwks/ab/state"
         );
     }
 }
