@@ -8,7 +8,7 @@
 use std::rc::Rc;
 
 use crate::acl::enforce::{claim_groups, enforce, AclEnv, AclRequest};
-use crate::acl::{AclCaller, AclData, AclPolicy, EnumerationGuard};
+use crate::acl::{AclCaller, EnumerationGuard};
 use crate::api_key::{KeyRecord, KeyRejection, KeyStore, Lookup};
 use crate::audit::{key_fingerprint, Outcome, Verdict};
 use crate::config::CredentialPolicy;
@@ -20,7 +20,7 @@ use crate::identity::{
 use crate::jwt::{JwtVerifier, Refetch, VerifiedJwt};
 use crate::key_entry::KnownPlans;
 use crate::live::document::DocumentRules;
-use crate::live::{rules_digest, DataUnavailable, PolicyData};
+use crate::live::{rules_digest, DataUnavailable, PolicyData, SharedAclData};
 use crate::paths::is_canonical;
 use crate::policy::Policy;
 use crate::ports::{Call, CallReply, Event, Events, GrpcCall, KeySpace, SharedStore, StoreError};
@@ -173,6 +173,8 @@ pub struct Guard {
     limiter: Limiter,
     /// The live policy document, when `data_source` is configured.
     data: Option<PolicyData>,
+    /// The configuration's ACL data (`acl.groups`, `acl.owners`) in shared data.
+    acl_data: Option<PolicyData>,
     /// What the last evaluation decided, for the audit record (none while a request waits).
     outcome: Option<Outcome>,
     /// The ACL's enumeration guard, when configured.
@@ -182,16 +184,22 @@ pub struct Guard {
 impl Guard {
     pub fn new(policy: Rc<Policy>, space: &KeySpace, vm_id: u64) -> Self {
         let jwt = policy.jwt.clone().map(|s| JwtVerifier::new(s, space));
-        let data = policy.data_source.clone().map(|source| {
-            let plans: Vec<&str> = policy
-                .rate_limits
-                .iter()
-                .flat_map(|l| l.plans())
-                .map(|p| p.name.as_ref())
-                .collect();
-            let rules = document_rules(&policy);
-            PolicyData::new(source, space, rules_digest(&rules, &plans))
-        });
+        let plans: Vec<&str> = policy
+            .rate_limits
+            .iter()
+            .flat_map(|l| l.plans())
+            .map(|p| p.name.as_ref())
+            .collect();
+        let rules = rules_digest(&document_rules(&policy), &plans);
+        let data = policy
+            .data_source
+            .clone()
+            .map(|source| PolicyData::new(source, space, rules));
+        let acl_data = policy
+            .acl
+            .as_ref()
+            .and_then(|a| a.configured_data.clone())
+            .map(|json| PolicyData::configured(json, space, rules));
         let acl_guard = policy
             .acl
             .as_ref()
@@ -203,6 +211,7 @@ impl Guard {
             vm_id: vm_id.max(1),
             limiter: Limiter::new(space.clone(), vm_id),
             data,
+            acl_data,
             outcome: None,
             acl_guard,
         }
@@ -221,7 +230,7 @@ impl Guard {
         if self.policy.rate_limits.is_some() || self.policy.failed_auth.is_some() {
             self.limiter.prepare(store)?;
         }
-        if let Some(data) = &self.data {
+        for data in [&self.data, &self.acl_data].into_iter().flatten() {
             data.create(store)?;
         }
         if let Some(guard) = self.acl_guard.as_mut() {
@@ -230,13 +239,30 @@ impl Guard {
         self.jwt.as_ref().map_or(Ok(()), |j| j.create_feeds(store))
     }
 
+    /// Publishes what the configuration itself puts in shared data (the ACL's data), once per
+    /// proxy: at start-up, after [`Guard::create_shared_keys`], then on every tick until it is
+    /// in force.
+    pub fn start(&mut self, env: &mut Env<'_>) -> Result<(), StoreError> {
+        let Some(data) = self.acl_data.as_mut() else {
+            return Ok(());
+        };
+        // The configuration was read whole already: no size bound applies to its data.
+        let rules = DocumentRules {
+            max_bytes: usize::MAX,
+            ..document_rules(&self.policy)
+        };
+        data.publish_configured(&rules, env.store, self.vm_id, env.now_ms, env.events)?;
+        data.tick(env.store, self.vm_id, env.now_ms, env.events)
+            .map(|_| ())
+    }
+
     /// The periodic work: load what other VMs published, and the fetches due now (this VM took
     /// their leases; the host starts them and hands the answers to [`Guard::on_reply`]).
     pub fn tick(&mut self, env: &mut Env<'_>) -> Result<Vec<(Topic, Call)>, StoreError> {
         // One document's shared-data failure must not cost the other its fetch (a lease taken
         // and its call never started would hold every VM off until the lease expires).
         let mut due = Vec::new();
-        let mut failed = None;
+        let mut failed = self.start(env).err();
         if let Some(data) = self.data.as_mut() {
             match data.tick(env.store, self.vm_id, env.now_ms, env.events) {
                 Ok(Some(call)) => due.push((Topic::PolicyData, call)),
@@ -451,6 +477,7 @@ impl Guard {
             jwt: self.jwt.as_mut(),
             limiter: &mut self.limiter,
             data: self.data.as_mut(),
+            acl_data: self.acl_data.as_mut(),
             acl_guard: self.acl_guard.as_mut(),
             vm_id: self.vm_id,
             may_wait,
@@ -615,6 +642,8 @@ struct Checks<'p, 'j> {
     jwt: Option<&'j mut JwtVerifier>,
     limiter: &'j mut Limiter,
     data: Option<&'j mut PolicyData>,
+    /// The configuration's ACL data.
+    acl_data: Option<&'j mut PolicyData>,
     acl_guard: Option<&'j mut EnumerationGuard>,
     vm_id: u64,
     may_wait: bool,
@@ -778,7 +807,12 @@ impl<'p> Checks<'p, '_> {
                 events: &mut *env.events,
                 now_ms: env.now_ms,
             };
-            let mut data = acl_data(acl, self.data.as_deref_mut(), env.store);
+            let mut data = SharedAclData {
+                configured: self.acl_data,
+                live: self.data.as_deref_mut(),
+                store: env.store,
+                now_ms: env.now_ms,
+            };
             match enforce(
                 acl,
                 request,
@@ -803,16 +837,6 @@ impl<'p> Checks<'p, '_> {
         }
         Ok(passed)
     }
-}
-
-/// Where a request's ACL data (groups, ownership) is read: the one place that picks the backing.
-/// Today the configuration's `acl.groups` / `acl.owners`, kept in this VM's memory.
-fn acl_data<'a>(
-    acl: &'a AclPolicy,
-    _live: Option<&'a mut PolicyData>,
-    _store: &'a dyn SharedStore,
-) -> impl AclData + 'a {
-    &acl.data
 }
 
 /// Checks an API key: its form, then the configured keys, then the live document's.

@@ -316,7 +316,13 @@ impl Policy {
     /// Whether the root must tick: remote documents are refreshed, and requests that wait for
     /// an outbound answer are bounded by the tick too.
     pub fn needs_ticks(&self) -> bool {
-        self.fetches_remote_documents() || self.global_rate_limit.is_some()
+        self.fetches_remote_documents()
+            || self.global_rate_limit.is_some()
+            // VMs load the configuration's ACL data that one of them publishes.
+            || self
+                .acl
+                .as_ref()
+                .is_some_and(|a| a.configured_data.is_some())
     }
 
     /// Whether some document is fetched from a remote endpoint (the root must tick).

@@ -54,7 +54,7 @@ pub struct KeySpace {
 }
 
 /// Bumped whenever the bytes stored under a key change shape.
-pub const KEY_LAYOUT_VERSION: u32 = 2;
+pub const KEY_LAYOUT_VERSION: u32 = 3;
 
 impl KeySpace {
     pub fn new(root_id: &str) -> Self {
@@ -237,6 +237,13 @@ pub enum Event {
         document_version: String,
         version: u64,
         api_keys: u64,
+        acl_groups: usize,
+        acl_ownership_entries: usize,
+    },
+    /// The configuration's ACL data (`acl.groups`, `acl.owners`) is in shared data for the whole
+    /// proxy (this VM published it).
+    ConfigDataPublished {
+        version: u64,
         acl_groups: usize,
         acl_ownership_entries: usize,
     },
@@ -470,7 +477,7 @@ mod tests {
     fn keys_carry_the_root_id_and_layout_version() {
         assert_eq!(
             KeySpace::new("apiguard").key("jwks/ab/state"),
-            "apiguard/v2/jwks/ab/state"
+            "apiguard/v3/jwks/ab/state"
         );
     }
 }

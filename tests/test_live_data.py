@@ -260,3 +260,61 @@ def test_before_the_first_document_only_configured_keys_work(tmp_path, new_guard
     finally:
         guard.stop()
         nginx.stop()
+
+
+def acl_document(version: str, key, owners: dict, groups: dict | None = None) -> dict:
+    return {"version": version, "api_keys": [key.entry],
+            "acl": {"groups": groups or {}, "owners": {"account": owners}}}
+
+
+def test_acl_entries_of_the_document_take_effect_within_one_interval(tmp_path, new_guard, keygen):
+    """Ownership and group entries come from the live document as well as the configuration; an
+    entry added (or removed) there decides on every worker within one refresh interval."""
+    ann = keygen("ann")
+    nginx = Nginx(tmp_path / "nginx").start()
+    nginx.publish(DOC, acl_document("v1", ann, {"acct-1": ["consumer:ann"]}))
+    cfg = {**config([]), "acl": {
+        "groups": {"support": ["ann"]},
+        "owners": {"account": {"acct-5": ["group:support"]}},
+        "rules": [{"path": "/v1/accounts/{account}", "methods": ["GET"], "allow": ["any"],
+                   "owner": {"param": "account", "type": "account"}}],
+    }}
+    guard = new_guard(cfg, extra_clusters={"apiguard-control": nginx.port}, concurrency=WORKERS)
+
+    def owned(account: str, times: int = 12) -> list[str]:
+        """The groups upstream saw on `times` requests (each on a fresh connection)."""
+        seen = []
+        for _ in range(times):
+            resp = guard.get(f"/v1/accounts/{account}", key_header(ann))
+            assert resp.status == 200, resp
+            seen.append(resp.upstream_saw["headers"].get("x-apiguard-groups", [""])[0])
+        return seen
+
+    def not_owner(account: str, times: int = 12):
+        for _ in range(times):
+            assert_problem(guard.get(f"/v1/accounts/{account}", key_header(ann)), 403, "not_owner",
+                           secrets=(ann.key,))
+
+    try:
+        wait_in_force(guard, "v1", timeout=10)
+        owned("acct-1")
+        # the configuration's group, the configuration's ownership entry
+        assert set(owned("acct-5", times=2)) == {"support"}
+        not_owner("acct-9")
+        # an ownership entry for a group the document defines, and one for ann herself
+        nginx.publish(DOC, acl_document("v2", ann, {"acct-1": ["consumer:ann"], "acct-9": ["consumer:ann"],
+                                                    "acct-7": ["group:auditors"]},
+                                        groups={"auditors": ["ann"]}))
+        wait_in_force(guard, "v2")
+        owned("acct-9")
+        # groups from both sources reach the upstream
+        assert set(owned("acct-7", times=4)) == {"auditors,support"}
+        # removed from the document: refused again on every worker
+        nginx.publish(DOC, acl_document("v3", ann, {"acct-1": ["consumer:ann"]}))
+        wait_in_force(guard, "v3")
+        not_owner("acct-9")
+        not_owner("acct-7", times=2)
+        owned("acct-5", times=2)
+    finally:
+        guard.stop()
+        nginx.stop()

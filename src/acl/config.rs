@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::data::{check_acl_data, GroupsConfig, MemoryAclData, OwnersConfig};
+use super::data::{check_acl_data, GroupsConfig, OwnersConfig};
 use super::guard::GuardSettings;
 use super::rules::{first_tie, EqualsTo, Grant, Methods, OwnerCheck, Rule, RuleSet};
 use super::template::Template;
@@ -103,7 +103,16 @@ const MAX_GUARD_SECONDS: u32 = 86_400;
 
 /// Compiles `acl`. `jwt`: whether JWTs are configured (claims and subjects need them).
 pub fn compile(cfg: AclConfig, jwt: bool) -> Result<AclPolicy, ConfigError> {
-    check_acl_data(&cfg.groups, &cfg.owners)?;
+    let (_, configured_ownership_entries) = check_acl_data(&cfg.groups, &cfg.owners)?;
+    let configured_data = if cfg.groups.is_empty() && cfg.owners.is_empty() {
+        None
+    } else {
+        let data = serde_json::json!({"groups": cfg.groups, "owners": cfg.owners});
+        Some(
+            serde_json::to_vec(&data)
+                .map_err(|_| ConfigError::new("acl", "cannot be written out as JSON"))?,
+        )
+    };
     for (i, claim) in cfg.group_claims.iter().enumerate() {
         if claim.is_empty() {
             return Err(ConfigError::new(
@@ -151,7 +160,8 @@ pub fn compile(cfg: AclConfig, jwt: bool) -> Result<AclPolicy, ConfigError> {
         mode: cfg.mode,
         deny_status,
         guard,
-        data: MemoryAclData::new(&cfg.groups, cfg.owners),
+        configured_data,
+        configured_ownership_entries,
     })
 }
 

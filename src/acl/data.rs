@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use crate::config_error::ConfigError;
+use crate::live::table::MAX_NAMES_PER_ENTRY;
 use crate::policy::is_consumer_id;
 
 /// A principal an ACL entry names: `consumer:<id>` or `group:<name>`.
@@ -44,6 +45,9 @@ pub enum AclDataError {
     /// The live document that carries part of the data has not been loaded yet (→ the existing
     /// 503 `policy_not_loaded`).
     NotLoaded,
+    /// The live document is older than `data_source.max_stale_seconds` allows (→ 503
+    /// `policy_not_loaded`, out of date).
+    Stale,
     /// Shared data refused the read (→ 503 `acl_data_unavailable`).
     Store,
 }
@@ -52,6 +56,7 @@ impl fmt::Display for AclDataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::NotLoaded => "the policy document that holds acl data is not loaded",
+            Self::Stale => "the policy document that holds acl data is out of date",
             Self::Store => "the proxy's shared data refused to read acl data",
         })
     }
@@ -81,6 +86,7 @@ pub fn check_acl_data(
     groups: &GroupsConfig,
     owners: &OwnersConfig,
 ) -> Result<(usize, usize), ConfigError> {
+    let mut memberships: HashMap<&str, usize> = HashMap::new();
     for (group, members) in groups {
         if !is_consumer_id(group) {
             return Err(ConfigError::new(
@@ -93,6 +99,16 @@ pub fn check_acl_data(
                 format!("acl.groups.{group}[{i}]"),
                 "must be a consumer id (1-128 characters of A-Z a-z 0-9 . _ - : @)",
             ));
+        }
+        for member in members {
+            let n = memberships.entry(member).or_default();
+            *n += 1;
+            if *n > MAX_NAMES_PER_ENTRY {
+                return Err(ConfigError::new(
+                    "acl.groups",
+                    format!("a consumer may be a member of at most {MAX_NAMES_PER_ENTRY} groups"),
+                ));
+            }
         }
     }
     let mut entries = 0usize;
@@ -108,6 +124,12 @@ pub fn check_acl_data(
                 return Err(ConfigError::new(
                     format!("acl.owners.{kind}"),
                     format!("object ids must be 1-{MAX_OBJECT_ID_BYTES} bytes"),
+                ));
+            }
+            if principals.len() > MAX_NAMES_PER_ENTRY {
+                return Err(ConfigError::new(
+                    format!("acl.owners.{kind}"),
+                    format!("an object may have at most {MAX_NAMES_PER_ENTRY} owners"),
                 ));
             }
             if let Some(i) = principals
@@ -127,7 +149,9 @@ pub fn check_acl_data(
     Ok((groups.len(), entries))
 }
 
-/// The data written in `acl.groups` / `acl.owners` of the configuration, in this VM's memory.
+/// The data written in `acl.groups` / `acl.owners`, in memory: the unit tests' stand-in for the
+/// shared-data table (`crate::live::SharedAclData`).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct MemoryAclData {
     /// Consumer → its groups (sorted, no duplicates).
@@ -136,7 +160,21 @@ pub struct MemoryAclData {
     owners: HashMap<String, HashMap<String, Vec<Principal>>>,
 }
 
+#[cfg(test)]
 impl MemoryAclData {
+    /// The data of a compiled `acl` (`AclPolicy::configured_data`).
+    pub fn from_configured(json: Option<&[u8]>) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Data {
+            groups: GroupsConfig,
+            owners: OwnersConfig,
+        }
+        json.map_or_else(Self::default, |json| {
+            let data: Data = serde_json::from_slice(json).unwrap();
+            Self::new(&data.groups, data.owners)
+        })
+    }
+
     /// Builds the lookups from data that passed [`check_acl_data`] (entries that do not parse
     /// are left out).
     pub fn new(groups: &GroupsConfig, owners: OwnersConfig) -> Self {
@@ -183,6 +221,7 @@ impl MemoryAclData {
     }
 }
 
+#[cfg(test)]
 impl AclData for &MemoryAclData {
     fn groups_of(&mut self, consumer: &str) -> Result<Vec<String>, AclDataError> {
         Ok(self
@@ -201,6 +240,7 @@ impl AclData for &MemoryAclData {
     }
 }
 
+#[cfg(test)]
 impl AclData for MemoryAclData {
     fn groups_of(&mut self, consumer: &str) -> Result<Vec<String>, AclDataError> {
         (&*self).groups_of(consumer)

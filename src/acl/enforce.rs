@@ -81,6 +81,7 @@ pub fn enforce(
             }
             let denial = match error {
                 AclDataError::NotLoaded => Denial::PolicyNotLoaded { stale: false },
+                AclDataError::Stale => Denial::PolicyNotLoaded { stale: true },
                 AclDataError::Store => Denial::AclDataUnavailable,
             };
             if acl.mode == AclMode::Enforce {

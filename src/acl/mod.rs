@@ -17,7 +17,9 @@ pub mod template;
 
 use serde::Deserialize;
 
-pub use self::data::{AclData, AclDataError, MemoryAclData, Principal};
+#[cfg(test)]
+pub use self::data::MemoryAclData;
+pub use self::data::{AclData, AclDataError, Principal};
 pub use self::decision::{decide, AclCaller, AclDecision, AclRefusal};
 pub use self::guard::{EnumerationGuard, GuardSettings, Recorded};
 
@@ -60,8 +62,12 @@ pub struct AclPolicy {
     pub mode: AclMode,
     pub deny_status: DenyStatus,
     pub guard: Option<GuardSettings>,
-    /// `acl.groups` and `acl.owners` of the configuration.
-    pub data: MemoryAclData,
+    /// `acl.groups` and `acl.owners` of the configuration as one JSON object (`{"groups": …,
+    /// "owners": …}`): published into shared data once per proxy, read one entry at a time like
+    /// the live document's; `None` when both are empty.
+    pub configured_data: Option<Vec<u8>>,
+    /// Ownership entries in `acl.owners`.
+    pub configured_ownership_entries: usize,
     /// Each rule as logs and audit records name it: `acl.rules[i] <path>`.
     pub rule_names: Vec<String>,
 }

@@ -111,10 +111,17 @@ impl<'s> Worker<'s> {
     fn new(policy: &Rc<Policy>, store: &'s MemoryStore, vm_id: u64) -> Self {
         let mut guard = Guard::new(Rc::clone(policy), &KeySpace::new("apiguard"), vm_id);
         guard.create_shared_keys(store).unwrap();
+        let mut events = RecordedEvents::default();
+        let mut env = Env {
+            now_ms: 0,
+            store,
+            events: &mut events,
+        };
+        guard.start(&mut env).unwrap();
         Self {
             guard,
             store,
-            events: RecordedEvents::default(),
+            events,
         }
     }
 
@@ -159,7 +166,9 @@ fn the_issue_example_compiles() {
     assert_eq!(acl.rules.len(), 4);
     assert_eq!(acl.mode, AclMode::Enforce);
     assert_eq!(acl.deny_status, DenyStatus::Forbidden);
-    assert_eq!(acl.data.ownership_entries(), 2);
+    assert_eq!(acl.configured_ownership_entries, 2);
+    let data = MemoryAclData::from_configured(acl.configured_data.as_deref());
+    assert_eq!(data.ownership_entries(), 2);
     // Defaults: unmatched deny, enforce, 403, no guard, every method.
     let minimal = policy(json!({"rules": [{"path": "/a", "allow": ["any"]}]}));
     let acl = minimal.acl.as_ref().unwrap();
@@ -303,7 +312,7 @@ fn decide_for(
     subject: Option<&str>,
     claims: &[&str],
 ) -> AclDecision {
-    let mut data = &acl.data;
+    let mut data = MemoryAclData::from_configured(acl.configured_data.as_deref());
     let claims = claims.iter().map(|s| (*s).to_owned()).collect();
     decide(
         acl,

@@ -370,6 +370,17 @@ impl Events for HostEvents {
                     ),
                 );
             }
+            Event::ConfigDataPublished {
+                version,
+                acl_groups,
+                acl_ownership_entries,
+            } => log(
+                LogLevel::Info,
+                &format!(
+                    "the configuration's acl data in force (proxy version {version}): \
+                     {acl_groups} groups, {acl_ownership_entries} ownership entries"
+                ),
+            ),
             Event::DataRefused {
                 path,
                 message,

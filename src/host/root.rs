@@ -17,7 +17,7 @@ use super::request::ApiguardRequest;
 use crate::audit::{AuditLog, Stopping};
 use crate::pipeline::{Env, Guard};
 use crate::policy::Policy;
-use crate::ports::{CallFailure, CallReply, KeySpace};
+use crate::ports::{CallFailure, CallReply, Event, KeySpace};
 
 /// How often the root looks at shared data when remote key sets are configured: it bounds how
 /// late a request waiting for another VM's fetch learns of it.
@@ -240,11 +240,24 @@ impl RootContext for ApiguardRoot {
             log(LogLevel::Error, "cannot create the plugin's shared data");
             return false;
         }
+        // What the configuration puts in shared data is there before the first request when this
+        // VM publishes it; otherwise a tick loads it (requests that need it meanwhile get 503).
+        let mut events = HostEvents::default();
+        if let Some(now_ms) = host_now_ms() {
+            let mut env = Env {
+                now_ms,
+                store: &HostStore,
+                events: &mut events,
+            };
+            if guard.start(&mut env).is_err() {
+                env.events.emit(Event::StoreFailed);
+            }
+        }
         // Calls started under a previous configuration answer into flows that are gone.
         *self.vm.borrow_mut() = Some(Vm {
             guard,
             flows: Flows::default(),
-            events: HostEvents::default(),
+            events,
             audit,
         });
         if needs_ticks && hostcalls::set_tick_period(TICK).is_err() {

@@ -8,10 +8,11 @@
 //! ```
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::table::LiveKeyEntry;
+use super::table::{group_index, owner_index, LiveKeyEntry, TableEntry};
 use crate::acl::data::{check_acl_data, GroupsConfig, OwnersConfig};
 use crate::api_key::KeyStore;
 use crate::config::parse_object;
@@ -72,8 +73,10 @@ pub struct DocumentRules<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidDocument {
     pub version: String,
-    /// Sorted by digest, no digest twice.
-    pub keys: Vec<LiveKeyEntry>,
+    /// Keys, then each member's groups and each object's owners under their index digests;
+    /// sorted by digest, no digest twice.
+    pub entries: Vec<TableEntry>,
+    pub api_keys: usize,
     pub acl_groups: usize,
     pub acl_ownership_entries: usize,
 }
@@ -142,16 +145,62 @@ pub fn validate(body: &[u8], rules: &DocumentRules<'_>) -> Result<ValidDocument,
             "the same digest appears earlier in the document",
         ));
     }
+    let api_keys = keys.len();
+    let mut entries: Vec<TableEntry> = keys
+        .into_iter()
+        .map(|(entry, _)| TableEntry::Key(entry))
+        .collect();
     let (acl_groups, acl_ownership_entries) = match &dto.acl {
-        Some(acl) => check_acl_data(&acl.groups, &acl.owners)?,
+        Some(acl) => {
+            let counts = check_acl_data(&acl.groups, &acl.owners)?;
+            entries.extend(acl_entries(&acl.groups, &acl.owners));
+            // Index digests are SHA-256 of tagged names: they meet key digests only by a
+            // collision, so one sort keeps the table's order.
+            entries.sort_unstable_by(|a, b| a.digest().cmp(b.digest()));
+            counts
+        }
         None => (0, 0),
     };
     Ok(ValidDocument {
         version: version.to_owned(),
-        keys: keys.into_iter().map(|(entry, _)| entry).collect(),
+        entries,
+        api_keys,
         acl_groups,
         acl_ownership_entries,
     })
+}
+
+/// The table entries of the ACL's data: for each consumer, the groups that list it (a request
+/// reads one entry for its caller); for each object, its owners.
+/// The data passed [`check_acl_data`], which bounds both lists.
+pub fn acl_entries(groups: &GroupsConfig, owners: &OwnersConfig) -> Vec<TableEntry> {
+    let mut groups_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (group, members) in groups {
+        for member in members {
+            groups_of.entry(member).or_default().push(group.clone());
+        }
+    }
+    let mut entries = Vec::with_capacity(groups_of.len());
+    for (member, mut groups) in groups_of {
+        // BTreeMap order: already sorted; a member listed twice in one group counts once.
+        groups.dedup();
+        entries.push(TableEntry::Groups {
+            digest: group_index(member),
+            groups,
+        });
+    }
+    for (kind, objects) in owners {
+        for (object, principals) in objects {
+            let mut principals = principals.clone();
+            principals.sort_unstable();
+            principals.dedup();
+            entries.push(TableEntry::Owners {
+                digest: owner_index(kind, object),
+                principals,
+            });
+        }
+    }
+    entries
 }
 
 #[cfg(test)]
@@ -161,6 +210,7 @@ mod tests {
 
     use super::*;
     use crate::api_key::KeyRecord;
+    use crate::live::table::MAX_NAMES_PER_ENTRY;
     use crate::secret::to_hex;
 
     const MAX: usize = 1 << 20;
@@ -195,11 +245,67 @@ mod tests {
         );
         let valid = validate(doc.as_bytes(), &rules()).unwrap();
         assert_eq!(valid.version, "2026-11-28T10:00:00Z#42");
-        assert_eq!(valid.keys.len(), 2);
-        assert_eq!(valid.keys[0].consumer, "alice");
-        assert_eq!(valid.keys[0].expires_at, Some(1_798_761_600));
-        assert!(valid.keys[1].revoked);
+        assert_eq!(valid.api_keys, 2);
+        let keys = keys_of(&valid);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].consumer, "alice");
+        assert_eq!(keys[0].expires_at, Some(1_798_761_600));
+        assert!(keys[1].revoked);
         assert_eq!((valid.acl_groups, valid.acl_ownership_entries), (1, 1));
+        assert!(valid.entries.contains(&TableEntry::Groups {
+            digest: group_index("bob"),
+            groups: vec!["support".to_owned()]
+        }));
+        assert!(valid.entries.contains(&TableEntry::Owners {
+            digest: owner_index("account", "acct-1"),
+            principals: vec!["consumer:alice".to_owned(), "group:support".to_owned()]
+        }));
+        assert!(valid
+            .entries
+            .windows(2)
+            .all(|w| w[0].digest() < w[1].digest()));
+    }
+
+    fn keys_of(valid: &ValidDocument) -> Vec<&LiveKeyEntry> {
+        valid
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                TableEntry::Key(k) => Some(k),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_member_gets_one_entry_with_all_its_groups_and_owners_are_deduplicated() {
+        let doc = r#"{"version": "v", "acl": {
+            "groups": {"support": ["bob", "carol", "bob"], "ops": ["bob"]},
+            "owners": {"account": {"a1": ["group:ops", "consumer:bob", "group:ops"]}}}}"#;
+        let valid = validate(doc.as_bytes(), &rules()).unwrap();
+        assert!(valid.entries.contains(&TableEntry::Groups {
+            digest: group_index("bob"),
+            groups: vec!["ops".to_owned(), "support".to_owned()]
+        }));
+        assert!(valid.entries.contains(&TableEntry::Groups {
+            digest: group_index("carol"),
+            groups: vec!["support".to_owned()]
+        }));
+        assert!(valid.entries.contains(&TableEntry::Owners {
+            digest: owner_index("account", "a1"),
+            principals: vec!["consumer:bob".to_owned(), "group:ops".to_owned()]
+        }));
+        assert_eq!(valid.entries.len(), 3);
+    }
+
+    #[test]
+    fn more_owners_than_an_entry_holds_are_refused() {
+        let owners: Vec<String> = (0..=MAX_NAMES_PER_ENTRY)
+            .map(|i| format!("consumer:c{i}"))
+            .collect();
+        let doc = serde_json::json!({"version": "v", "acl": {"owners": {"doc": {"d1": owners}}}});
+        let err = refused(&doc.to_string(), &rules());
+        assert_eq!(err.path, "acl.owners.doc");
     }
 
     #[test]
@@ -310,7 +416,7 @@ mod tests {
         );
         let valid = validate(doc.as_bytes(), &rules()).unwrap();
         assert_eq!(
-            (valid.version.as_str(), valid.keys[0].consumer.as_str()),
+            (valid.version.as_str(), keys_of(&valid)[0].consumer.as_str()),
             ("v1", "alice")
         );
     }

@@ -662,9 +662,9 @@ mod tests {
             None
         );
         // A key that really is missing is created.
-        create_missing(&store, "apiguard/v2/other/state").unwrap();
+        create_missing(&store, "apiguard/v3/other/state").unwrap();
         assert_eq!(
-            store.get("apiguard/v2/other/state").unwrap().unwrap().value,
+            store.get("apiguard/v3/other/state").unwrap().unwrap().value,
             b""
         );
     }

@@ -10,6 +10,7 @@
 //! - `<name>/doc`: version and body, for documents published whole (read only when the version
 //!   changed).
 
+mod acl_data;
 mod bytes;
 pub mod document;
 mod feed;
@@ -17,5 +18,6 @@ mod policy_data;
 pub mod source;
 pub mod table;
 
+pub use acl_data::SharedAclData;
 pub use feed::{Feed, FeedState, FeedTiming, FetchReason, Lease, Pending, Published};
 pub use policy_data::{rules_digest, DataUnavailable, PolicyData};

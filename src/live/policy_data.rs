@@ -1,15 +1,16 @@
-//! The live policy document in one VM: fetching it for the whole proxy when this VM holds the
-//! lease (conditionally, with the ETag of the version in force), validating it whole, writing
-//! it into shared data as a sharded table (see [`super::table`]), and looking keys up in
-//! whatever version the proxy has in force.
+//! Policy data in one VM: the live document, fetched for the whole proxy when this VM holds the
+//! lease (conditionally, with the ETag of the version in force), or the ACL data written in the
+//! configuration; validated whole, written into shared data as a sharded table (see
+//! [`super::table`]), and looked up (keys, groups, owners) in whatever version the proxy has in
+//! force.
 
 use sha2::{Digest, Sha256};
 
 use super::document::{validate, DocumentRules};
 use super::source::DataSource;
 use super::table::{
-    find_in_shard, shard_bits_for, shard_key, shard_of, write_generation, Descriptor, Generation,
-    LiveKeyEntry, ShardLookup, ShardTag,
+    find_in_shard, group_index, owner_index, shard_bits_for, shard_key, shard_of, write_generation,
+    Descriptor, Generation, LiveKeyEntry, ShardLookup, ShardTag, TableEntry,
 };
 use super::{Feed, FeedTiming, FetchReason, Lease, Published};
 use crate::ports::{
@@ -42,9 +43,28 @@ struct View {
     last_ok_ms: i64,
 }
 
+/// Where a table's data comes from.
+#[derive(Debug)]
+enum Origin {
+    /// The control endpoint of `data_source`.
+    Endpoint(DataSource),
+    /// The configuration's `acl.groups` and `acl.owners` (`acl_json`: an object with those two
+    /// members). When configurations change, VMs of the old one and the new one share the table
+    /// for a while: the newest configuration (by the time a VM first published) is the one in
+    /// force.
+    Configuration {
+        acl_json: Vec<u8>,
+        configured_at_ms: Option<i64>,
+    },
+}
+
+/// The document version a configuration's data is published under (the publisher's
+/// configuration time: an older configuration's VM never replaces a newer one's data).
+const CONFIGURATION_VERSION: &str = "configuration ";
+
 #[derive(Debug)]
 pub struct PolicyData {
-    source: DataSource,
+    origin: Origin,
     feed: Feed,
     /// Shard keys start with this.
     prefix: String,
@@ -74,11 +94,39 @@ impl PolicyData {
                 .saturating_add(30_000),
             sticky_ms: STICKY_MS,
         };
+        Self::with_origin(Origin::Endpoint(source), &name, timing, space, rules_digest)
+    }
+
+    /// The ACL data of a configuration (`acl_json`: an object with `groups` and `owners`). It
+    /// is published by the first VM to take the lease (see [`PolicyData::publish_configured`])
+    /// and never goes stale.
+    pub fn configured(acl_json: Vec<u8>, space: &KeySpace, rules_digest: [u8; 32]) -> Self {
+        let timing = FeedTiming {
+            refresh_ms: i64::MAX / 4,
+            // A publisher that died half-way is replaced once its lease expires.
+            min_refetch_ms: 1000,
+            lease_ms: 60_000,
+            sticky_ms: 0,
+        };
+        let origin = Origin::Configuration {
+            acl_json,
+            configured_at_ms: None,
+        };
+        Self::with_origin(origin, "config-data", timing, space, rules_digest)
+    }
+
+    fn with_origin(
+        origin: Origin,
+        name: &str,
+        timing: FeedTiming,
+        space: &KeySpace,
+        rules_digest: [u8; 32],
+    ) -> Self {
         Self {
-            feed: Feed::new(space, &name),
-            prefix: space.key(&name),
+            feed: Feed::new(space, name),
+            prefix: space.key(name),
             timing,
-            source,
+            origin,
             view: View::default(),
             rules_digest,
             announced: 0,
@@ -86,8 +134,12 @@ impl PolicyData {
         }
     }
 
-    pub fn source(&self) -> &DataSource {
-        &self.source
+    /// The control endpoint, for data fetched from one.
+    pub fn source(&self) -> Option<&DataSource> {
+        match &self.origin {
+            Origin::Endpoint(source) => Some(source),
+            Origin::Configuration { .. } => None,
+        }
     }
 
     pub fn create(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
@@ -131,6 +183,9 @@ impl PolicyData {
                     .unwrap_or_default(),
             });
         }
+        let Origin::Endpoint(source) = &self.origin else {
+            return Ok(None);
+        };
         if let Some((_, taken_ms)) = self.lease {
             if now_ms < taken_ms.saturating_add(self.timing.lease_ms) {
                 return Ok(None);
@@ -144,24 +199,25 @@ impl PolicyData {
         else {
             return Ok(None);
         };
+        let call = self.call(source);
         self.lease = Some((lease, now_ms));
-        Ok(Some(self.call()))
+        Ok(Some(call))
     }
 
-    fn call(&self) -> Call {
+    fn call(&self, source: &DataSource) -> Call {
         let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
         let etag = self.view.descriptor.as_ref().map(|d| d.etag.as_str());
         if let Some(etag) = etag.filter(|e| self.view.version != 0 && !e.is_empty()) {
             headers.push(("if-none-match".to_owned(), etag.to_owned()));
         }
         Call::Http(HttpCall {
-            cluster: self.source.cluster.clone(),
+            cluster: source.cluster.clone(),
             method: "GET".to_owned(),
-            path: self.source.path.clone(),
-            authority: self.source.authority.clone(),
+            path: source.path.clone(),
+            authority: source.authority.clone(),
             headers,
             body: Vec::new(),
-            timeout_ms: self.source.timeout_ms,
+            timeout_ms: source.timeout_ms,
         })
     }
 
@@ -239,11 +295,7 @@ impl PolicyData {
                 )
             }
         };
-        let digest: [u8; 32] = Sha256::new()
-            .chain_update(self.rules_digest)
-            .chain_update(body)
-            .finalize()
-            .into();
+        let digest = body_digest(&self.rules_digest, body);
         let etag = headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("etag"))
@@ -262,6 +314,23 @@ impl PolicyData {
                 .confirm(store, lease, self.timing, now_ms, descriptor)?;
             return self.refresh_view(store);
         }
+        self.publish(body, digest, etag, lease, rules, store, now_ms, events)
+    }
+
+    /// Validates `body` and writes it as the next version (this VM holds `lease`).
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &mut self,
+        body: &[u8],
+        digest: [u8; 32],
+        etag: String,
+        lease: Lease,
+        rules: &DocumentRules<'_>,
+        store: &dyn SharedStore,
+        now_ms: i64,
+        events: &mut dyn Events,
+    ) -> Result<(), StoreError> {
+        let state = self.feed.state(store)?;
         let document = match validate(body, rules) {
             Ok(document) => document,
             Err(refusal) => {
@@ -281,7 +350,7 @@ impl PolicyData {
         let current = Descriptor::decode(&pending.current_extra);
         let slot = current.as_ref().map_or(0, |d| 1 - d.slot);
         let mut slot_shards = current.as_ref().map_or([0, 0], |d| d.slot_shards);
-        let shard_bits = shard_bits_for(document.keys.len());
+        let shard_bits = shard_bits_for(document.entries.len());
         let generation = Generation {
             feed_prefix: &self.prefix,
             slot,
@@ -294,14 +363,15 @@ impl PolicyData {
         };
         let (feed, timing) = (&self.feed, self.timing);
         let mut still_ours = || feed.renew(store, lease, timing, now_ms);
-        let Some(written) = write_generation(store, generation, &document.keys, &mut still_ours)?
+        let Some(written) =
+            write_generation(store, generation, &document.entries, &mut still_ours)?
         else {
             return Ok(());
         };
         if let Some(n) = slot_shards.get_mut(usize::from(slot)) {
             *n = written;
         }
-        let entries = u64::try_from(document.keys.len()).unwrap_or(u64::MAX);
+        let entries = u64::try_from(document.entries.len()).unwrap_or(u64::MAX);
         let descriptor = Descriptor {
             writer: lease.holder(),
             slot,
@@ -319,11 +389,19 @@ impl PolicyData {
             self.timing,
             now_ms,
         )?;
-        if let Published::New { version } = published {
+        if let (Published::New { version }, Origin::Configuration { .. }) =
+            (published, &self.origin)
+        {
+            events.emit(Event::ConfigDataPublished {
+                version,
+                acl_groups: document.acl_groups,
+                acl_ownership_entries: document.acl_ownership_entries,
+            });
+        } else if let Published::New { version } = published {
             events.emit(Event::DataLoaded {
                 document_version: document.version,
                 version,
-                api_keys: entries,
+                api_keys: u64::try_from(document.api_keys).unwrap_or(u64::MAX),
                 acl_groups: document.acl_groups,
                 acl_ownership_entries: document.acl_ownership_entries,
             });
@@ -334,9 +412,71 @@ impl PolicyData {
     /// Whether the endpoint has failed for longer than `max_stale_seconds`, counted from the
     /// refresh that was due after its last confirmation.
     fn is_stale(&self, now_ms: i64) -> bool {
-        let max_stale = self.source.max_stale_ms;
-        let failing_since = self.view.last_ok_ms.saturating_add(self.source.refresh_ms);
+        let Origin::Endpoint(source) = &self.origin else {
+            return false;
+        };
+        let max_stale = source.max_stale_ms;
+        let failing_since = self.view.last_ok_ms.saturating_add(source.refresh_ms);
         max_stale > 0 && now_ms.saturating_sub(failing_since) > max_stale
+    }
+
+    /// Publishes the configuration's data when the proxy has something else in force (nothing
+    /// yet, or an older configuration's) and this VM takes the lease. Called at start-up and on
+    /// every tick (a publisher may have died half-way).
+    pub fn publish_configured(
+        &mut self,
+        rules: &DocumentRules<'_>,
+        store: &dyn SharedStore,
+        holder: u64,
+        now_ms: i64,
+        events: &mut dyn Events,
+    ) -> Result<(), StoreError> {
+        let Origin::Configuration {
+            acl_json,
+            configured_at_ms,
+        } = &mut self.origin
+        else {
+            return Ok(());
+        };
+        // The first call is at start-up: that is when this VM's configuration came.
+        let configured_at_ms = *configured_at_ms.get_or_insert(now_ms);
+        // The data alone: every VM of one configuration has the same digest.
+        let digest = body_digest(&self.rules_digest, acl_json);
+        let body = configuration_document(configured_at_ms, acl_json);
+        let state = self.feed.state(store)?;
+        if state.version != 0 {
+            if state.digest == digest {
+                return Ok(());
+            }
+            let in_force_at = Descriptor::decode(&state.extra).and_then(|d| {
+                d.document_version
+                    .strip_prefix(CONFIGURATION_VERSION)
+                    .and_then(|at| at.parse::<i64>().ok())
+            });
+            if in_force_at.is_some_and(|at| at > configured_at_ms) {
+                return Ok(());
+            }
+        }
+        let Some(lease) =
+            self.feed
+                .try_lease(store, holder, FetchReason::Early, self.timing, now_ms)?
+        else {
+            return Ok(());
+        };
+        let outcome = self.publish(
+            &body,
+            digest,
+            String::new(),
+            lease,
+            rules,
+            store,
+            now_ms,
+            events,
+        );
+        if outcome.is_err() {
+            let _ = self.feed.fail(store, lease, self.timing, now_ms);
+        }
+        outcome
     }
 
     /// The live entry of a key's digest in the version the proxy has in force.
@@ -346,6 +486,48 @@ impl PolicyData {
         store: &dyn SharedStore,
         now_ms: i64,
     ) -> Result<Option<LiveKeyEntry>, DataUnavailable> {
+        match self.find(digest, store, now_ms)? {
+            // The index compares digests; the match is confirmed in constant time.
+            Some(TableEntry::Key(entry)) if ct_eq(&entry.digest, digest) => Ok(Some(entry)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The groups that list `consumer`, in the version in force (empty when none does).
+    pub fn groups_of(
+        &mut self,
+        consumer: &str,
+        store: &dyn SharedStore,
+        now_ms: i64,
+    ) -> Result<Vec<String>, DataUnavailable> {
+        match self.find(&group_index(consumer), store, now_ms)? {
+            Some(TableEntry::Groups { groups, .. }) => Ok(groups),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The owners (`consumer:<id>`, `group:<name>`) of object `id` of type `kind`, in the
+    /// version in force; `None` when the object has no entry.
+    pub fn owners_of(
+        &mut self,
+        kind: &str,
+        id: &str,
+        store: &dyn SharedStore,
+        now_ms: i64,
+    ) -> Result<Option<Vec<String>>, DataUnavailable> {
+        match self.find(&owner_index(kind, id), store, now_ms)? {
+            Some(TableEntry::Owners { principals, .. }) => Ok(Some(principals)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The entry under `digest` in the version the proxy has in force.
+    fn find(
+        &mut self,
+        digest: &[u8; 32],
+        store: &dyn SharedStore,
+        now_ms: i64,
+    ) -> Result<Option<TableEntry>, DataUnavailable> {
         let failed = |_: StoreError| DataUnavailable::StoreFailed;
         if self.view.version == 0 {
             // Nothing loaded at the last tick: look again (the first version may just be in).
@@ -377,17 +559,32 @@ impl PolicyData {
                 writer: descriptor.writer,
             };
             match find_in_shard(shard, tag, digest) {
-                // The index compares digests; the match is confirmed in constant time.
-                ShardLookup::Found(entry) if ct_eq(&entry.digest, digest) => {
-                    return Ok(Some(entry))
-                }
-                ShardLookup::Found(_) | ShardLookup::Absent => return Ok(None),
+                ShardLookup::Found(entry) => return Ok(Some(entry)),
+                ShardLookup::Absent => return Ok(None),
                 // The slot was rewritten since this VM looked: look at the state again.
                 ShardLookup::OtherVersion => self.refresh_view(store).map_err(failed)?,
             }
         }
         Err(DataUnavailable::NotLoaded)
     }
+}
+
+/// What a published version is known by: the rules it was validated against and its bytes.
+fn body_digest(rules_digest: &[u8; 32], body: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(rules_digest)
+        .chain_update(body)
+        .finalize()
+        .into()
+}
+
+/// The document a configuration's ACL data is published as (validated like a fetched one).
+fn configuration_document(configured_at_ms: i64, acl_json: &[u8]) -> Vec<u8> {
+    let mut body = format!(r#"{{"version": "{CONFIGURATION_VERSION}{configured_at_ms}", "acl": "#)
+        .into_bytes();
+    body.extend_from_slice(acl_json);
+    body.push(b'}');
+    body
 }
 
 /// What documents are validated against: the configured key digests and the plan names.

@@ -1,5 +1,7 @@
-//! The live API keys in shared data: one copy per proxy, sharded by digest so a lookup reads
-//! one small entry, in two generation slots so storage is reused across versions.
+//! The live policy data in shared data (API keys, ACL group membership and ownership entries):
+//! one copy per proxy, sharded by digest so a lookup reads one small entry, in two generation
+//! slots so storage is reused across versions. ACL entries are found by index digests
+//! ([`group_index`], [`owner_index`]) in the same digest space as key digests.
 //!
 //! Layout, under the document's feed name `<feed>` (see [`crate::live::PolicyData`]):
 //! - `<feed>/state` holds the feed state; its descriptor ([`Descriptor`]) names the slot in
@@ -24,12 +26,18 @@ const TARGET_ENTRIES_PER_SHARD: usize = 16;
 const MAX_SHARD_BITS: u8 = 20;
 
 const DESCRIPTOR_FORMAT: u8 = 2;
-const SHARD_FORMAT: u8 = 2;
+const SHARD_FORMAT: u8 = 3;
 /// The writer checks that it still holds the lease (and renews it) every this many shards.
 const SHARDS_PER_LEASE_CHECK: u32 = 1024;
 /// `expires_at` of an entry that never expires.
 const NEVER: i64 = i64::MIN;
 const REVOKED: u8 = 1;
+/// What an entry is, after its digest.
+const KIND_KEY: u8 = 0;
+const KIND_GROUPS: u8 = 1;
+const KIND_OWNERS: u8 = 2;
+/// The most names one ACL entry lists (the document refuses more).
+pub const MAX_NAMES_PER_ENTRY: usize = 1024;
 
 /// Which slot and shard layout readers use, and what the proxy loaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -131,20 +139,92 @@ pub struct LiveKeyEntry {
     pub plan: Option<String>,
 }
 
-impl LiveKeyEntry {
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.digest);
-        out.extend_from_slice(&self.expires_at.unwrap_or(NEVER).to_le_bytes());
-        out.push(if self.revoked { REVOKED } else { 0 });
-        for text in [Some(&self.consumer), self.plan.as_ref()] {
-            // Consumer ids are at most 128 bytes and plan names 64: both fit a length byte
-            // (the document's validation refuses anything longer before it gets here).
-            let bytes = text.map_or(&[][..], |t| t.as_bytes());
-            let len = u8::try_from(bytes.len()).unwrap_or(0);
-            out.push(len);
-            out.extend_from_slice(bytes.get(..usize::from(len)).unwrap_or_default());
+/// One entry of the table, found by its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableEntry {
+    /// A live API key (the digest is the key's SHA-256).
+    Key(LiveKeyEntry),
+    /// The groups that list a consumer (the digest is its [`group_index`]).
+    Groups {
+        digest: [u8; 32],
+        groups: Vec<String>,
+    },
+    /// The principals (`consumer:<id>`, `group:<name>`) that own an object (the digest is its
+    /// [`owner_index`]).
+    Owners {
+        digest: [u8; 32],
+        principals: Vec<String>,
+    },
+}
+
+/// The digest under which the groups of `consumer` are stored.
+pub fn group_index(consumer: &str) -> [u8; 32] {
+    index_digest(&[b"apiguard acl groups-of", consumer.as_bytes()])
+}
+
+/// The digest under which the owners of object `id` of type `kind` are stored.
+pub fn owner_index(kind: &str, id: &str) -> [u8; 32] {
+    index_digest(&[b"apiguard acl owners-of", kind.as_bytes(), id.as_bytes()])
+}
+
+/// Parts joined by NUL (no part contains one: ids are validated before they are indexed, and
+/// a NUL in a path parameter only makes a lookup miss).
+fn index_digest(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update(part);
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+impl TableEntry {
+    pub fn digest(&self) -> &[u8; 32] {
+        match self {
+            Self::Key(key) => &key.digest,
+            Self::Groups { digest, .. } | Self::Owners { digest, .. } => digest,
         }
     }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.digest());
+        match self {
+            Self::Key(key) => {
+                out.push(KIND_KEY);
+                out.extend_from_slice(&key.expires_at.unwrap_or(NEVER).to_le_bytes());
+                out.push(if key.revoked { REVOKED } else { 0 });
+                // Consumer ids are at most 128 bytes and plan names 64: both fit a length byte
+                // (the document's validation refuses anything longer before it gets here).
+                push_short_text(out, &key.consumer);
+                push_short_text(out, key.plan.as_deref().unwrap_or_default());
+            }
+            Self::Groups { groups: names, .. }
+            | Self::Owners {
+                principals: names, ..
+            } => {
+                out.push(if matches!(self, Self::Groups { .. }) {
+                    KIND_GROUPS
+                } else {
+                    KIND_OWNERS
+                });
+                // Names are at most 137 bytes (`consumer:` and an id), at most
+                // MAX_NAMES_PER_ENTRY of them (validated before).
+                let count = names.len().min(MAX_NAMES_PER_ENTRY);
+                out.extend_from_slice(&u16::try_from(count).unwrap_or(0).to_le_bytes());
+                for name in names.iter().take(count) {
+                    push_short_text(out, name);
+                }
+            }
+        }
+    }
+}
+
+fn push_short_text(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    let len = u8::try_from(bytes.len()).unwrap_or(0);
+    out.push(len);
+    out.extend_from_slice(bytes.get(..usize::from(len)).unwrap_or_default());
 }
 
 /// Which publication a shard belongs to: the version, and the VM that wrote it.
@@ -155,7 +235,7 @@ pub struct ShardTag {
 }
 
 /// A shard's value: format, its tag, the entries sorted by digest.
-pub fn encode_shard(tag: ShardTag, entries: &[LiveKeyEntry]) -> Vec<u8> {
+pub fn encode_shard(tag: ShardTag, entries: &[TableEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + 16 + entries.len() * 64);
     out.push(SHARD_FORMAT);
     out.extend_from_slice(&tag.version.to_le_bytes());
@@ -169,7 +249,7 @@ pub fn encode_shard(tag: ShardTag, entries: &[LiveKeyEntry]) -> Vec<u8> {
 /// What a shard says about one digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardLookup {
-    Found(LiveKeyEntry),
+    Found(TableEntry),
     Absent,
     /// The shard belongs to another publication than the reader's (or is not written yet).
     OtherVersion,
@@ -188,7 +268,7 @@ pub fn find_in_shard(shard: &[u8], tag: ShardTag, digest: &[u8; 32]) -> ShardLoo
             // this version's, so the reader looks again.
             return ShardLookup::OtherVersion;
         };
-        match entry.digest.cmp(digest) {
+        match entry.digest().cmp(digest) {
             std::cmp::Ordering::Less => continue,
             // Equal digests: the caller still compares in constant time (this is the index).
             std::cmp::Ordering::Equal => return ShardLookup::Found(entry),
@@ -198,23 +278,46 @@ pub fn find_in_shard(shard: &[u8], tag: ShardTag, digest: &[u8; 32]) -> ShardLoo
     ShardLookup::Absent
 }
 
-fn read_entry(r: &mut Reader<'_>) -> Option<LiveKeyEntry> {
+fn read_entry(r: &mut Reader<'_>) -> Option<TableEntry> {
     let digest: [u8; 32] = r.take(32)?.try_into().ok()?;
-    let expires_at = Some(r.i64()?).filter(|&at| at != NEVER);
-    let revoked = r.u8()? & REVOKED != 0;
-    let mut text = || -> Option<String> {
-        let len = r.u8()?;
-        String::from_utf8(r.take(usize::from(len))?.to_vec()).ok()
-    };
-    let consumer = text()?;
-    let plan = Some(text()?).filter(|p| !p.is_empty());
-    Some(LiveKeyEntry {
-        digest,
-        expires_at,
-        revoked,
-        consumer,
-        plan,
-    })
+    match r.u8()? {
+        KIND_KEY => {
+            let expires_at = Some(r.i64()?).filter(|&at| at != NEVER);
+            let revoked = r.u8()? & REVOKED != 0;
+            let consumer = read_short_text(r)?;
+            let plan = Some(read_short_text(r)?).filter(|p| !p.is_empty());
+            Some(TableEntry::Key(LiveKeyEntry {
+                digest,
+                expires_at,
+                revoked,
+                consumer,
+                plan,
+            }))
+        }
+        kind @ (KIND_GROUPS | KIND_OWNERS) => {
+            let count = u16::from_le_bytes(r.take(2)?.try_into().ok()?);
+            let names = (0..count)
+                .map(|_| read_short_text(r))
+                .collect::<Option<Vec<_>>>()?;
+            Some(if kind == KIND_GROUPS {
+                TableEntry::Groups {
+                    digest,
+                    groups: names,
+                }
+            } else {
+                TableEntry::Owners {
+                    digest,
+                    principals: names,
+                }
+            })
+        }
+        _ => None,
+    }
+}
+
+fn read_short_text(r: &mut Reader<'_>) -> Option<String> {
+    let len = r.u8()?;
+    String::from_utf8(r.take(usize::from(len))?.to_vec()).ok()
 }
 
 /// Where a generation goes and what it replaces.
@@ -235,7 +338,7 @@ pub struct Generation<'a> {
 pub fn write_generation(
     store: &dyn SharedStore,
     generation: Generation<'_>,
-    entries: &[LiveKeyEntry],
+    entries: &[TableEntry],
     still_ours: &mut dyn FnMut() -> Result<bool, StoreError>,
 ) -> Result<Option<u32>, StoreError> {
     let Generation {
@@ -261,7 +364,7 @@ pub fn write_generation(
                 .get(start..)
                 .unwrap_or_default()
                 .iter()
-                .take_while(|e| shard_of(&e.digest, shard_bits) == shard)
+                .take_while(|e| shard_of(e.digest(), shard_bits) == shard)
                 .count();
         let value = encode_shard(tag, entries.get(start..end).unwrap_or_default());
         store.set(&key, &value, None)?;
@@ -278,7 +381,7 @@ mod tests {
     use super::*;
     use crate::ports::fakes::MemoryStore;
 
-    fn entry(first: u8, consumer: &str) -> LiveKeyEntry {
+    fn key_entry(first: u8, consumer: &str) -> LiveKeyEntry {
         let mut digest = [7u8; 32];
         digest[0] = first;
         LiveKeyEntry {
@@ -288,6 +391,10 @@ mod tests {
             consumer: consumer.to_owned(),
             plan: None,
         }
+    }
+
+    fn entry(first: u8, consumer: &str) -> TableEntry {
+        TableEntry::Key(key_entry(first, consumer))
     }
 
     #[test]
@@ -312,10 +419,11 @@ mod tests {
 
     #[test]
     fn entries_survive_a_shard_and_absent_digests_are_absent() {
-        let mut revoked = entry(1, "bob");
+        let mut revoked = key_entry(1, "bob");
         revoked.revoked = true;
         revoked.expires_at = Some(1_900_000_000);
         revoked.plan = Some("gold".to_owned());
+        let revoked = TableEntry::Key(revoked);
         let entries = vec![entry(0, "alice"), revoked.clone(), entry(9, "carol")];
         let tag = ShardTag {
             version: 4,
@@ -323,37 +431,78 @@ mod tests {
         };
         let shard = encode_shard(tag, &entries);
         assert_eq!(
-            find_in_shard(&shard, tag, &revoked.digest),
+            find_in_shard(&shard, tag, revoked.digest()),
             ShardLookup::Found(revoked)
         );
         assert_eq!(
-            find_in_shard(&shard, tag, &entry(5, "x").digest),
+            find_in_shard(&shard, tag, entry(5, "x").digest()),
             ShardLookup::Absent
         );
         assert_eq!(
-            find_in_shard(&shard, tag, &entry(10, "x").digest),
+            find_in_shard(&shard, tag, entry(10, "x").digest()),
             ShardLookup::Absent
         );
         let other_version = ShardTag { version: 5, ..tag };
         assert_eq!(
-            find_in_shard(&shard, other_version, &entries[0].digest),
+            find_in_shard(&shard, other_version, entries[0].digest()),
             ShardLookup::OtherVersion
         );
         // The same version written by a VM that lost its lease is not the publication.
         let other_writer = ShardTag { writer: 0xB, ..tag };
         assert_eq!(
-            find_in_shard(&shard, other_writer, &entries[0].digest),
+            find_in_shard(&shard, other_writer, entries[0].digest()),
             ShardLookup::OtherVersion
         );
         assert_eq!(
-            find_in_shard(b"", tag, &entries[0].digest),
+            find_in_shard(b"", tag, entries[0].digest()),
             ShardLookup::OtherVersion
         );
         let torn = shard.get(..shard.len() - 3).unwrap();
         assert_eq!(
-            find_in_shard(torn, tag, &entries[2].digest),
+            find_in_shard(torn, tag, entries[2].digest()),
             ShardLookup::OtherVersion
         );
+    }
+
+    #[test]
+    fn acl_entries_survive_a_shard_beside_keys() {
+        let groups = TableEntry::Groups {
+            digest: group_index("bob"),
+            groups: vec!["ops".to_owned(), "support".to_owned()],
+        };
+        let owners = TableEntry::Owners {
+            digest: owner_index("account", "acct-1"),
+            principals: vec!["consumer:alice".to_owned(), "group:support".to_owned()],
+        };
+        let none = TableEntry::Owners {
+            digest: owner_index("account", "acct-2"),
+            principals: vec![],
+        };
+        let mut entries = vec![entry(0x40, "alice"), groups, owners, none];
+        entries.sort_by(|a, b| a.digest().cmp(b.digest()));
+        let tag = ShardTag {
+            version: 1,
+            writer: 1,
+        };
+        let shard = encode_shard(tag, &entries);
+        for e in &entries {
+            assert_eq!(
+                find_in_shard(&shard, tag, e.digest()),
+                ShardLookup::Found(e.clone())
+            );
+        }
+        assert_eq!(
+            find_in_shard(&shard, tag, &owner_index("account", "acct-3")),
+            ShardLookup::Absent
+        );
+    }
+
+    #[test]
+    fn index_digests_keep_their_parts_apart() {
+        // "ab" + "c" and "a" + "bc" are different objects; a kind and a consumer never meet.
+        assert_ne!(owner_index("ab", "c"), owner_index("a", "bc"));
+        assert_ne!(group_index("account"), owner_index("account", ""));
+        assert_eq!(group_index("bob"), group_index("bob"));
     }
 
     #[test]
@@ -394,10 +543,10 @@ mod tests {
             .unwrap();
         assert_eq!(written, 4);
         for e in &entries {
-            let key = shard_key("f", 0, shard_of(&e.digest, 2));
+            let key = shard_key("f", 0, shard_of(e.digest(), 2));
             let shard = store.get(&key).unwrap().unwrap().value;
             assert_eq!(
-                find_in_shard(&shard, first, &e.digest),
+                find_in_shard(&shard, first, e.digest()),
                 ShardLookup::Found(e.clone())
             );
         }
@@ -423,11 +572,11 @@ mod tests {
         );
         let shard = store.get(&shard_key("f", 0, 0)).unwrap().unwrap().value;
         assert_eq!(
-            find_in_shard(&shard, third, &fewer[0].digest),
+            find_in_shard(&shard, third, fewer[0].digest()),
             ShardLookup::Found(fewer[0].clone())
         );
         assert_eq!(
-            find_in_shard(&shard, third, &entries[0].digest),
+            find_in_shard(&shard, third, entries[0].digest()),
             ShardLookup::Absent
         );
     }

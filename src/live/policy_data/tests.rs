@@ -527,3 +527,181 @@ fn the_same_body_under_another_configuration_is_validated_again() {
         events.0
     );
 }
+
+#[test]
+fn acl_entries_of_a_live_document_are_looked_up_one_entry_each() {
+    let store = MemoryStore::default();
+    let (mut a, mut b) = (vm(0), vm(0));
+    a.create(&store).unwrap();
+    let body = serde_json::json!({"version": "v1", "acl": {
+        "groups": {"support": ["bob"], "ops": ["bob", "carol"]},
+        "owners": {"account": {"acct-1": ["consumer:alice", "group:support"]}}}});
+    fetch(
+        &mut a,
+        VM_A,
+        &store,
+        NOW,
+        ok(body.to_string().into_bytes(), "\"e1\""),
+    );
+    assert_eq!(b.groups_of("bob", &store, NOW).unwrap(), ["ops", "support"]);
+    assert_eq!(
+        b.groups_of("dave", &store, NOW).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        b.owners_of("account", "acct-1", &store, NOW).unwrap(),
+        Some(vec![
+            "consumer:alice".to_owned(),
+            "group:support".to_owned()
+        ])
+    );
+    assert_eq!(b.owners_of("account", "acct-2", &store, NOW).unwrap(), None);
+    // A kind is part of the name: the same id of another type is another object.
+    assert_eq!(b.owners_of("order", "acct-1", &store, NOW).unwrap(), None);
+    // An index digest is never taken for an API key.
+    assert_eq!(
+        b.lookup(&crate::live::table::group_index("bob"), &store, NOW),
+        Ok(None)
+    );
+}
+
+/// A VM whose configuration has `acl` data (it counts as configured when it first publishes).
+fn configured_vm(acl: serde_json::Value) -> PolicyData {
+    PolicyData::configured(
+        acl.to_string().into_bytes(),
+        &KeySpace::new("apiguard"),
+        [1; 32],
+    )
+}
+
+#[test]
+fn configured_acl_data_is_published_once_per_proxy_and_read_by_every_vm() {
+    let store = MemoryStore::default();
+    let acl = serde_json::json!({"groups": {"support": ["bob"]},
+        "owners": {"account": {"acct-1": ["consumer:alice"]}}});
+    let (mut a, mut b) = (configured_vm(acl.clone()), configured_vm(acl));
+    a.create(&store).unwrap();
+    assert_eq!(
+        b.groups_of("bob", &store, NOW),
+        Err(DataUnavailable::NotLoaded)
+    );
+    let mut events = RecordedEvents::default();
+    a.publish_configured(&rules(), &store, VM_A, NOW, &mut events)
+        .unwrap();
+    assert!(matches!(
+        &events.0[..],
+        [Event::ConfigDataPublished {
+            acl_groups: 1,
+            acl_ownership_entries: 1,
+            ..
+        }]
+    ));
+    let version = a.version();
+    // B's configuration is the same data: nothing to write again.
+    b.publish_configured(
+        &rules(),
+        &store,
+        VM_B,
+        NOW + 3,
+        &mut RecordedEvents::default(),
+    )
+    .unwrap();
+    assert_eq!(b.groups_of("bob", &store, NOW).unwrap(), ["support"]);
+    assert_eq!(
+        b.owners_of("account", "acct-1", &store, NOW).unwrap(),
+        Some(vec!["consumer:alice".to_owned()])
+    );
+    assert_eq!(b.version(), version);
+    // A configuration's data never goes stale and never fetches.
+    assert_eq!(
+        a.tick(
+            &store,
+            VM_A,
+            NOW + 86_400_000,
+            &mut RecordedEvents::default()
+        )
+        .unwrap(),
+        None
+    );
+    assert!(a.groups_of("bob", &store, NOW + 86_400_000).is_ok());
+}
+
+#[test]
+fn the_newest_configuration_is_the_one_in_force() {
+    let store = MemoryStore::default();
+    let old_acl = serde_json::json!({"groups": {"support": ["bob"]}});
+    let new_acl = serde_json::json!({"groups": {"support": ["carol"]}});
+    let mut old = configured_vm(old_acl);
+    let mut new = configured_vm(new_acl);
+    old.create(&store).unwrap();
+    old.publish_configured(&rules(), &store, VM_A, NOW, &mut RecordedEvents::default())
+        .unwrap();
+    new.publish_configured(
+        &rules(),
+        &store,
+        VM_B,
+        NOW + 60_000,
+        &mut RecordedEvents::default(),
+    )
+    .unwrap();
+    assert_eq!(new.groups_of("carol", &store, NOW).unwrap(), ["support"]);
+    // A VM of the old configuration, still draining, does not put its data back.
+    old.publish_configured(
+        &rules(),
+        &store,
+        VM_A,
+        NOW + 61_000,
+        &mut RecordedEvents::default(),
+    )
+    .unwrap();
+    // Its next tick loads the version in force.
+    old.tick(&store, VM_A, NOW + 61_000, &mut RecordedEvents::default())
+        .unwrap();
+    assert_eq!(
+        old.groups_of("bob", &store, NOW).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(old.groups_of("carol", &store, NOW).unwrap(), ["support"]);
+}
+
+#[test]
+fn a_configuration_publisher_that_died_is_replaced_after_its_lease() {
+    let store = MemoryStore::default();
+    let acl = serde_json::json!({"groups": {"support": ["bob"]}});
+    let (a, mut b) = (configured_vm(acl.clone()), configured_vm(acl));
+    a.create(&store).unwrap();
+    // A took the lease and died before writing anything.
+    let feed = Feed::new(&KeySpace::new("apiguard"), "config-data");
+    let timing = FeedTiming {
+        refresh_ms: i64::MAX / 4,
+        min_refetch_ms: 1000,
+        lease_ms: 60_000,
+        sticky_ms: 0,
+    };
+    assert!(feed
+        .try_lease(&store, VM_A, FetchReason::Early, timing, NOW)
+        .unwrap()
+        .is_some());
+    b.publish_configured(
+        &rules(),
+        &store,
+        VM_B,
+        NOW + 1000,
+        &mut RecordedEvents::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        b.groups_of("bob", &store, NOW),
+        Err(DataUnavailable::NotLoaded)
+    );
+    b.publish_configured(
+        &rules(),
+        &store,
+        VM_B,
+        NOW + 60_001,
+        &mut RecordedEvents::default(),
+    )
+    .unwrap();
+    assert_eq!(b.groups_of("bob", &store, NOW).unwrap(), ["support"]);
+    drop(a);
+}
