@@ -108,10 +108,9 @@ pub fn compile(cfg: AclConfig, jwt: bool) -> Result<AclPolicy, ConfigError> {
         None
     } else {
         let data = serde_json::json!({"groups": cfg.groups, "owners": cfg.owners});
-        Some(
-            serde_json::to_vec(&data)
-                .map_err(|_| ConfigError::new("acl", "cannot be written out as JSON"))?,
-        )
+        let json = serde_json::to_vec(&data)
+            .map_err(|_| ConfigError::new("acl", "cannot be written out as JSON"))?;
+        Some(json.into())
     };
     for (i, claim) in cfg.group_claims.iter().enumerate() {
         if claim.is_empty() {

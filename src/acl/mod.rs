@@ -65,7 +65,7 @@ pub struct AclPolicy {
     /// `acl.groups` and `acl.owners` of the configuration as one JSON object (`{"groups": …,
     /// "owners": …}`): published into shared data once per proxy, read one entry at a time like
     /// the live document's; `None` when both are empty.
-    pub configured_data: Option<Vec<u8>>,
+    pub configured_data: Option<std::rc::Rc<[u8]>>,
     /// Ownership entries in `acl.owners`.
     pub configured_ownership_entries: usize,
     /// Each rule as logs and audit records name it: `acl.rules[i] <path>`.

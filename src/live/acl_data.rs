@@ -92,7 +92,7 @@ mod tests {
 
     fn configured(store: &MemoryStore, acl: serde_json::Value) -> PolicyData {
         let mut data = PolicyData::configured(
-            acl.to_string().into_bytes(),
+            acl.to_string().into_bytes().into(),
             &KeySpace::new("apiguard"),
             [0; 32],
         );

@@ -4,6 +4,8 @@
 //! [`super::table`]), and looked up (keys, groups, owners) in whatever version the proxy has in
 //! force.
 
+use std::rc::Rc;
+
 use sha2::{Digest, Sha256};
 
 use super::document::{validate, DocumentRules};
@@ -53,7 +55,7 @@ enum Origin {
     /// for a while: the newest configuration (by the time a VM first published) is the one in
     /// force.
     Configuration {
-        acl_json: Vec<u8>,
+        acl_json: Rc<[u8]>,
         configured_at_ms: Option<i64>,
     },
 }
@@ -100,7 +102,7 @@ impl PolicyData {
     /// The ACL data of a configuration (`acl_json`: an object with `groups` and `owners`). It
     /// is published by the first VM to take the lease (see [`PolicyData::publish_configured`])
     /// and never goes stale.
-    pub fn configured(acl_json: Vec<u8>, space: &KeySpace, rules_digest: [u8; 32]) -> Self {
+    pub fn configured(acl_json: Rc<[u8]>, space: &KeySpace, rules_digest: [u8; 32]) -> Self {
         let timing = FeedTiming {
             refresh_ms: i64::MAX / 4,
             // A publisher that died half-way is replaced once its lease expires.

@@ -568,7 +568,7 @@ fn acl_entries_of_a_live_document_are_looked_up_one_entry_each() {
 /// A VM whose configuration has `acl` data (it counts as configured when it first publishes).
 fn configured_vm(acl: serde_json::Value) -> PolicyData {
     PolicyData::configured(
-        acl.to_string().into_bytes(),
+        acl.to_string().into_bytes().into(),
         &KeySpace::new("apiguard"),
         [1; 32],
     )
