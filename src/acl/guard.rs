@@ -3,11 +3,14 @@
 //!
 //! State lives in shared data, bounded like the rate-limit tables: a consumer maps (by a digest
 //! of its id) to one of [`GUARD_SLOTS`] keys, created on first use and never deleted, no time in
-//! a name. A slot's value holds when its block ends and the recent refusals as (digest of the
-//! object, time) pairs, at most `max_distinct_denied + 1` of them, updated by compare-and-swap.
-//! Approximations, both only ever stricter: two consumers that share a slot share one record
-//! (their refusals add up and a block holds for both), and two objects whose 32-bit digests
-//! collide count once.
+//! a name. A slot's value names the consumer it tracks (a 64-bit digest of its id), when its
+//! block ends and the recent refusals as (digest of the object, time) pairs, at most
+//! `max_distinct_denied + 1` of them, updated by compare-and-swap.
+//!
+//! A block holds only for the consumer the slot names: a consumer that shares a slot with an
+//! enumerating one is never blocked for it. The price: while a slot tracks one consumer (blocked,
+//! or refused within the window), another consumer of that slot goes uncounted until the record
+//! lapses. Two objects whose 32-bit digests collide count once.
 
 use sha2::{Digest, Sha256};
 
@@ -32,24 +35,29 @@ pub enum Recorded {
     Counted { distinct: usize },
     /// The consumer is blocked for this many more seconds (from now on, or already).
     Blocked { retry_after: u64 },
+    /// The slot tracks another consumer for now: this refusal is not counted.
+    SlotBusy,
 }
 
 /// One slot's record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Record {
+    /// The consumer tracked ([`consumer_tag`]); 0 for a slot never used.
+    consumer: u64,
     blocked_until_ms: i64,
     /// (object digest, time of its last refusal), oldest first.
     refused: Vec<(u32, i64)>,
 }
 
-const FORMAT: u8 = 1;
-const HEADER_BYTES: usize = 1 + 8 + 2;
+const FORMAT: u8 = 2;
+const HEADER_BYTES: usize = 1 + 8 + 8 + 2;
 const ENTRY_BYTES: usize = 4 + 8;
 
 impl Record {
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_BYTES + self.refused.len() * ENTRY_BYTES);
         out.push(FORMAT);
+        out.extend_from_slice(&self.consumer.to_le_bytes());
         out.extend_from_slice(&self.blocked_until_ms.to_le_bytes());
         let count = u16::try_from(self.refused.len()).unwrap_or(u16::MAX);
         out.extend_from_slice(&count.to_le_bytes());
@@ -70,9 +78,10 @@ impl Record {
         if format != FORMAT {
             return None;
         }
-        let blocked_until_ms = i64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-        let count = u16::from_le_bytes(rest.get(8..10)?.try_into().ok()?);
-        let entries = rest.get(10..)?;
+        let consumer = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+        let blocked_until_ms = i64::from_le_bytes(rest.get(8..16)?.try_into().ok()?);
+        let count = u16::from_le_bytes(rest.get(16..18)?.try_into().ok()?);
+        let entries = rest.get(18..)?;
         if entries.len() != usize::from(count) * ENTRY_BYTES {
             return None;
         }
@@ -85,9 +94,16 @@ impl Record {
             })
             .collect::<Option<Vec<_>>>()?;
         Some(Self {
+            consumer,
             blocked_until_ms,
             refused,
         })
+    }
+
+    /// Whether the record still tracks its consumer: blocked, or refused within the window.
+    fn in_use(&self, now_ms: i64, window_ms: i64) -> bool {
+        let since = now_ms.saturating_sub(window_ms);
+        self.blocked_until_ms > now_ms || self.refused.iter().any(|(_, at)| *at > since)
     }
 
     /// Seconds until the block ends, rounded up; `None` when not blocked.
@@ -111,6 +127,11 @@ fn first_u64(d: &[u8; 32]) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(d.get(..8).unwrap_or(&[0; 8]));
     u64::from_le_bytes(first)
+}
+
+/// The consumer a record tracks, as stored (never 0, the tag of an unused slot).
+fn consumer_tag(consumer: &str) -> u64 {
+    first_u64(&digest(&[b"consumer", consumer.as_bytes()])).max(1)
 }
 
 /// One VM's handle on the guard's table.
@@ -152,7 +173,9 @@ impl EnumerationGuard {
     ) -> Result<Option<u64>, StoreError> {
         Ok(store
             .get(&self.key(consumer))?
-            .and_then(|s| Record::decode(&s.value).retry_after(now_ms)))
+            .map(|s| Record::decode(&s.value))
+            .filter(|r| r.consumer == consumer_tag(consumer))
+            .and_then(|r| r.retry_after(now_ms)))
     }
 
     /// Counts a refusal of `consumer` on `object`; the refusal that takes the consumer past
@@ -175,6 +198,17 @@ impl EnumerationGuard {
                 Some(s) => (Record::decode(&s.value), s.cas),
                 None => (Record::default(), create.token()),
             };
+            let tag = consumer_tag(consumer);
+            if record.consumer != tag {
+                if record.in_use(now_ms, settings.window_ms) {
+                    return Ok(Recorded::SlotBusy);
+                }
+                // The record lapsed: the slot is this consumer's now.
+                record = Record {
+                    consumer: tag,
+                    ..Record::default()
+                };
+            }
             if let Some(retry_after) = record.retry_after(now_ms) {
                 return Ok(Recorded::Blocked { retry_after });
             }
@@ -263,6 +297,46 @@ mod tests {
         );
     }
 
+    /// Two consumer ids whose records share one slot.
+    fn slot_mates() -> (String, String) {
+        let g = worker();
+        let first = "c0".to_owned();
+        let mate = (1..)
+            .map(|i| format!("c{i}"))
+            .find(|c| g.key(c) == g.key(&first))
+            .unwrap();
+        (first, mate)
+    }
+
+    #[test]
+    fn a_block_holds_only_for_the_consumer_it_tracks() {
+        let store = MemoryStore::default();
+        let mut g = worker();
+        let (mallory, mate) = slot_mates();
+        for i in 0..4 {
+            g.record_refusal(&SETTINGS, &mallory, &format!("o{i}"), &store, NOW)
+                .unwrap();
+        }
+        assert_eq!(g.blocked(&mallory, &store, NOW), Ok(Some(300)));
+        // The consumer sharing the slot is not blocked, and goes uncounted while it is in use.
+        assert_eq!(g.blocked(&mate, &store, NOW), Ok(None));
+        assert_eq!(
+            g.record_refusal(&SETTINGS, &mate, "o9", &store, NOW + 1),
+            Ok(Recorded::SlotBusy)
+        );
+        assert_eq!(g.blocked(&mallory, &store, NOW + 1), Ok(Some(300)));
+        // Once the block ended and the window passed, the slot tracks whoever is refused next.
+        let later = NOW + 300_000;
+        assert_eq!(
+            g.record_refusal(&SETTINGS, &mate, "o9", &store, later),
+            Ok(Recorded::Counted { distinct: 1 })
+        );
+        assert_eq!(
+            g.record_refusal(&SETTINGS, &mallory, "o1", &store, later + 1),
+            Ok(Recorded::SlotBusy)
+        );
+    }
+
     #[test]
     fn refusals_older_than_the_window_no_longer_count() {
         let store = MemoryStore::default();
@@ -292,12 +366,18 @@ mod tests {
     #[test]
     fn records_round_trip_and_garbage_reads_empty() {
         let record = Record {
+            consumer: 42,
             blocked_until_ms: NOW,
             refused: vec![(7, NOW - 1), (9, NOW)],
         };
         assert_eq!(Record::decode(&record.encode()), record);
         assert_eq!(Record::decode(b""), Record::default());
         assert_eq!(Record::decode(&[FORMAT, 1, 2]), Record::default());
+        // The first layout (no consumer) reads as an unused slot.
+        assert_eq!(
+            Record::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Record::default()
+        );
         let mut truncated = record.encode();
         truncated.pop();
         assert_eq!(Record::decode(&truncated), Record::default());
