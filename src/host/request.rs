@@ -10,6 +10,7 @@ use super::env::{header_map, log, set_header};
 use super::flow::{self, Host};
 use super::root::{deliver_grpc_reply, deliver_reply, SharedVm, Vm};
 use crate::denial::LocalReply;
+use crate::jwt::JWT_AUTHN_NAMESPACE;
 use crate::request::RequestFacts;
 
 pub struct ApiguardRequest {
@@ -35,6 +36,14 @@ fn client_address() -> Option<String> {
         .ok()
         .flatten()
         .and_then(|v| String::from_utf8(v).ok())
+}
+
+/// The jwt_authn filter's dynamic-metadata namespace: Envoy serializes the Struct it holds
+/// (`google.protobuf.Struct` bytes), or answers nothing when the filter placed none.
+fn jwt_authn_metadata() -> Option<Vec<u8>> {
+    hostcalls::get_property(vec!["metadata", "filter_metadata", JWT_AUTHN_NAMESPACE])
+        .ok()
+        .flatten()
 }
 
 /// Envoy sets `connection.tls_version` only for TLS connections.
@@ -89,6 +98,12 @@ impl HttpContext for ApiguardRequest {
                 .with_downstream_tls(tls)
                 .with_end_of_stream(end_of_stream)
                 .with_client_address(client.as_deref());
+            // Only for a token that a provider verified by jwt_authn may have to vouch for.
+            let facts = if guard.policy().wants_jwt_authn_metadata(&facts) {
+                facts.with_jwt_authn_metadata(jwt_authn_metadata())
+            } else {
+                facts
+            };
             flows.on_request(me, facts, guard, env, host)
         });
         match decided {

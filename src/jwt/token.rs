@@ -17,7 +17,8 @@ use super::claims::{self, TimeClaims};
 use super::config::Provider;
 use super::ecdsa::{Es384, Es512};
 use super::error::{JwtError, Malformed};
-use super::jwks::{KeyMaterial, VerifyKey};
+use super::jwks::{b64url_decode, KeyMaterial, VerifyKey};
+use super::jwt_authn;
 
 type HeaderFields = Map<String, Value>;
 
@@ -98,9 +99,30 @@ impl<'a> ParsedToken<'a> {
             Err(JwtError::InvalidSignature)
         }
     }
+
+    /// The proof for a provider verified by Envoy's jwt_authn filter: `vouched` is the payload
+    /// the filter verified (from the request's metadata), and this token's payload must be it,
+    /// claim for claim.
+    pub fn check_vouched(
+        &self,
+        vouched: &Map<String, Value>,
+    ) -> Result<SignatureChecked, JwtError> {
+        let payload = std::str::from_utf8(self.signing_input)
+            .ok()
+            .and_then(|input| input.split_once('.'))
+            .and_then(|(_, payload)| b64url_decode(payload))
+            .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
+            .ok_or(JwtError::Malformed(Malformed::Claims))?;
+        if jwt_authn::same_payload(&payload, vouched) {
+            Ok(SignatureChecked(()))
+        } else {
+            Err(JwtError::JwtAuthnMismatch)
+        }
+    }
 }
 
-/// Proof that a token's signature was checked against a trusted key.
+/// Proof that a token's signature was checked: against a trusted key, or by Envoy's jwt_authn
+/// filter, whose verified payload is this token's ([`ParsedToken::check_vouched`]).
 #[derive(Debug)]
 pub struct SignatureChecked(());
 
