@@ -1,8 +1,17 @@
-//! A small, bounded reader of a serialized `google.protobuf.Struct`: the bytes Envoy's
-//! `get_property` returns for a Struct-valued property (dynamic metadata). It turns them into
-//! JSON values; anything malformed, too deep or not representable is an error, never a panic.
+//! A small, bounded reader of serialized `google.protobuf.Struct`s, and of the
+//! `envoy.config.core.v3.Metadata` that holds them: the bytes Envoy's `get_property(["metadata"])`
+//! returns for a request's dynamic metadata. It turns a filter's namespace into JSON values;
+//! anything malformed, too deep or not representable is an error, never a panic.
 //!
-//! Field numbers (google/protobuf/struct.proto):
+//! (A deeper property path, such as `["metadata", "filter_metadata", <filter>]`, is no good:
+//! Envoy 1.40 answers it in the proxy-wasm pairs encoding, where strings, numbers and nested
+//! maps are bare bytes without their types. The whole message keeps them.)
+//!
+//! Field numbers (envoy/config/core/v3/base.proto):
+//! - `Metadata  { map<string, google.protobuf.Struct> filter_metadata = 1;
+//!   map<string, google.protobuf.Any> typed_filter_metadata = 2; }`
+//!
+//! (google/protobuf/struct.proto):
 //! - `Struct    { map<string, Value> fields = 1; }`, each map entry a message `{ key = 1; value = 2; }`
 //! - `Value     { oneof kind { NullValue null_value = 1; double number_value = 2;
 //!   string string_value = 3; bool bool_value = 4; Struct struct_value = 5;
@@ -115,6 +124,41 @@ impl<'a> Reader<'a> {
         };
         Ok(Some((tag >> 3, field)))
     }
+}
+
+/// The `filter_metadata` namespace `name` of a serialized `envoy.config.core.v3.Metadata`, as a
+/// JSON object; `None` when the message has no such namespace. Other namespaces are skipped
+/// without being decoded.
+pub fn filter_metadata(
+    metadata: &[u8],
+    name: &str,
+) -> Result<Option<Map<String, Value>>, StructError> {
+    let mut found = None;
+    let mut reader = Reader::new(metadata);
+    while let Some((number, field)) = reader.field()? {
+        match (number, field) {
+            (1, Field::Bytes(entry)) => {
+                let mut key: &[u8] = &[];
+                let mut value: &[u8] = &[];
+                let mut inner = Reader::new(entry);
+                while let Some((n, f)) = inner.field()? {
+                    match (n, f) {
+                        (1, Field::Bytes(k)) => key = k,
+                        (2, Field::Bytes(v)) => value = v,
+                        (1 | 2, _) => return Err(StructError::WireType),
+                        _ => {}
+                    }
+                }
+                // A map key seen twice keeps its last value.
+                if key == name.as_bytes() {
+                    found = Some(value);
+                }
+            }
+            (1, _) => return Err(StructError::WireType),
+            _ => {}
+        }
+    }
+    found.map(decode_struct).transpose()
 }
 
 /// Decodes a serialized `google.protobuf.Struct` into a JSON object. Unknown fields are skipped
@@ -246,6 +290,16 @@ pub(crate) mod encode {
         out
     }
 
+    /// An `envoy.config.core.v3.Metadata` with one `filter_metadata` namespace.
+    pub fn metadata(namespace: &str, m: &Map<String, Value>) -> Vec<u8> {
+        let mut entry = Vec::new();
+        bytes_field(1, namespace.as_bytes(), &mut entry);
+        bytes_field(2, &structure(m), &mut entry);
+        let mut out = Vec::new();
+        bytes_field(1, &entry, &mut out);
+        out
+    }
+
     pub fn structure(m: &Map<String, Value>) -> Vec<u8> {
         let mut out = Vec::new();
         for (k, v) in m {
@@ -259,7 +313,7 @@ pub(crate) mod encode {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -293,6 +347,80 @@ mod tests {
         assert_eq!(decoded["obj"], json!({"inner": {"deep": []}}));
         assert_eq!(decoded["empty"], json!({}));
         assert_eq!(decoded["unicode"], json!("é✓"));
+    }
+
+    /// What Envoy 1.40 answered `get_property(["metadata"])` with, after its jwt_authn filter
+    /// (`payload_in_metadata: https://idp.apiguard.test/`) verified a token with these claims
+    /// (captured from tests/test_jwt_authn_chain.py's chain).
+    pub(crate) const ENVOY_METADATA_HEX: &str = "0a91020a1c656e766f792e66696c746572732e687474702e6a77745f617574686e12f0010aed010a1a68747470733a2f2f6964702e61706967756172642e746573742f12ce012acb010a100a0674656e616e7412061a0461636d650a160a0667726f757073120c320a0a031a01610a031a01620a130a03617564120c1a0a6f72646572732d6170690a130a03637478120c2a0a0a080a016b12031a01760a100a03657870120911000040d5e8c2da410a120a03737562120b1a096d6573682d757365720a0e0a016e120911000000000000f83f0a230a03697373121c1a1a68747470733a2f2f6964702e61706967756172642e746573742f0a080a026f6b120220010a100a036961741209110000403fe8c2da41";
+
+    pub(crate) fn envoy_metadata() -> Vec<u8> {
+        crate::jwt::test_keys::unhex(ENVOY_METADATA_HEX)
+    }
+
+    pub(crate) fn envoy_metadata_claims() -> Value {
+        json!({"iss": "https://idp.apiguard.test/", "aud": "orders-api", "sub": "mesh-user",
+               "iat": 1_795_924_221, "exp": 1_795_924_821, "tenant": "acme", "n": 1.5, "ok": true,
+               "groups": ["a", "b"], "ctx": {"k": "v"}})
+    }
+
+    #[test]
+    fn envoys_real_metadata_bytes_decode_to_the_verified_payload() {
+        let ns = filter_metadata(&envoy_metadata(), "envoy.filters.http.jwt_authn")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ns.len(), 1);
+        let payload = ns["https://idp.apiguard.test/"].as_object().unwrap();
+        let want = envoy_metadata_claims();
+        assert_eq!(payload.len(), want.as_object().unwrap().len());
+        for (k, v) in want.as_object().unwrap() {
+            match v {
+                Value::Number(n) => assert_eq!(payload[k].as_f64(), n.as_f64(), "{k}"),
+                other => assert_eq!(&payload[k], other, "{k}"),
+            }
+        }
+        assert_eq!(filter_metadata(&envoy_metadata(), "envoy.lb"), Ok(None));
+        // No dynamic metadata at all: Envoy's empty message.
+        assert_eq!(
+            filter_metadata(&[], "envoy.filters.http.jwt_authn"),
+            Ok(None)
+        );
+        // Every truncation of the real bytes is refused or reads short, never a panic.
+        let bytes = envoy_metadata();
+        for end in 0..bytes.len() {
+            let _ = filter_metadata(&bytes[..end], "envoy.filters.http.jwt_authn");
+        }
+    }
+
+    #[test]
+    fn a_namespace_seen_twice_keeps_the_last() {
+        let entry = |ns: &str, body: Vec<u8>| {
+            let mut e = vec![0x0a, ns.len() as u8];
+            e.extend_from_slice(ns.as_bytes());
+            e.push(0x12);
+            e.push(body.len() as u8);
+            e.extend(body);
+            let mut out = vec![0x0a, e.len() as u8];
+            out.extend(e);
+            out
+        };
+        let mut bytes = entry("f", encode::structure(&object(json!({"a": "1"}))));
+        bytes.extend(entry("g", encode::structure(&object(json!({"a": "2"})))));
+        bytes.extend(entry("f", encode::structure(&object(json!({"a": "3"})))));
+        // typed_filter_metadata (field 2) is skipped.
+        bytes.extend_from_slice(&[0x12, 0x02, 0x0a, 0x00]);
+        assert_eq!(
+            filter_metadata(&bytes, "f").unwrap().unwrap()["a"],
+            json!("3")
+        );
+        assert_eq!(
+            filter_metadata(&bytes, "g").unwrap().unwrap()["a"],
+            json!("2")
+        );
+        assert_eq!(
+            filter_metadata(&[0x08, 0x01], "f"),
+            Err(StructError::WireType)
+        );
     }
 
     #[test]

@@ -688,7 +688,7 @@ impl<'p> Checks<'p, '_> {
         if let (Some(bearer), Some(verifier)) = (bearer, self.jwt) {
             let presented = Presented {
                 token: bearer.expose(),
-                jwt_authn: req.jwt_authn_metadata(),
+                jwt_authn: req.dynamic_metadata(),
             };
             match verify_token(verifier, presented, self.vm_id, self.may_wait, env) {
                 Ok(verified) => {
@@ -860,7 +860,8 @@ fn take_quota(
     }
 }
 
-/// A bearer token and what the proxy said of it (the jwt_authn filter's metadata, when read).
+/// A bearer token and what the proxy said of it (its dynamic metadata, where the jwt_authn filter
+/// puts what it verified, when read).
 #[derive(Clone, Copy)]
 struct Presented<'r> {
     token: &'r str,
@@ -1479,9 +1480,9 @@ mod tests {
             let metadata = claims.map(|c| {
                 let mut ns = serde_json::Map::new();
                 ns.insert(ISS.to_owned(), c.clone());
-                crate::pbstruct::encode::structure(&ns)
+                crate::pbstruct::encode::metadata(crate::jwt::JWT_AUTHN_NAMESPACE, &ns)
             });
-            req.with_jwt_authn_metadata(metadata)
+            req.with_dynamic_metadata(metadata)
         }
 
         #[test]

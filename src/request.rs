@@ -25,8 +25,8 @@ pub struct RequestFacts {
     client_address: Option<String>,
     /// Envoy took that address from `x-forwarded-for` (it says so with port 0).
     client_address_forwarded: bool,
-    /// The jwt_authn filter's dynamic-metadata namespace (a serialized Struct), when read.
-    jwt_authn_metadata: Option<Vec<u8>>,
+    /// The request's dynamic metadata (a serialized `envoy.config.core.v3.Metadata`), when read.
+    dynamic_metadata: Option<Vec<u8>>,
 }
 
 /// Header values may be credentials: Debug shows names only.
@@ -48,19 +48,19 @@ impl RequestFacts {
             end_of_stream: false,
             client_address: None,
             client_address_forwarded: false,
-            jwt_authn_metadata: None,
+            dynamic_metadata: None,
         }
     }
 
-    /// Records the jwt_authn filter's metadata namespace, as the host read it.
-    pub fn with_jwt_authn_metadata(mut self, metadata: Option<Vec<u8>>) -> Self {
-        self.jwt_authn_metadata = metadata;
+    /// Records the request's dynamic metadata, as the host read it.
+    pub fn with_dynamic_metadata(mut self, metadata: Option<Vec<u8>>) -> Self {
+        self.dynamic_metadata = metadata;
         self
     }
 
-    /// The jwt_authn filter's metadata namespace, when the host read it.
-    pub fn jwt_authn_metadata(&self) -> Option<&[u8]> {
-        self.jwt_authn_metadata.as_deref()
+    /// The request's dynamic metadata, when the host read it.
+    pub fn dynamic_metadata(&self) -> Option<&[u8]> {
+        self.dynamic_metadata.as_deref()
     }
 
     /// Records whether the client's connection to Envoy is TLS. `:scheme` cannot tell: Envoy

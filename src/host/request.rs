@@ -10,7 +10,6 @@ use super::env::{header_map, log, set_header};
 use super::flow::{self, Host};
 use super::root::{deliver_grpc_reply, deliver_reply, SharedVm, Vm};
 use crate::denial::LocalReply;
-use crate::jwt::JWT_AUTHN_NAMESPACE;
 use crate::request::RequestFacts;
 
 pub struct ApiguardRequest {
@@ -38,12 +37,11 @@ fn client_address() -> Option<String> {
         .and_then(|v| String::from_utf8(v).ok())
 }
 
-/// The jwt_authn filter's dynamic-metadata namespace: Envoy serializes the Struct it holds
-/// (`google.protobuf.Struct` bytes), or answers nothing when the filter placed none.
-fn jwt_authn_metadata() -> Option<Vec<u8>> {
-    hostcalls::get_property(vec!["metadata", "filter_metadata", JWT_AUTHN_NAMESPACE])
-        .ok()
-        .flatten()
+/// The request's dynamic metadata, where the jwt_authn filter puts the payloads it verified:
+/// Envoy serializes the whole `envoy.config.core.v3.Metadata` message (a deeper path would come
+/// back in an encoding without types; see `pbstruct`).
+fn dynamic_metadata() -> Option<Vec<u8>> {
+    hostcalls::get_property(vec!["metadata"]).ok().flatten()
 }
 
 /// Envoy sets `connection.tls_version` only for TLS connections.
@@ -100,7 +98,7 @@ impl HttpContext for ApiguardRequest {
                 .with_client_address(client.as_deref());
             // Only for a token that a provider verified by jwt_authn may have to vouch for.
             let facts = if guard.policy().wants_jwt_authn_metadata(&facts) {
-                facts.with_jwt_authn_metadata(jwt_authn_metadata())
+                facts.with_dynamic_metadata(dynamic_metadata())
             } else {
                 facts
             };

@@ -11,25 +11,26 @@
 use serde_json::{Map, Value};
 
 use super::error::JwtError;
-use crate::pbstruct::decode_struct;
+use crate::pbstruct::filter_metadata;
 
 /// The jwt_authn filter's namespace in `metadata.filter_metadata`.
 pub const FILTER_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
 
-/// Largest metadata namespace read: payloads of a few tokens (each at most 64 KiB).
+/// Largest dynamic metadata read: jwt_authn's payloads (tokens are at most 64 KiB) and what
+/// other filters put beside them.
 pub const MAX_METADATA_BYTES: usize = 256 * 1024;
 
-/// The payload jwt_authn placed under `key`. `namespace` is the filter's metadata namespace as
-/// Envoy serializes it (a `google.protobuf.Struct`); Envoy answers with nothing, or with an
-/// empty Struct, when the filter placed nothing. Absent, unreadable or empty: refused.
-pub fn vouched_payload(
-    namespace: Option<&[u8]>,
-    key: &str,
-) -> Result<Map<String, Value>, JwtError> {
-    let bytes = namespace
+/// The payload jwt_authn placed under `key`. `metadata` is the request's dynamic metadata as
+/// Envoy serializes it (an `envoy.config.core.v3.Metadata`); the payload sits in the filter's
+/// namespace. Absent, unreadable or empty: refused.
+pub fn vouched_payload(metadata: Option<&[u8]>, key: &str) -> Result<Map<String, Value>, JwtError> {
+    let bytes = metadata
         .filter(|b| !b.is_empty() && b.len() <= MAX_METADATA_BYTES)
         .ok_or(JwtError::NotVerifiedByJwtAuthn)?;
-    let mut fields = decode_struct(bytes).map_err(|_| JwtError::NotVerifiedByJwtAuthn)?;
+    let mut fields = filter_metadata(bytes, FILTER_NAMESPACE)
+        .ok()
+        .flatten()
+        .ok_or(JwtError::NotVerifiedByJwtAuthn)?;
     match fields.remove(key) {
         Some(Value::Object(payload)) if !payload.is_empty() => Ok(payload),
         _ => Err(JwtError::NotVerifiedByJwtAuthn),
@@ -72,8 +73,9 @@ mod tests {
         }
     }
 
+    /// Dynamic metadata with `v` as jwt_authn's namespace.
     fn namespace(v: Value) -> Vec<u8> {
-        encode::structure(&object(v))
+        encode::metadata(FILTER_NAMESPACE, &object(v))
     }
 
     #[test]
@@ -95,8 +97,21 @@ mod tests {
         let not_object = namespace(json!({"k": "eyJ..."}));
         assert_eq!(vouched_payload(Some(&not_object), "k"), refused);
         assert_eq!(vouched_payload(Some(&[0x0a, 0x09]), "k"), refused);
+        let elsewhere = encode::metadata("envoy.lb", &object(json!({"k": {"sub": "a"}})));
+        assert_eq!(vouched_payload(Some(&elsewhere), "k"), refused);
         let huge = vec![0u8; MAX_METADATA_BYTES + 1];
         assert_eq!(vouched_payload(Some(&huge), "k"), refused);
+    }
+
+    #[test]
+    fn envoys_real_metadata_vouches_for_the_tokens_payload() {
+        use crate::pbstruct::tests::{envoy_metadata, envoy_metadata_claims};
+        let meta = envoy_metadata();
+        let payload = vouched_payload(Some(&meta), "https://idp.apiguard.test/").unwrap();
+        assert!(same_payload(&object(envoy_metadata_claims()), &payload));
+        let mut other = envoy_metadata_claims();
+        other["ok"] = json!(1);
+        assert!(!same_payload(&object(other), &payload));
     }
 
     #[test]

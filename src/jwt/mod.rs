@@ -118,13 +118,13 @@ impl JwtVerifier {
         self.cache.len()
     }
 
-    /// Verifies a bearer token at `now_unix`, for a request without jwt_authn metadata.
+    /// Verifies a bearer token at `now_unix`, for a request whose dynamic metadata was not read.
     pub fn verify(&mut self, token: &str, now_unix: i64) -> Result<VerifiedJwt, JwtError> {
         self.verify_with(token, None, now_unix)
     }
 
-    /// Verifies a bearer token at `now_unix`. `jwt_authn` is the request's jwt_authn metadata
-    /// namespace, when the host read it (see [`JwtSettings::wants_jwt_authn_metadata`]).
+    /// Verifies a bearer token at `now_unix`. `jwt_authn` is the request's dynamic metadata
+    /// (serialized), when the host read it (see [`JwtSettings::wants_jwt_authn_metadata`]).
     pub fn verify_with(
         &mut self,
         token: &str,

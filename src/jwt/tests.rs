@@ -1190,11 +1190,11 @@ fn jwt_authn_config(extra: Value) -> Value {
     json!({"providers": [p]})
 }
 
-/// The jwt_authn filter's metadata namespace with `payload` under `key`, as Envoy serializes it.
+/// Dynamic metadata with `payload` under `key` in jwt_authn's namespace, as Envoy serializes it.
 fn jwt_authn_metadata(key: &str, payload: &Value) -> Vec<u8> {
     let mut ns = serde_json::Map::new();
     ns.insert(key.to_owned(), payload.clone());
-    crate::pbstruct::encode::structure(&ns)
+    crate::pbstruct::encode::metadata(crate::jwt::JWT_AUTHN_NAMESPACE, &ns)
 }
 
 /// A token no key of ours signed: in this mode, the signature is jwt_authn's business.
