@@ -1,7 +1,7 @@
-//! A small, bounded reader of serialized `google.protobuf.Struct`s, and of the
+//! A small, bounded, zero-copy reader of serialized `google.protobuf.Struct`s and of the
 //! `envoy.config.core.v3.Metadata` that holds them: the bytes Envoy's `get_property(["metadata"])`
-//! returns for a request's dynamic metadata. It turns a filter's namespace into JSON values;
-//! anything malformed, too deep or not representable is an error, never a panic.
+//! returns for a request's dynamic metadata. It hands out views into the bytes (map entries, list
+//! items, the kind of a value) and builds nothing; anything malformed is an error, never a panic.
 //!
 //! (A deeper property path, such as `["metadata", "filter_metadata", <filter>]`, is no good:
 //! Envoy 1.40 answers it in the proxy-wasm pairs encoding, where strings, numbers and nested
@@ -17,42 +17,21 @@
 //!   string string_value = 3; bool bool_value = 4; Struct struct_value = 5;
 //!   ListValue list_value = 6; } }`
 //! - `ListValue { repeated Value values = 1; }`
+//!
+//! Both maps are field 1 of their message with string keys, so one [`Entries`] reads either.
 
-use std::fmt;
-
-use serde_json::{Map, Number, Value};
-
-/// How deep Structs and lists may nest (a JWT payload is rarely deeper than 3).
-pub const MAX_DEPTH: usize = 32;
-
-/// Why the bytes are not a Struct we accept.
+/// Why the bytes are not a message we accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StructError {
     /// A field runs past the end of its message.
     Truncated,
     /// A varint longer than 10 bytes.
     Varint,
-    /// A wire type a Struct never uses (groups, or a number beyond 5).
+    /// A wire type these messages never use (groups, or a number beyond 5), or a known field
+    /// with the wrong one.
     WireType,
-    /// Nested deeper than [`MAX_DEPTH`].
-    TooDeep,
     /// A string that is not UTF-8.
     Utf8,
-    /// A number JSON cannot hold (NaN or infinite).
-    NotFinite,
-}
-
-impl fmt::Display for StructError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Truncated => "struct field runs past its end",
-            Self::Varint => "struct varint is too long",
-            Self::WireType => "struct field has an unexpected wire type",
-            Self::TooDeep => "struct nests too deeply",
-            Self::Utf8 => "struct string is not utf-8",
-            Self::NotFinite => "struct number is not finite",
-        })
-    }
 }
 
 const VARINT: u64 = 0;
@@ -126,121 +105,115 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The `filter_metadata` namespace `name` of a serialized `envoy.config.core.v3.Metadata`, as a
-/// JSON object; `None` when the message has no such namespace. Other namespaces are skipped
-/// without being decoded.
-pub fn filter_metadata(
-    metadata: &[u8],
-    name: &str,
-) -> Result<Option<Map<String, Value>>, StructError> {
-    let mut found = None;
-    let mut reader = Reader::new(metadata);
-    while let Some((number, field)) = reader.field()? {
-        match (number, field) {
-            (1, Field::Bytes(entry)) => {
-                let mut key: &[u8] = &[];
-                let mut value: &[u8] = &[];
-                let mut inner = Reader::new(entry);
-                while let Some((n, f)) = inner.field()? {
-                    match (n, f) {
-                        (1, Field::Bytes(k)) => key = k,
-                        (2, Field::Bytes(v)) => value = v,
-                        (1 | 2, _) => return Err(StructError::WireType),
-                        _ => {}
+/// The entries of a `map<string, _>` that is field 1 of its message (`Struct.fields`,
+/// `Metadata.filter_metadata`), in wire order: (key, the value message's bytes).
+pub struct Entries<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> Entries<'a> {
+    pub fn of(message: &'a [u8]) -> Self {
+        Self {
+            reader: Reader::new(message),
+        }
+    }
+
+    /// The next entry; other fields of the message are skipped.
+    pub fn next_entry(&mut self) -> Result<Option<(&'a str, &'a [u8])>, StructError> {
+        while let Some((number, field)) = self.reader.field()? {
+            match (number, field) {
+                (1, Field::Bytes(entry)) => {
+                    let mut key: &[u8] = &[];
+                    let mut value: &[u8] = &[];
+                    let mut inner = Reader::new(entry);
+                    while let Some((n, f)) = inner.field()? {
+                        match (n, f) {
+                            (1, Field::Bytes(k)) => key = k,
+                            (2, Field::Bytes(v)) => value = v,
+                            (1 | 2, _) => return Err(StructError::WireType),
+                            _ => {}
+                        }
                     }
+                    let key = std::str::from_utf8(key).map_err(|_| StructError::Utf8)?;
+                    return Ok(Some((key, value)));
                 }
-                // A map key seen twice keeps its last value.
-                if key == name.as_bytes() {
-                    found = Some(value);
+                (1, _) => return Err(StructError::WireType),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The value under `key` in a map read by [`Entries`]; a key seen twice keeps its last value,
+/// as protobuf parsers do.
+pub fn find<'a>(message: &'a [u8], key: &str) -> Result<Option<&'a [u8]>, StructError> {
+    let mut found = None;
+    let mut entries = Entries::of(message);
+    while let Some((k, value)) = entries.next_entry()? {
+        if k == key {
+            found = Some(value);
+        }
+    }
+    Ok(found)
+}
+
+/// The items of a `ListValue`: each a `Value` message's bytes.
+pub struct Items<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> Items<'a> {
+    pub fn of(list: &'a [u8]) -> Self {
+        Self {
+            reader: Reader::new(list),
+        }
+    }
+
+    pub fn next_item(&mut self) -> Result<Option<&'a [u8]>, StructError> {
+        while let Some((number, field)) = self.reader.field()? {
+            match (number, field) {
+                (1, Field::Bytes(value)) => return Ok(Some(value)),
+                (1, _) => return Err(StructError::WireType),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// What a `Value` holds. Nested messages stay bytes, read with [`Entries`] and [`Items`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind<'a> {
+    Null,
+    Number(f64),
+    Text(&'a str),
+    Bool(bool),
+    Struct(&'a [u8]),
+    List(&'a [u8]),
+}
+
+impl<'a> Kind<'a> {
+    /// Reads a `Value` message. A oneof keeps the last member seen; none set reads as null.
+    pub fn of(value: &'a [u8]) -> Result<Self, StructError> {
+        let mut kind = Kind::Null;
+        let mut reader = Reader::new(value);
+        while let Some((number, field)) = reader.field()? {
+            kind = match (number, field) {
+                (1, Field::Varint(_)) => Kind::Null,
+                (2, Field::Fixed64(raw)) => Kind::Number(f64::from_le_bytes(raw)),
+                (3, Field::Bytes(text)) => {
+                    Kind::Text(std::str::from_utf8(text).map_err(|_| StructError::Utf8)?)
                 }
-            }
-            (1, _) => return Err(StructError::WireType),
-            _ => {}
+                (4, Field::Varint(flag)) => Kind::Bool(flag != 0),
+                (5, Field::Bytes(inner)) => Kind::Struct(inner),
+                (6, Field::Bytes(inner)) => Kind::List(inner),
+                (1..=6, _) => return Err(StructError::WireType),
+                _ => continue,
+            };
         }
+        Ok(kind)
     }
-    found.map(decode_struct).transpose()
-}
-
-/// Decodes a serialized `google.protobuf.Struct` into a JSON object. Unknown fields are skipped
-/// (protobuf's rule); a repeated map key keeps its last value, as protobuf parsers do.
-pub fn decode_struct(bytes: &[u8]) -> Result<Map<String, Value>, StructError> {
-    struct_at(bytes, 0)
-}
-
-fn struct_at(bytes: &[u8], depth: usize) -> Result<Map<String, Value>, StructError> {
-    if depth > MAX_DEPTH {
-        return Err(StructError::TooDeep);
-    }
-    let mut map = Map::new();
-    let mut reader = Reader::new(bytes);
-    while let Some((number, field)) = reader.field()? {
-        match (number, field) {
-            (1, Field::Bytes(entry)) => {
-                let (key, value) = entry_at(entry, depth)?;
-                map.insert(key, value);
-            }
-            (1, _) => return Err(StructError::WireType),
-            _ => {}
-        }
-    }
-    Ok(map)
-}
-
-fn entry_at(bytes: &[u8], depth: usize) -> Result<(String, Value), StructError> {
-    let mut key = String::new();
-    let mut value = Value::Null;
-    let mut reader = Reader::new(bytes);
-    while let Some((number, field)) = reader.field()? {
-        match (number, field) {
-            (1, Field::Bytes(text)) => key = text_of(text)?,
-            (2, Field::Bytes(inner)) => value = value_at(inner, depth)?,
-            (1 | 2, _) => return Err(StructError::WireType),
-            _ => {}
-        }
-    }
-    Ok((key, value))
-}
-
-/// A `Value` message. A oneof keeps the last member seen; no member set reads as null.
-fn value_at(bytes: &[u8], depth: usize) -> Result<Value, StructError> {
-    let mut value = Value::Null;
-    let mut reader = Reader::new(bytes);
-    while let Some((number, field)) = reader.field()? {
-        value = match (number, field) {
-            (1, Field::Varint(_)) => Value::Null,
-            (2, Field::Fixed64(raw)) => {
-                let n = f64::from_le_bytes(raw);
-                Value::Number(Number::from_f64(n).ok_or(StructError::NotFinite)?)
-            }
-            (3, Field::Bytes(text)) => Value::String(text_of(text)?),
-            (4, Field::Varint(flag)) => Value::Bool(flag != 0),
-            (5, Field::Bytes(inner)) => Value::Object(struct_at(inner, depth + 1)?),
-            (6, Field::Bytes(inner)) => Value::Array(list_at(inner, depth + 1)?),
-            (1..=6, _) => return Err(StructError::WireType),
-            _ => continue,
-        };
-    }
-    Ok(value)
-}
-
-fn list_at(bytes: &[u8], depth: usize) -> Result<Vec<Value>, StructError> {
-    if depth > MAX_DEPTH {
-        return Err(StructError::TooDeep);
-    }
-    let mut values = Vec::new();
-    let mut reader = Reader::new(bytes);
-    while let Some((number, field)) = reader.field()? {
-        match (number, field) {
-            (1, Field::Bytes(inner)) => values.push(value_at(inner, depth)?),
-            (1, _) => return Err(StructError::WireType),
-            _ => {}
-        }
-    }
-    Ok(values)
-}
-
-fn text_of(bytes: &[u8]) -> Result<String, StructError> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| StructError::Utf8)
 }
 
 #[cfg(test)]
@@ -318,7 +291,7 @@ pub(crate) mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Map, Number, Value};
 
     fn object(v: Value) -> Map<String, Value> {
         match v {
@@ -327,26 +300,32 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn round_trips_every_kind_of_value() {
-        let m = object(json!({
-            "s": "text", "n": 1.5, "i": 1_700_000_000, "neg": -3, "t": true, "f": false,
-            "z": null, "list": ["a", 2, [true], {"k": "v"}], "obj": {"inner": {"deep": []}},
-            "empty": {}, "unicode": "é✓"
-        }));
-        let decoded = decode_struct(&encode::structure(&m)).unwrap();
-        assert_eq!(decoded.len(), m.len());
-        assert_eq!(decoded["s"], json!("text"));
-        assert_eq!(decoded["i"].as_f64(), Some(1_700_000_000.0));
-        assert_eq!(decoded["neg"].as_f64(), Some(-3.0));
-        assert_eq!(decoded["t"], json!(true));
-        assert_eq!(decoded["z"], Value::Null);
-        assert_eq!(decoded["list"][0], json!("a"));
-        assert_eq!(decoded["list"][2], json!([true]));
-        assert_eq!(decoded["list"][3], json!({"k": "v"}));
-        assert_eq!(decoded["obj"], json!({"inner": {"deep": []}}));
-        assert_eq!(decoded["empty"], json!({}));
-        assert_eq!(decoded["unicode"], json!("é✓"));
+    /// The whole Struct as JSON, through the readers (test-only: the plugin builds nothing).
+    pub(crate) fn to_json(bytes: &[u8]) -> Result<Map<String, Value>, StructError> {
+        let mut map = Map::new();
+        let mut entries = Entries::of(bytes);
+        while let Some((key, value)) = entries.next_entry()? {
+            map.insert(key.to_owned(), value_json(value)?);
+        }
+        Ok(map)
+    }
+
+    fn value_json(bytes: &[u8]) -> Result<Value, StructError> {
+        Ok(match Kind::of(bytes)? {
+            Kind::Null => Value::Null,
+            Kind::Number(n) => Number::from_f64(n).map_or(Value::Null, Value::Number),
+            Kind::Text(t) => Value::String(t.to_owned()),
+            Kind::Bool(b) => Value::Bool(b),
+            Kind::Struct(inner) => Value::Object(to_json(inner)?),
+            Kind::List(inner) => {
+                let mut items = Vec::new();
+                let mut list = Items::of(inner);
+                while let Some(item) = list.next_item()? {
+                    items.push(value_json(item)?);
+                }
+                Value::Array(items)
+            }
+        })
     }
 
     /// What Envoy 1.40 answered `get_property(["metadata"])` with, after its jwt_authn filter
@@ -364,11 +343,13 @@ pub(crate) mod tests {
                "groups": ["a", "b"], "ctx": {"k": "v"}})
     }
 
+    const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
+
     #[test]
-    fn envoys_real_metadata_bytes_decode_to_the_verified_payload() {
-        let ns = filter_metadata(&envoy_metadata(), "envoy.filters.http.jwt_authn")
-            .unwrap()
-            .unwrap();
+    fn envoys_real_metadata_bytes_read_as_the_verified_payload() {
+        let bytes = envoy_metadata();
+        let ns = find(&bytes, JWT_AUTHN).unwrap().unwrap();
+        let ns = to_json(ns).unwrap();
         assert_eq!(ns.len(), 1);
         let payload = ns["https://idp.apiguard.test/"].as_object().unwrap();
         let want = envoy_metadata_claims();
@@ -379,21 +360,19 @@ pub(crate) mod tests {
                 other => assert_eq!(&payload[k], other, "{k}"),
             }
         }
-        assert_eq!(filter_metadata(&envoy_metadata(), "envoy.lb"), Ok(None));
+        assert_eq!(find(&bytes, "envoy.lb"), Ok(None));
         // No dynamic metadata at all: Envoy's empty message.
-        assert_eq!(
-            filter_metadata(&[], "envoy.filters.http.jwt_authn"),
-            Ok(None)
-        );
+        assert_eq!(find(&[], JWT_AUTHN), Ok(None));
         // Every truncation of the real bytes is refused or reads short, never a panic.
-        let bytes = envoy_metadata();
         for end in 0..bytes.len() {
-            let _ = filter_metadata(&bytes[..end], "envoy.filters.http.jwt_authn");
+            if let Ok(Some(ns)) = find(&bytes[..end], JWT_AUTHN) {
+                let _ = to_json(ns);
+            }
         }
     }
 
     #[test]
-    fn a_namespace_seen_twice_keeps_the_last() {
+    fn a_key_seen_twice_keeps_the_last_value() {
         let entry = |ns: &str, body: Vec<u8>| {
             let mut e = vec![0x0a, ns.len() as u8];
             e.extend_from_slice(ns.as_bytes());
@@ -409,23 +388,43 @@ pub(crate) mod tests {
         bytes.extend(entry("f", encode::structure(&object(json!({"a": "3"})))));
         // typed_filter_metadata (field 2) is skipped.
         bytes.extend_from_slice(&[0x12, 0x02, 0x0a, 0x00]);
-        assert_eq!(
-            filter_metadata(&bytes, "f").unwrap().unwrap()["a"],
-            json!("3")
-        );
-        assert_eq!(
-            filter_metadata(&bytes, "g").unwrap().unwrap()["a"],
-            json!("2")
-        );
-        assert_eq!(
-            filter_metadata(&[0x08, 0x01], "f"),
-            Err(StructError::WireType)
-        );
+        let f = find(&bytes, "f").unwrap().unwrap();
+        assert_eq!(to_json(f).unwrap()["a"], json!("3"));
+        let g = find(&bytes, "g").unwrap().unwrap();
+        assert_eq!(to_json(g).unwrap()["a"], json!("2"));
+        assert_eq!(find(&[0x08, 0x01], "f"), Err(StructError::WireType));
+
+        let mut twice = encode::structure(&object(json!({"a": "first"})));
+        twice.extend(encode::structure(&object(json!({"a": "second"}))));
+        assert_eq!(to_json(&twice).unwrap()["a"], json!("second"));
     }
 
     #[test]
-    fn empty_bytes_are_an_empty_struct() {
-        assert_eq!(decode_struct(&[]), Ok(Map::new()));
+    fn every_kind_of_value_reads_back() {
+        let m = object(json!({
+            "s": "text", "n": 1.5, "i": 1_700_000_000, "neg": -3, "t": true, "f": false,
+            "z": null, "list": ["a", 2, [true], {"k": "v"}], "obj": {"inner": {"deep": []}},
+            "empty": {}, "unicode": "é✓"
+        }));
+        let decoded = to_json(&encode::structure(&m)).unwrap();
+        assert_eq!(decoded.len(), m.len());
+        assert_eq!(decoded["s"], json!("text"));
+        assert_eq!(decoded["i"].as_f64(), Some(1_700_000_000.0));
+        assert_eq!(decoded["neg"].as_f64(), Some(-3.0));
+        assert_eq!(decoded["t"], json!(true));
+        assert_eq!(decoded["z"], Value::Null);
+        assert_eq!(decoded["list"][0], json!("a"));
+        assert_eq!(decoded["list"][2], json!([true]));
+        assert_eq!(decoded["list"][3], json!({"k": "v"}));
+        assert_eq!(decoded["obj"], json!({"inner": {"deep": []}}));
+        assert_eq!(decoded["empty"], json!({}));
+        assert_eq!(decoded["unicode"], json!("é✓"));
+        // A Value with no member set, and one whose oneof is set twice (the last wins).
+        assert_eq!(Kind::of(&[]), Ok(Kind::Null));
+        assert_eq!(
+            Kind::of(&[0x20, 0x01, 0x1a, 0x01, b'x']),
+            Ok(Kind::Text("x"))
+        );
     }
 
     #[test]
@@ -435,25 +434,18 @@ pub(crate) mod tests {
         let mut noisy = vec![0x48, 0x01, 0x49, 0, 0, 0, 0, 0, 0, 0, 0, 0x4a, 0x01, 0xff];
         noisy.append(&mut bytes);
         noisy.extend_from_slice(&[0x4d, 1, 2, 3, 4]);
-        assert_eq!(decode_struct(&noisy).unwrap()["a"], json!("b"));
-    }
-
-    #[test]
-    fn a_repeated_key_keeps_the_last_value() {
-        let mut bytes = encode::structure(&object(json!({"a": "first"})));
-        bytes.extend(encode::structure(&object(json!({"a": "second"}))));
-        assert_eq!(decode_struct(&bytes).unwrap()["a"], json!("second"));
+        assert_eq!(to_json(&noisy).unwrap()["a"], json!("b"));
     }
 
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
         let bytes = encode::structure(&object(json!({"sub": "alice", "exp": 1, "aud": ["x"]})));
         for end in 0..bytes.len() {
-            // Any prefix either decodes (it ended on a field boundary) or is refused.
-            let _ = decode_struct(&bytes[..end]);
+            // Any prefix either reads (it ended on a field boundary) or is refused.
+            let _ = to_json(&bytes[..end]);
         }
         assert_eq!(
-            decode_struct(&bytes[..bytes.len() - 1]),
+            to_json(&bytes[..bytes.len() - 1]),
             Err(StructError::Truncated)
         );
     }
@@ -470,61 +462,32 @@ pub(crate) mod tests {
                     seed as u8
                 })
                 .collect();
-            let _ = decode_struct(&bytes);
+            let _ = to_json(&bytes);
+            let _ = Kind::of(&bytes);
+            let _ = find(&bytes, "a");
         }
     }
 
     #[test]
     fn malformed_input_is_refused() {
         // Overlong varint.
-        assert_eq!(
-            decode_struct(
-                &[0x0a; 1]
-                    .iter()
-                    .chain(&[0xff; 11])
-                    .copied()
-                    .collect::<Vec<_>>()
-            ),
-            Err(StructError::Varint)
-        );
+        let overlong: Vec<u8> = [0x0a].iter().chain(&[0xff; 11]).copied().collect();
+        assert_eq!(to_json(&overlong), Err(StructError::Varint));
         // Length beyond the end.
-        assert_eq!(
-            decode_struct(&[0x0a, 0x05, 0x01]),
-            Err(StructError::Truncated)
-        );
+        assert_eq!(to_json(&[0x0a, 0x05, 0x01]), Err(StructError::Truncated));
         // A group (wire type 3).
-        assert_eq!(decode_struct(&[0x0b]), Err(StructError::WireType));
+        assert_eq!(to_json(&[0x0b]), Err(StructError::WireType));
         // Field 1 of a Struct as a varint.
-        assert_eq!(decode_struct(&[0x08, 0x01]), Err(StructError::WireType));
+        assert_eq!(to_json(&[0x08, 0x01]), Err(StructError::WireType));
         // A map key that is not UTF-8.
         assert_eq!(
-            decode_struct(&[0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe]),
+            to_json(&[0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe]),
             Err(StructError::Utf8)
         );
-        // A NaN number value: entry { key "n", value { number_value NaN } }.
-        let mut nan = vec![0x0a, 0x0e, 0x0a, 0x01, b'n', 0x12, 0x09, 0x11];
-        nan.extend_from_slice(&f64::NAN.to_le_bytes());
-        assert_eq!(decode_struct(&nan), Err(StructError::NotFinite));
-    }
-
-    #[test]
-    fn nesting_is_bounded() {
-        let mut v = json!("leaf");
-        for _ in 0..MAX_DEPTH + 2 {
-            v = json!({ "k": v });
-        }
-        let bytes = encode::structure(&object(v));
-        assert_eq!(decode_struct(&bytes), Err(StructError::TooDeep));
-        let mut l = json!(1);
-        for _ in 0..MAX_DEPTH + 2 {
-            l = json!([l]);
-        }
-        let bytes = encode::structure(&object(json!({ "l": l })));
-        assert_eq!(decode_struct(&bytes), Err(StructError::TooDeep));
-        let mut ok = json!("leaf");
-        for _ in 0..MAX_DEPTH - 1 {
-            ok = json!({ "k": ok });
-        }
-        assert!(decode_struct(&encode::structure(&object(ok))).is_ok());
+        // A string value that is not UTF-8; a number as a varint.
+        assert_eq!(Kind::of(&[0x1a, 0x01, 0xff]), Err(StructError::Utf8));
+        assert_eq!(Kind::of(&[0x10, 0x01]), Err(StructError::WireType));
+        // A truncated fixed64.
+        assert_eq!(Kind::of(&[0x11, 0, 0, 0]), Err(StructError::Truncated));
     }
 }

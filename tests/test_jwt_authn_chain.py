@@ -46,9 +46,11 @@ def apiguard_config() -> dict:
     return config
 
 
-def jwt_authn_filter(key) -> dict:
+def jwt_authn_filter(key, from_header: str | None = None) -> dict:
     """jwt_authn as Istio's RequestAuthentication sets it up: the payload keyed by issuer, the
-    token forwarded. `/optional` lets requests through whatever their token (allow_missing_or_failed)."""
+    token forwarded. `/optional` lets requests through whatever their token (allow_missing_or_failed).
+    `from_header`: jwt_authn reads the token from this header instead of Authorization."""
+    sources = {"from_headers": [{"name": from_header}]} if from_header else {}
     return {
         "name": JWT_AUTHN,
         "typed_config": {
@@ -59,6 +61,7 @@ def jwt_authn_filter(key) -> dict:
                 "local_jwks": {"inline_string": json.dumps(jwks(key))},
                 "forward": True,
                 "payload_in_metadata": ISSUER,
+                **sources,
             }},
             "rules": [
                 {"match": {"prefix": "/optional"}, "requires": {"allow_missing_or_failed": {}}},
@@ -82,6 +85,15 @@ def start_chain(wasm_path, upstream, filters: list[dict]) -> Guard:
 def chain(wasm_path, upstream, idp_key):
     g = start_chain(wasm_path, upstream,
                     [jwt_authn_filter(idp_key), wasm_filter(json.dumps(apiguard_config()), wasm_path)])
+    yield g
+    g.stop()
+
+
+@pytest.fixture(scope="module")
+def two_headers(wasm_path, upstream, idp_key):
+    """jwt_authn reads x-mesh-token, apiguard reads Authorization: two tokens can differ."""
+    g = start_chain(wasm_path, upstream, [jwt_authn_filter(idp_key, from_header="x-mesh-token"),
+                                          wasm_filter(json.dumps(apiguard_config()), wasm_path)])
     yield g
     g.stop()
 
@@ -136,3 +148,14 @@ def test_a_token_jwt_authn_let_through_unverified_is_refused(chain, idp_key, oth
 def test_without_jwt_authn_in_the_chain_a_good_token_is_refused(alone, idp_key):
     token = idp_key.sign(claims("nobody-checked"))
     assert_token_refused(alone.get("/orders/1", bearer(token)), "not_verified_by_jwt_authn", token)
+
+
+def test_the_metadata_must_be_the_presented_tokens(two_headers, idp_key, other_key):
+    vouched = idp_key.sign(claims("alice"))
+    # A forged token in apiguard's header, a genuine one where jwt_authn looks.
+    forged = other_key.sign(claims("admin"))
+    resp = two_headers.get("/orders/1", {"x-mesh-token": vouched, **bearer(forged)})
+    assert_token_refused(resp, "jwt_authn_payload_mismatch", forged)
+    # The same token in both places is the one jwt_authn verified.
+    resp = two_headers.get("/orders/1", {"x-mesh-token": vouched, **bearer(vouched)})
+    assert identity(resp.upstream_saw)["x-apiguard-subject"] == ["alice"]

@@ -8,10 +8,10 @@
 //! header each filter reads it from, and a token whose payload is, claim for claim, one that
 //! jwt_authn verified can only yield the identity that jwt_authn vouched for.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::JwtError;
-use crate::pbstruct::filter_metadata;
+use crate::pbstruct::{find, Entries, Items, Kind};
 
 /// The jwt_authn filter's namespace in `metadata.filter_metadata`.
 pub const FILTER_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
@@ -20,41 +20,103 @@ pub const FILTER_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
 /// other filters put beside them.
 pub const MAX_METADATA_BYTES: usize = 256 * 1024;
 
-/// The payload jwt_authn placed under `key`. `metadata` is the request's dynamic metadata as
-/// Envoy serializes it (an `envoy.config.core.v3.Metadata`); the payload sits in the filter's
-/// namespace. Absent, unreadable or empty: refused.
-pub fn vouched_payload(metadata: Option<&[u8]>, key: &str) -> Result<Map<String, Value>, JwtError> {
+/// How deep the comparison follows nested claims (serde_json parses at most 128 levels).
+const MAX_DEPTH: usize = 128;
+
+/// The payload jwt_authn placed under `key` (a serialized `google.protobuf.Struct`).
+/// `metadata` is the request's dynamic metadata as Envoy serializes it (an
+/// `envoy.config.core.v3.Metadata`); the payload sits in the filter's namespace. Absent,
+/// unreadable or empty: refused.
+pub fn vouched_payload<'m>(metadata: Option<&'m [u8]>, key: &str) -> Result<&'m [u8], JwtError> {
+    let refused = |_| JwtError::NotVerifiedByJwtAuthn;
     let bytes = metadata
         .filter(|b| !b.is_empty() && b.len() <= MAX_METADATA_BYTES)
         .ok_or(JwtError::NotVerifiedByJwtAuthn)?;
-    let mut fields = filter_metadata(bytes, FILTER_NAMESPACE)
-        .ok()
-        .flatten()
+    let namespace = find(bytes, FILTER_NAMESPACE)
+        .map_err(refused)?
         .ok_or(JwtError::NotVerifiedByJwtAuthn)?;
-    match fields.remove(key) {
-        Some(Value::Object(payload)) if !payload.is_empty() => Ok(payload),
+    let value = find(namespace, key)
+        .map_err(refused)?
+        .ok_or(JwtError::NotVerifiedByJwtAuthn)?;
+    match Kind::of(value).map_err(refused)? {
+        Kind::Struct(payload) if !payload.is_empty() => Ok(payload),
         _ => Err(JwtError::NotVerifiedByJwtAuthn),
     }
 }
 
-/// Whether two payloads hold the same claims. Numbers compare as the doubles a Struct holds
-/// (jwt_authn's metadata has no integers); everything else exactly.
-pub fn same_payload(token: &Map<String, Value>, vouched: &Map<String, Value>) -> bool {
-    token.len() == vouched.len()
-        && token
-            .iter()
-            .all(|(k, v)| vouched.get(k).is_some_and(|w| same_value(v, w)))
+/// A claim the payload must hold.
+#[derive(Clone, Copy)]
+pub enum Want<'a> {
+    /// Exactly this JSON value (numbers compared as the doubles a Struct holds).
+    Json(&'a Value),
+    /// A time claim read as whole seconds: the payload's number, truncated, must be it.
+    Seconds(i64),
 }
 
-fn same_value(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(xs), Value::Array(ys)) => {
-            xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| same_value(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => same_payload(x, y),
-        _ => a == b,
+/// Whether the Struct `payload` holds exactly `count` claims, each the one `want` names for
+/// its key. A key the payload holds twice is refused (protobuf would keep the last; Envoy never
+/// writes two).
+pub fn payload_is<'w>(
+    payload: &[u8],
+    count: usize,
+    want: impl Fn(&str) -> Option<Want<'w>>,
+) -> bool {
+    struct_is(payload, count, &want, 0).unwrap_or(false)
+}
+
+fn struct_is<'w>(
+    bytes: &[u8],
+    count: usize,
+    want: &dyn Fn(&str) -> Option<Want<'w>>,
+    depth: usize,
+) -> Option<bool> {
+    if depth > MAX_DEPTH {
+        return None;
     }
+    let mut keys: Vec<&str> = Vec::with_capacity(count);
+    let mut entries = Entries::of(bytes);
+    while let Some((key, value)) = entries.next_entry().ok()? {
+        let same = match want(key)? {
+            Want::Json(expected) => value_is(value, expected, depth)?,
+            Want::Seconds(seconds) => {
+                matches!(Kind::of(value).ok()?, Kind::Number(n) if n.trunc() == seconds as f64)
+            }
+        };
+        if !same || keys.len() >= count {
+            return Some(false);
+        }
+        keys.push(key);
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    Some(keys.len() == count)
+}
+
+fn value_is(bytes: &[u8], expected: &Value, depth: usize) -> Option<bool> {
+    let kind = Kind::of(bytes).ok()?;
+    Some(match (expected, kind) {
+        (Value::Null, Kind::Null) => true,
+        (Value::Bool(a), Kind::Bool(b)) => *a == b,
+        (Value::Number(a), Kind::Number(b)) => a.as_f64() == Some(b),
+        (Value::String(a), Kind::Text(b)) => a == b,
+        (Value::Array(items), Kind::List(list)) => {
+            let mut list = Items::of(list);
+            for item in items {
+                match list.next_item().ok()? {
+                    Some(value) if value_is(value, item, depth + 1)? => {}
+                    _ => return Some(false),
+                }
+            }
+            list.next_item().ok()?.is_none()
+        }
+        (Value::Object(fields), Kind::Struct(inner)) => struct_is(
+            inner,
+            fields.len(),
+            &|k: &str| fields.get(k).map(Want::Json),
+            depth + 1,
+        )?,
+        _ => false,
+    })
 }
 
 #[cfg(test)]
@@ -64,7 +126,7 @@ mod tests {
 
     use super::*;
     use crate::pbstruct::encode;
-    use serde_json::json;
+    use serde_json::{json, Map};
 
     fn object(v: Value) -> Map<String, Value> {
         match v {
@@ -78,11 +140,19 @@ mod tests {
         encode::metadata(FILTER_NAMESPACE, &object(v))
     }
 
+    /// Whether the Struct `vouched` holds exactly the claims of `token`.
+    fn same(token: &Value, vouched: &Value) -> bool {
+        let token = object(token.clone());
+        let bytes = encode::structure(&object(vouched.clone()));
+        payload_is(&bytes, token.len(), |k| token.get(k).map(Want::Json))
+    }
+
     #[test]
     fn the_payload_is_found_under_its_key() {
-        let ns = namespace(json!({"https://idp": {"sub": "alice", "exp": 1_700_000_000}}));
-        let p = vouched_payload(Some(&ns), "https://idp").unwrap();
-        assert_eq!(p["sub"], json!("alice"));
+        let claims = json!({"sub": "alice", "exp": 1_700_000_000});
+        let ns = namespace(json!({ "https://idp": claims.clone() }));
+        let payload = vouched_payload(Some(&ns), "https://idp").unwrap();
+        assert_eq!(payload, encode::structure(&object(claims)));
     }
 
     #[test]
@@ -108,33 +178,61 @@ mod tests {
         use crate::pbstruct::tests::{envoy_metadata, envoy_metadata_claims};
         let meta = envoy_metadata();
         let payload = vouched_payload(Some(&meta), "https://idp.apiguard.test/").unwrap();
-        assert!(same_payload(&object(envoy_metadata_claims()), &payload));
-        let mut other = envoy_metadata_claims();
-        other["ok"] = json!(1);
-        assert!(!same_payload(&object(other), &payload));
+        let claims = object(envoy_metadata_claims());
+        assert!(payload_is(payload, claims.len(), |k| claims
+            .get(k)
+            .map(Want::Json)));
+        let mut other = claims.clone();
+        other.insert("ok".to_owned(), json!(1));
+        assert!(!payload_is(payload, other.len(), |k| other
+            .get(k)
+            .map(Want::Json)));
+        // Time claims as whole seconds.
+        let exp = claims["exp"].as_i64().unwrap();
+        let timed = |k: &str| match k {
+            "exp" => Some(Want::Seconds(exp)),
+            _ => claims.get(k).map(Want::Json),
+        };
+        assert!(payload_is(payload, claims.len(), timed));
+        let late = |k: &str| match k {
+            "exp" => Some(Want::Seconds(exp + 1)),
+            _ => claims.get(k).map(Want::Json),
+        };
+        assert!(!payload_is(payload, claims.len(), late));
     }
 
     #[test]
     fn payloads_compare_claim_for_claim_with_numbers_as_doubles() {
-        let token = object(json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"],
-            "ctx": {"n": 1, "l": [true]}}));
-        let same = object(
-            json!({"aud": ["x", "y"], "exp": 1_700_000_000.0, "sub": "a",
-            "ctx": {"l": [true], "n": 1.0}}),
-        );
-        assert!(same_payload(&token, &same));
+        let token = json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"],
+            "ctx": {"n": 1, "l": [true]}, "z": null});
+        let vouched = json!({"aud": ["x", "y"], "exp": 1_700_000_000.0, "sub": "a",
+            "ctx": {"l": [true], "n": 1.0}, "z": null});
+        assert!(same(&token, &vouched));
         let differing = [
-            json!({"sub": "b", "exp": 1_700_000_000, "aud": ["x", "y"], "ctx": {"n": 1, "l": [true]}}),
-            json!({"sub": "a", "exp": 1_700_000_001, "aud": ["x", "y"], "ctx": {"n": 1, "l": [true]}}),
-            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["y", "x"], "ctx": {"n": 1, "l": [true]}}),
-            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x"], "ctx": {"n": 1, "l": [true]}}),
-            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"], "ctx": {"n": 1}}),
-            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"], "ctx": {"n": "1", "l": [true]}}),
-            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"]}),
-            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"], "ctx": {"n": 1, "l": [true]}, "x": null}),
+            json!({"sub": "b", "exp": 1_700_000_000, "aud": ["x", "y"], "ctx": {"n": 1, "l": [true]}, "z": null}),
+            json!({"sub": "a", "exp": 1_700_000_001, "aud": ["x", "y"], "ctx": {"n": 1, "l": [true]}, "z": null}),
+            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["y", "x"], "ctx": {"n": 1, "l": [true]}, "z": null}),
+            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x"], "ctx": {"n": 1, "l": [true]}, "z": null}),
+            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y", "z"], "ctx": {"n": 1, "l": [true]}, "z": null}),
+            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"], "ctx": {"n": 1}, "z": null}),
+            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"], "ctx": {"n": "1", "l": [true]}, "z": null}),
+            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"], "ctx": {"n": 1, "l": [true]}}),
+            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"], "ctx": {"n": 1, "l": [true]}, "z": false}),
+            json!({"sub": "a", "exp": 1_700_000_000, "aud": ["x", "y"], "ctx": {"n": 1, "l": [true]}, "z": null, "x": 1}),
         ];
         for other in differing {
-            assert!(!same_payload(&token, &object(other.clone())), "{other}");
+            assert!(!same(&token, &other), "{other}");
         }
+    }
+
+    #[test]
+    fn a_claim_written_twice_is_refused() {
+        // {"a": 1} twice, where the token has {"a": 1, "b": 2}: two entries, one claim vouched.
+        let token = object(json!({"a": 1, "b": 2}));
+        let mut bytes = encode::structure(&object(json!({"a": 1})));
+        bytes.extend(encode::structure(&object(json!({"a": 1}))));
+        assert!(!payload_is(&bytes, token.len(), |k| token
+            .get(k)
+            .map(Want::Json)));
     }
 }

@@ -210,14 +210,20 @@ impl JwtVerifier {
                     .find(|(_, p)| p.issuer == iss)
             })
             .ok_or(JwtError::UnknownIssuer)?;
+        // jwt_authn's word for the claims, if that is how this provider verifies; its refusal
+        // comes after the claim rules', as a bad signature's does.
+        let vouched = match &provider.verification {
+            Verification::Keys => None,
+            Verification::EnvoyJwtAuthn { metadata_key } => Some(
+                jwt_authn::vouched_payload(jwt_authn, metadata_key)
+                    .and_then(|payload| unverified.check_vouched(payload)),
+            ),
+        };
         // Refuse-only, before the costly signature check; nothing is trusted yet.
         let screened = unverified.screen(provider, parsed.header_typ(), now_unix)?;
-        let proof = match &provider.verification {
-            Verification::Keys => self.check_signature(index, &parsed)?,
-            Verification::EnvoyJwtAuthn { metadata_key } => {
-                let vouched = jwt_authn::vouched_payload(jwt_authn, metadata_key)?;
-                parsed.check_vouched(&vouched)?
-            }
+        let proof = match vouched {
+            None => self.check_signature(index, &parsed)?,
+            Some(vouched) => vouched?,
         };
         let (verified, times) = claims::identity(provider, index, screened.into_verified(proof))?;
         // Tokens without exp are not cached: nothing would ever expire them. Nor are tokens

@@ -17,8 +17,8 @@ use super::claims::{self, TimeClaims};
 use super::config::Provider;
 use super::ecdsa::{Es384, Es512};
 use super::error::{JwtError, Malformed};
-use super::jwks::{b64url_decode, KeyMaterial, VerifyKey};
-use super::jwt_authn;
+use super::jwks::{KeyMaterial, VerifyKey};
+use super::jwt_authn::{self, Want};
 
 type HeaderFields = Map<String, Value>;
 
@@ -99,30 +99,10 @@ impl<'a> ParsedToken<'a> {
             Err(JwtError::InvalidSignature)
         }
     }
-
-    /// The proof for a provider verified by Envoy's jwt_authn filter: `vouched` is the payload
-    /// the filter verified (from the request's metadata), and this token's payload must be it,
-    /// claim for claim.
-    pub fn check_vouched(
-        &self,
-        vouched: &Map<String, Value>,
-    ) -> Result<SignatureChecked, JwtError> {
-        let payload = std::str::from_utf8(self.signing_input)
-            .ok()
-            .and_then(|input| input.split_once('.'))
-            .and_then(|(_, payload)| b64url_decode(payload))
-            .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
-            .ok_or(JwtError::Malformed(Malformed::Claims))?;
-        if jwt_authn::same_payload(&payload, vouched) {
-            Ok(SignatureChecked(()))
-        } else {
-            Err(JwtError::JwtAuthnMismatch)
-        }
-    }
 }
 
 /// Proof that a token's signature was checked: against a trusted key, or by Envoy's jwt_authn
-/// filter, whose verified payload is this token's ([`ParsedToken::check_vouched`]).
+/// filter, whose verified payload is this token's ([`UnverifiedClaims::check_vouched`]).
 #[derive(Debug)]
 pub struct SignatureChecked(());
 
@@ -133,6 +113,32 @@ impl UnverifiedClaims {
     /// The `iss` claim: used only to choose which provider's keys to verify with.
     pub fn issuer_hint(&self) -> Option<&str> {
         self.0.custom.get("iss").and_then(Value::as_str)
+    }
+
+    /// The proof for a provider verified by Envoy's jwt_authn filter: `vouched` is the payload
+    /// the filter verified (a serialized Struct from the request's dynamic metadata), and these
+    /// claims must be it, claim for claim. The time claims were read as whole seconds, so the
+    /// payload's are too.
+    pub fn check_vouched(&self, vouched: &[u8]) -> Result<SignatureChecked, JwtError> {
+        let claims = &self.0;
+        let exp = claims.expiration.map(|t| t.timestamp());
+        let nbf = claims.not_before.map(|t| t.timestamp());
+        let iat = claims.issued_at.map(|t| t.timestamp());
+        let count = claims
+            .custom
+            .len()
+            .saturating_add([exp, nbf, iat].iter().flatten().count());
+        let want = |key: &str| match key {
+            "exp" => exp.map(Want::Seconds),
+            "nbf" => nbf.map(Want::Seconds),
+            "iat" => iat.map(Want::Seconds),
+            _ => claims.custom.get(key).map(Want::Json),
+        };
+        if jwt_authn::payload_is(vouched, count, want) {
+            Ok(SignatureChecked(()))
+        } else {
+            Err(JwtError::JwtAuthnMismatch)
+        }
     }
 
     /// Applies the claim rules ([`claims::check_rules`]) before the signature is checked, so a
