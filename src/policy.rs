@@ -310,7 +310,7 @@ impl Policy {
     /// a bearer token that a provider verified by jwt_authn may have to vouch for. Other
     /// requests never pay that host call.
     pub fn wants_jwt_authn_metadata(&self, req: &RequestFacts) -> bool {
-        let Some(jwt) = &self.jwt else {
+        let Some(jwt) = self.jwt.as_ref().filter(|j| j.uses_jwt_authn()) else {
             return false;
         };
         match self.sources.extract(req) {

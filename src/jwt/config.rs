@@ -226,6 +226,13 @@ pub enum Verification {
     EnvoyJwtAuthn { metadata_key: String },
 }
 
+impl Provider {
+    /// Whether Envoy's jwt_authn filter checks this provider's signatures.
+    pub fn by_jwt_authn(&self) -> bool {
+        matches!(self.verification, Verification::EnvoyJwtAuthn { .. })
+    }
+}
+
 /// Compiled settings of one provider.
 #[derive(Debug)]
 pub struct Provider {
@@ -258,6 +265,8 @@ pub struct JwtSettings {
     /// Every header `forward_claims` may set, sorted and distinct (computed once: the host
     /// strips clients' copies on every request).
     forwarded_headers: Vec<String>,
+    /// How many providers are verified by Envoy's jwt_authn (computed once: asked per request).
+    by_jwt_authn: usize,
 }
 
 /// Header names that apiguard itself sets upstream.
@@ -343,7 +352,9 @@ impl JwtSettings {
             .collect();
         forwarded_headers.sort_unstable();
         forwarded_headers.dedup();
+        let by_jwt_authn = providers.iter().filter(|p| p.by_jwt_authn()).count();
         Ok(JwtSettings {
+            by_jwt_authn,
             header,
             providers,
             forwarded_headers,
@@ -357,12 +368,10 @@ impl JwtSettings {
     /// its issuer may name is verified by jwt_authn. Requests for other providers never pay the
     /// host call; with only jwt_authn providers, no token is parsed to tell.
     pub fn wants_jwt_authn_metadata(&self, token: &str) -> bool {
-        let by_jwt_authn =
-            |p: &Provider| matches!(p.verification, Verification::EnvoyJwtAuthn { .. });
-        if !self.providers.iter().any(by_jwt_authn) {
+        if self.by_jwt_authn == 0 {
             return false;
         }
-        if self.providers.iter().all(by_jwt_authn) {
+        if self.by_jwt_authn == self.providers.len() {
             return true;
         }
         super::token::ParsedToken::parse(token)
@@ -373,10 +382,15 @@ impl JwtSettings {
                 Some(
                     self.providers
                         .iter()
-                        .any(|p| p.issuer == iss && by_jwt_authn(p)),
+                        .any(|p| p.issuer == iss && p.by_jwt_authn()),
                 )
             })
             .unwrap_or(false)
+    }
+
+    /// Whether some provider is verified by Envoy's jwt_authn filter.
+    pub fn uses_jwt_authn(&self) -> bool {
+        self.by_jwt_authn > 0
     }
 
     /// The (lower-case) request header that carries the bearer token.
