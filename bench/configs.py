@@ -207,6 +207,44 @@ def apiguard_acl(ctx: Ctx) -> dict:
     return cfg
 
 
+def jwt_authn_filter(ctx: Ctx, jwt_cache: bool, *, for_apiguard: bool = False) -> dict:
+    """Envoy's jwt_authn checking the benchmark token (ES256, inline JWKS). `for_apiguard`: set up
+    for apiguard's `verified_by: envoy_jwt_authn` (the token forwarded, the payload in dynamic
+    metadata under the issuer, as Istio's RequestAuthentication does) instead of (e)'s identity
+    header."""
+    provider = {
+        "issuer": ISSUER,
+        "audiences": [AUDIENCE],
+        "local_jwks": {"inline_string": json.dumps({"keys": [ctx.jwk]})},
+        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+        "forward": for_apiguard,
+        "max_lifetime": "3600s",
+        **({"jwt_cache_config": {"jwt_cache_size": 4096}} if jwt_cache else {}),
+    }
+    if for_apiguard:
+        provider["payload_in_metadata"] = ISSUER
+    else:
+        provider["claim_to_headers"] = [{"header_name": "x-apiguard-subject", "claim_name": "sub"}]
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"bench": provider},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
+        },
+    }
+
+
+def apiguard_after_jwt_authn(ctx: Ctx) -> list[dict]:
+    """(f) with the signature checked by jwt_authn (no JWT cache) before apiguard, which takes the
+    verified payload from dynamic metadata (`verified_by: envoy_jwt_authn`) and applies the rest."""
+    cfg = apiguard_everything(ctx, cache_max_entries=0)
+    provider = cfg["jwt"]["providers"][0]
+    del provider["jwks"]
+    provider["verified_by"] = "envoy_jwt_authn"
+    return [jwt_authn_filter(ctx, jwt_cache=False, for_apiguard=True), *ctx.apiguard_filter(cfg)]
+
+
 def native_everything(ctx: Ctx, jwt_cache: bool = True) -> list[dict]:
     """Envoy's own filters doing (d)'s checks: HTTPS via RBAC on x-forwarded-proto, API key via
     api_key_auth (plaintext keys in its config), JWT ES256 via jwt_authn with an inline JWKS."""
@@ -228,24 +266,7 @@ def native_everything(ctx: Ctx, jwt_cache: bool = True) -> list[dict]:
             "forwarding": {"header": "x-apiguard-consumer", "hide_credentials": True},
         },
     }
-    jwt_authn = {
-        "name": "envoy.filters.http.jwt_authn",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {"bench": {
-                "issuer": ISSUER,
-                "audiences": [AUDIENCE],
-                "local_jwks": {"inline_string": json.dumps({"keys": [ctx.jwk]})},
-                "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
-                "forward": False,
-                "max_lifetime": "3600s",
-                "claim_to_headers": [{"header_name": "x-apiguard-subject", "claim_name": "sub"}],
-                **({"jwt_cache_config": {"jwt_cache_size": 4096}} if jwt_cache else {}),
-            }},
-            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
-        },
-    }
-    return [https_only, api_key, jwt_authn]
+    return [https_only, api_key, jwt_authn_filter(ctx, jwt_cache)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,4 +372,9 @@ CONFIGS: list[Config] = [
            apiguard=True),
     Config("g", "Envoy native, no JWT cache", "(e) without `jwt_cache_config`: the baseline for (f)",
            lambda ctx: native_everything(ctx, jwt_cache=False), full_checks),
+    Config("h", "jwt_authn + apiguard (verified_by)", "jwt_authn (ES256, inline JWKS, no JWT cache, "
+           "`forward: true`, `payload_in_metadata`) then apiguard as (f) with `verified_by: envoy_jwt_authn`: "
+           "the signature is checked once, natively; apiguard reads the payload from dynamic metadata and "
+           "applies its own checks (HTTPS, API key, lifetime, claims)", apiguard_after_jwt_authn, full_checks,
+           apiguard=True),
 ]

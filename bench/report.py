@@ -144,6 +144,19 @@ def write_report(results: Results, path: Path) -> None:
                 if o.series.rounds and o is not a:
                     w(f"- ({o.key}) {o.title}: {o.series.median('proxy_cpu_us_per_req') - base:+.1f} µs")
 
+    # fresh tokens: apiguard verifying (f) or jwt_authn verifying for it (h), against native (g)
+    g = by.get("g")
+    fresh = [o for o in (by.get("f"), by.get("h")) if o is not None and o.series.rounds]
+    if g is not None and g.series.rounds and fresh:
+        w("")
+        w("## A fresh token on every request: (f) and (h) against native (g)")
+        w("")
+        cpu_g = g.series.median("proxy_cpu_us_per_req")
+        for o in fresh:
+            cpu_o = o.series.median("proxy_cpu_us_per_req")
+            w(f"- ({o.key}) {o.title}: {pct(ratio(o, g))} of (g)'s throughput; proxy CPU per request "
+              f"{cpu_o:.1f} µs vs {cpu_g:.1f} µs ({cpu_o / cpu_g:.2f}×).")
+
     # attribution
     cpu = {o.key: o.series.median("proxy_cpu_us_per_req") for o in outcomes if o.series.rounds}
     native = {r["name"]: r["ns_per_op"] / 1000 for r in micro}
@@ -173,6 +186,10 @@ def write_report(results: Results, path: Path) -> None:
          nat_delta("decide(): everything, uncached", "decide(): everything, cached")),
         ("a", "e", "Envoy native rbac + api_key_auth + jwt_authn (cached), for comparison", None),
         ("e", "g", "native ES256 verification on every request (BoringSSL), for comparison with (d) → (f)", None),
+        ("f", "h", "the signature checked by jwt_authn before apiguard (`verified_by: envoy_jwt_authn`) instead "
+         "of by apiguard, every request", None),
+        ("g", "h", "apiguard's checks (HTTPS, API key, claim rules, payload read from dynamic metadata) instead "
+         "of rbac + api_key_auth, both after an uncached jwt_authn", None),
     ]
     rows = [(x, y, what, m) for x, y, what, m in stages if x in cpu and y in cpu]
     if rows:

@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod key_entry;
 pub mod live;
 pub mod paths;
+pub mod pbstruct;
 pub mod pipeline;
 pub mod policy;
 pub mod ports;

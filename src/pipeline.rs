@@ -733,7 +733,11 @@ impl<'p> Checks<'p, '_> {
         }
         let mut token: Option<VerifiedJwt> = None;
         if let (Some(bearer), Some(verifier)) = (bearer, self.jwt) {
-            match verify_token(verifier, bearer.expose(), self.vm_id, self.may_wait, env) {
+            let presented = Presented {
+                token: bearer.expose(),
+                jwt_authn: req.dynamic_metadata(),
+            };
+            match verify_token(verifier, presented, self.vm_id, self.may_wait, env) {
                 Ok(verified) => {
                     passed
                         .claim_headers
@@ -942,6 +946,14 @@ fn take_quota(
     }
 }
 
+/// A bearer token and what the proxy said of it (its dynamic metadata, where the jwt_authn filter
+/// puts what it verified, when read).
+#[derive(Clone, Copy)]
+struct Presented<'r> {
+    token: &'r str,
+    jwt_authn: Option<&'r [u8]>,
+}
+
 enum TokenOutcome {
     Refused(crate::jwt::JwtError),
     Wait(Box<Wait>),
@@ -951,13 +963,14 @@ enum TokenOutcome {
 /// (a key rotation at the identity provider), once, for at most `unknown_kid_wait_ms`.
 fn verify_token(
     verifier: &mut JwtVerifier,
-    token: &str,
+    presented: Presented<'_>,
     vm_id: u64,
     may_wait: bool,
     env: &mut Env<'_>,
 ) -> Result<VerifiedJwt, TokenOutcome> {
     let now = env.now_secs();
-    let refusal = match verifier.verify_or_await_keys(token, now) {
+    let Presented { token, jwt_authn } = presented;
+    let refusal = match verifier.verify_or_await_keys(token, jwt_authn, now) {
         Ok(verified) => return Ok(verified),
         Err(refusal) => refusal,
     };
@@ -973,7 +986,9 @@ fn verify_token(
         .saturating_add(i64::try_from(wait_ms).unwrap_or(i64::MAX));
     let topic = Topic::JwksKeys { provider };
     match verifier.refetch(provider, env.store, vm_id, env.now_ms, env.events) {
-        Ok(Refetch::Reloaded) => verifier.verify(token, now).map_err(TokenOutcome::Refused),
+        Ok(Refetch::Reloaded) => verifier
+            .verify_with(token, jwt_authn, now)
+            .map_err(TokenOutcome::Refused),
         Ok(Refetch::Start(fetch)) => {
             let mut call = fetch.call;
             // The request's own call ends by its wait bound: its answer resumes the request.
@@ -1522,6 +1537,90 @@ mod tests {
                 ),
                 Some("missing_credential")
             );
+        }
+
+        /// The same policy, its provider verified by Envoy's jwt_authn filter.
+        fn jwt_authn_guard() -> Guard {
+            let json = serde_json::json!({
+                "credentials": "jwt",
+                "api_keys": {"keys": [serde_json::from_str::<serde_json::Value>(&entry(&key(1), "alice", "")).unwrap()]},
+                "jwt": {"providers": [{"issuer": ISS, "audiences": ["api"], "verified_by": "envoy_jwt_authn",
+                                       "forward_claims": {"azp": "x-azp"}}]},
+                "routes": [{"prefix": "/bound", "credentials": "both", "bind_claim": "azp"}],
+            });
+            guard_of(Rc::new(
+                Policy::from_json(json.to_string().as_bytes()).unwrap(),
+            ))
+        }
+
+        /// A request with `token` and, when given, jwt_authn's metadata vouching for `claims`.
+        fn vouched_request(
+            path: &str,
+            token: &str,
+            claims: Option<&serde_json::Value>,
+        ) -> RequestFacts {
+            let req = TestRequest::get(path)
+                .set_header("authorization", token)
+                .set_header("x-api-key", &key(1))
+                .build();
+            let metadata = claims.map(|c| {
+                let mut ns = serde_json::Map::new();
+                ns.insert(ISS.to_owned(), c.clone());
+                crate::pbstruct::encode::metadata(crate::jwt::JWT_AUTHN_NAMESPACE, &ns)
+            });
+            req.with_dynamic_metadata(metadata)
+        }
+
+        #[test]
+        fn a_token_jwt_authn_verified_passes_with_its_identity_and_every_rule() {
+            let mut g = jwt_authn_guard();
+            let claims = serde_json::json!({"iss": ISS, "aud": "api", "sub": "alice", "azp": "alice", "iat": NOW, "exp": NOW + 300});
+            // No key of ours could verify this signature: jwt_authn did.
+            let token = format!("Bearer {}", mint(Alg::Es256, Some("unknown"), &claims));
+            let req = vouched_request("/v1", &token, Some(&claims));
+            assert!(g.policy().wants_jwt_authn_metadata(&req));
+            let f = forwarded(g.decide_at(&req, NOW));
+            assert!(f
+                .set_headers
+                .contains(&(SUBJECT_HEADER.to_owned(), "alice".to_owned())));
+            assert!(f
+                .set_headers
+                .contains(&("x-azp".to_owned(), "alice".to_owned())));
+            assert!(f.remove_headers.contains(&"authorization".to_owned()));
+            // Binding still applies: key 1 is alice's.
+            assert!(matches!(
+                g.decide_at(&vouched_request("/bound", &token, Some(&claims)), NOW),
+                Decision::Forward(_)
+            ));
+            let bob = serde_json::json!({"iss": ISS, "aud": "api", "sub": "bob", "azp": "bob", "iat": NOW, "exp": NOW + 300});
+            let bob_token = format!("Bearer {}", mint(Alg::Es256, None, &bob));
+            assert_eq!(
+                denial_code(&g.decide_at(&vouched_request("/bound", &bob_token, Some(&bob)), NOW)),
+                Some("credential_binding_mismatch")
+            );
+            // Without the metadata (jwt_authn missing or skipped): refused, never trusted.
+            let Decision::Reply(reply) = g.decide_at(&vouched_request("/v1", &token, None), NOW)
+            else {
+                panic!("forwarded without jwt_authn's metadata");
+            };
+            assert_eq!(reply.status, 401);
+            assert_eq!(
+                denial_code(&Decision::Reply(reply)),
+                Some("not_verified_by_jwt_authn")
+            );
+            // jwt_authn accepted it, apiguard's lifetime rule does not.
+            let long = serde_json::json!({"iss": ISS, "aud": "api", "sub": "alice", "iat": NOW, "exp": NOW + 86_400});
+            let long_token = format!("Bearer {}", mint(Alg::Es256, None, &long));
+            assert_eq!(
+                denial_code(&g.decide_at(&vouched_request("/v1", &long_token, Some(&long)), NOW)),
+                Some("token_lifetime_too_long")
+            );
+            // Requests without a token never need the metadata.
+            let bare = TestRequest::get("/v1")
+                .set_header("x-api-key", &key(1))
+                .build();
+            assert!(!g.policy().wants_jwt_authn_metadata(&bare));
+            assert!(!jwt_guard("jwt").policy().wants_jwt_authn_metadata(&req));
         }
 
         #[test]

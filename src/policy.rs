@@ -17,7 +17,7 @@ use crate::live::source::DataSource;
 use crate::paths::PathPrefix;
 use crate::query::QueryCredentials;
 use crate::ratelimit::{FailedAuthLimit, GlobalRateLimit, RateLimits};
-use crate::request::is_header_name;
+use crate::request::{is_header_name, RequestFacts};
 use crate::transport::HttpsPolicy;
 
 #[derive(Debug)]
@@ -310,6 +310,22 @@ impl Policy {
                     .global_rate_limit
                     .as_ref()
                     .is_some_and(GlobalRateLimit::needs_client_address),
+        }
+    }
+
+    /// Whether the host must read the jwt_authn filter's metadata for this request: it presents
+    /// a bearer token that a provider verified by jwt_authn may have to vouch for. Other
+    /// requests never pay that host call.
+    pub fn wants_jwt_authn_metadata(&self, req: &RequestFacts) -> bool {
+        let Some(jwt) = self.jwt.as_ref().filter(|j| j.uses_jwt_authn()) else {
+            return false;
+        };
+        match self.sources.extract(req) {
+            Ok(presented) => presented
+                .bearer
+                .is_some_and(|token| jwt.wants_jwt_authn_metadata(token.expose())),
+            // Refused before any token is checked.
+            Err(_) => false,
         }
     }
 

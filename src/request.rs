@@ -25,6 +25,8 @@ pub struct RequestFacts {
     client_address: Option<String>,
     /// Envoy took that address from `x-forwarded-for` (it says so with port 0).
     client_address_forwarded: bool,
+    /// The request's dynamic metadata (a serialized `envoy.config.core.v3.Metadata`), when read.
+    dynamic_metadata: Option<Vec<u8>>,
 }
 
 /// Header values may be credentials: Debug shows names only.
@@ -46,7 +48,19 @@ impl RequestFacts {
             end_of_stream: false,
             client_address: None,
             client_address_forwarded: false,
+            dynamic_metadata: None,
         }
+    }
+
+    /// Records the request's dynamic metadata, as the host read it.
+    pub fn with_dynamic_metadata(mut self, metadata: Option<Vec<u8>>) -> Self {
+        self.dynamic_metadata = metadata;
+        self
+    }
+
+    /// The request's dynamic metadata, when the host read it.
+    pub fn dynamic_metadata(&self) -> Option<&[u8]> {
+        self.dynamic_metadata.as_deref()
     }
 
     /// Records whether the client's connection to Envoy is TLS. `:scheme` cannot tell: Envoy

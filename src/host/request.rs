@@ -37,6 +37,13 @@ fn client_address() -> Option<String> {
         .and_then(|v| String::from_utf8(v).ok())
 }
 
+/// The request's dynamic metadata, where the jwt_authn filter puts the payloads it verified:
+/// Envoy serializes the whole `envoy.config.core.v3.Metadata` message (a deeper path would come
+/// back in an encoding without types; see `pbstruct`).
+fn dynamic_metadata() -> Option<Vec<u8>> {
+    hostcalls::get_property(vec!["metadata"]).ok().flatten()
+}
+
 /// Envoy sets `connection.tls_version` only for TLS connections.
 fn downstream_is_tls() -> bool {
     hostcalls::get_property(vec!["connection", "tls_version"])
@@ -89,6 +96,12 @@ impl HttpContext for ApiguardRequest {
                 .with_downstream_tls(tls)
                 .with_end_of_stream(end_of_stream)
                 .with_client_address(client.as_deref());
+            // Only for a token that a provider verified by jwt_authn may have to vouch for.
+            let facts = if guard.policy().wants_jwt_authn_metadata(&facts) {
+                facts.with_dynamic_metadata(dynamic_metadata())
+            } else {
+                facts
+            };
             flows.on_request(me, facts, guard, env, host)
         });
         match decided {

@@ -113,6 +113,27 @@ pub struct ProviderConfig {
     /// claim name → upstream header name.
     #[serde(default)]
     pub forward_claims: BTreeMap<String, String>,
+    /// Who checks the token's signature: apiguard with the provider's keys (the default), or
+    /// Envoy's jwt_authn filter earlier in the chain.
+    #[serde(default)]
+    pub verified_by: VerifiedBy,
+    /// With `verified_by: envoy_jwt_authn`: the jwt_authn provider's `payload_in_metadata` name
+    /// (default: the issuer, as Istio's RequestAuthentication names it).
+    #[serde(default)]
+    pub payload_in_metadata: Option<String>,
+}
+
+/// `verified_by`: who checks a provider's token signatures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
+#[serde(rename_all = "snake_case")]
+pub enum VerifiedBy {
+    /// apiguard, with the provider's `jwks` / `remote_jwks`.
+    #[default]
+    Apiguard,
+    /// Envoy's `envoy.filters.http.jwt_authn` filter, earlier in the filter chain: apiguard takes
+    /// the payload it placed in dynamic metadata, and refuses the request without it.
+    EnvoyJwtAuthn,
 }
 
 /// `remote_jwks`: where the host fetches the provider's JWKS.
@@ -164,6 +185,8 @@ impl fmt::Debug for ProviderConfig {
                 &self.refresh_token_header_types,
             )
             .field("forward_claims", &self.forward_claims)
+            .field("verified_by", &self.verified_by)
+            .field("payload_in_metadata", &self.payload_in_metadata)
             .finish()
     }
 }
@@ -193,6 +216,23 @@ pub struct RemoteJwks {
     pub unknown_kid_wait_ms: u64,
 }
 
+/// How a provider's signatures are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// By apiguard, with the provider's inline and remote keys.
+    Keys,
+    /// By Envoy's jwt_authn filter: the verified payload is read from the request's dynamic
+    /// metadata (`filter_metadata["envoy.filters.http.jwt_authn"][metadata_key]`).
+    EnvoyJwtAuthn { metadata_key: String },
+}
+
+impl Provider {
+    /// Whether Envoy's jwt_authn filter checks this provider's signatures.
+    pub fn by_jwt_authn(&self) -> bool {
+        matches!(self.verification, Verification::EnvoyJwtAuthn { .. })
+    }
+}
+
 /// Compiled settings of one provider.
 #[derive(Debug)]
 pub struct Provider {
@@ -211,6 +251,7 @@ pub struct Provider {
     pub refresh_header_types: Vec<String>,
     /// (claim, header)
     pub forward_claims: Vec<(String, String)>,
+    pub verification: Verification,
 }
 
 /// Compiled, validated, immutable JWT settings shared by all requests of a VM.
@@ -224,6 +265,8 @@ pub struct JwtSettings {
     /// Every header `forward_claims` may set, sorted and distinct (computed once: the host
     /// strips clients' copies on every request).
     forwarded_headers: Vec<String>,
+    /// How many providers are verified by Envoy's jwt_authn (computed once: asked per request).
+    by_jwt_authn: usize,
 }
 
 /// Header names that apiguard itself sets upstream.
@@ -258,6 +301,7 @@ impl Provider {
             refresh_claims: Vec::new(),
             refresh_header_types: Vec::new(),
             forward_claims: Vec::new(),
+            verification: Verification::Keys,
         }
     }
 }
@@ -308,7 +352,9 @@ impl JwtSettings {
             .collect();
         forwarded_headers.sort_unstable();
         forwarded_headers.dedup();
+        let by_jwt_authn = providers.iter().filter(|p| p.by_jwt_authn()).count();
         Ok(JwtSettings {
+            by_jwt_authn,
             header,
             providers,
             forwarded_headers,
@@ -316,6 +362,35 @@ impl JwtSettings {
             max_token_bytes: dto.max_token_bytes,
             cache_max_entries: dto.cache_max_entries,
         })
+    }
+
+    /// Whether a request presenting `token` needs the jwt_authn filter's metadata: a provider
+    /// its issuer may name is verified by jwt_authn. Requests for other providers never pay the
+    /// host call; with only jwt_authn providers, no token is parsed to tell.
+    pub fn wants_jwt_authn_metadata(&self, token: &str) -> bool {
+        if self.by_jwt_authn == 0 {
+            return false;
+        }
+        if self.by_jwt_authn == self.providers.len() {
+            return true;
+        }
+        super::token::ParsedToken::parse(token)
+            .ok()
+            .and_then(|parsed| parsed.unverified_claims().ok())
+            .and_then(|claims| {
+                let iss = claims.issuer_hint()?;
+                Some(
+                    self.providers
+                        .iter()
+                        .any(|p| p.issuer == iss && p.by_jwt_authn()),
+                )
+            })
+            .unwrap_or(false)
+    }
+
+    /// Whether some provider is verified by Envoy's jwt_authn filter.
+    pub fn uses_jwt_authn(&self) -> bool {
+        self.by_jwt_authn > 0
     }
 
     /// The (lower-case) request header that carries the bearer token.
@@ -370,6 +445,8 @@ fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigErr
         ));
     }
 
+    let verification = compile_verification(&dto, at)?;
+    let by_keys = verification == Verification::Keys;
     let algorithms = match dto.algorithms {
         None => None,
         Some(names) => {
@@ -420,7 +497,7 @@ fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigErr
             keys
         }
     };
-    if inline_keys.is_empty() && remote.is_none() {
+    if by_keys && inline_keys.is_empty() && remote.is_none() {
         return Err(err(
             "jwks",
             "a provider needs keys: set jwks (with at least one key) or remote_jwks",
@@ -486,7 +563,51 @@ fn compile_provider(dto: ProviderConfig, at: &str) -> Result<Provider, ConfigErr
         refresh_claims,
         refresh_header_types,
         forward_claims,
+        verification,
     })
+}
+
+/// Longest `payload_in_metadata` name (an issuer URL, typically).
+const MAX_METADATA_KEY_BYTES: usize = 1024;
+
+/// `verified_by` and what goes with it. A provider verified by jwt_authn has no keys or
+/// algorithms of its own here: they would never be used, and a reader could think they are.
+fn compile_verification(dto: &ProviderConfig, at: &str) -> Result<Verification, ConfigError> {
+    let err = |field: &str, message: &str| ConfigError::new(format!("{at}.{field}"), message);
+    match dto.verified_by {
+        VerifiedBy::Apiguard => match dto.payload_in_metadata {
+            Some(_) => Err(err(
+                "payload_in_metadata",
+                "only applies with verified_by: envoy_jwt_authn",
+            )),
+            None => Ok(Verification::Keys),
+        },
+        VerifiedBy::EnvoyJwtAuthn => {
+            let forbidden = [
+                ("jwks", dto.jwks.is_some()),
+                ("remote_jwks", dto.remote_jwks.is_some()),
+                ("algorithms", dto.algorithms.is_some()),
+            ];
+            if let Some((field, _)) = forbidden.iter().find(|(_, set)| *set) {
+                return Err(err(
+                    field,
+                    "must not be set with verified_by: envoy_jwt_authn (the jwt_authn filter \
+                     checks signatures with its own keys and algorithms)",
+                ));
+            }
+            let metadata_key = dto
+                .payload_in_metadata
+                .clone()
+                .unwrap_or_else(|| dto.issuer.clone());
+            if !nonempty_printable(&metadata_key, MAX_METADATA_KEY_BYTES) {
+                return Err(err(
+                    "payload_in_metadata",
+                    "must be 1 to 1024 printable ASCII characters",
+                ));
+            }
+            Ok(Verification::EnvoyJwtAuthn { metadata_key })
+        }
+    }
 }
 
 /// Lower-cases a `typ` and drops the optional `application/` prefix (RFC 7515 §4.1.9).
@@ -947,6 +1068,64 @@ mod tests {
             err_path(provider(json!({"jwks": {"keys": [k.clone(), k]}}))),
             "jwt.providers[0].jwks.keys[1].kid"
         );
+    }
+
+    #[test]
+    fn verified_by_jwt_authn_refuses_keys_and_names_its_metadata_key() {
+        let mesh = |extra: Value| {
+            let mut p = json!({"issuer": "https://idp", "verified_by": "envoy_jwt_authn"});
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                p[k] = v.clone();
+            }
+            json!({"providers": [p]})
+        };
+        let s = compile(mesh(json!({}))).unwrap();
+        assert_eq!(
+            s.providers[0].verification,
+            Verification::EnvoyJwtAuthn {
+                metadata_key: "https://idp".to_owned()
+            }
+        );
+        let s = compile(mesh(json!({"payload_in_metadata": "jwt_payload"}))).unwrap();
+        assert_eq!(
+            s.providers[0].verification,
+            Verification::EnvoyJwtAuthn {
+                metadata_key: "jwt_payload".to_owned()
+            }
+        );
+        let cases = [
+            (
+                mesh(json!({"jwks": {"keys": [test_keys::ec_public_jwk()]}})),
+                "jwt.providers[0].jwks",
+            ),
+            (
+                mesh(json!({"remote_jwks": {"cluster": "idp"}})),
+                "jwt.providers[0].remote_jwks",
+            ),
+            (
+                mesh(json!({"algorithms": ["ES256"]})),
+                "jwt.providers[0].algorithms",
+            ),
+            (
+                mesh(json!({"payload_in_metadata": ""})),
+                "jwt.providers[0].payload_in_metadata",
+            ),
+            (
+                mesh(json!({"payload_in_metadata": "a\nb"})),
+                "jwt.providers[0].payload_in_metadata",
+            ),
+            (
+                provider(json!({"payload_in_metadata": "x"})),
+                "jwt.providers[0].payload_in_metadata",
+            ),
+            (provider(json!({"verified_by": "istio"})), "jwt"),
+        ];
+        for (config, path) in cases {
+            assert_eq!(err_path(config.clone()), path, "{config}");
+        }
+        // The default is apiguard's own verification.
+        let s = compile(provider(json!({"verified_by": "apiguard"}))).unwrap();
+        assert_eq!(s.providers[0].verification, Verification::Keys);
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub enum JwtError {
     UnforwardableClaim {
         claim: String,
     },
+    /// A provider verified by Envoy's jwt_authn filter, and no payload of it in the request's
+    /// metadata: the filter is missing, skipped the request, or let it through unverified.
+    NotVerifiedByJwtAuthn,
+    /// The payload jwt_authn verified is not this token's payload.
+    JwtAuthnMismatch,
 }
 
 impl JwtError {
@@ -120,11 +125,13 @@ impl JwtError {
             Self::RefreshToken => "refresh_token_not_allowed",
             Self::LifetimeTooLong { .. } => "token_lifetime_too_long",
             Self::UnforwardableClaim { .. } => "unforwardable_claim",
+            Self::NotVerifiedByJwtAuthn => "not_verified_by_jwt_authn",
+            Self::JwtAuthnMismatch => "jwt_authn_payload_mismatch",
         }
     }
 
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL_CODES: [&'static str; 21] = [
+    pub const ALL_CODES: [&'static str; 23] = [
         "token_too_large",
         "malformed_token",
         "alg_none",
@@ -146,6 +153,8 @@ impl JwtError {
         "refresh_token_not_allowed",
         "token_lifetime_too_long",
         "unforwardable_claim",
+        "not_verified_by_jwt_authn",
+        "jwt_authn_payload_mismatch",
     ];
 
     /// The RFC 6750 §3.1 `error` value: every refusal here means the token itself is unusable.
@@ -239,6 +248,12 @@ impl fmt::Display for JwtError {
             }
             Self::UnforwardableClaim { claim } => {
                 write!(f, "claim {claim} cannot be forwarded as a header value")
+            }
+            Self::NotVerifiedByJwtAuthn => {
+                f.write_str("token was not verified by the proxy's jwt_authn filter")
+            }
+            Self::JwtAuthnMismatch => {
+                f.write_str("token is not the one the proxy's jwt_authn filter verified")
             }
         }
     }

@@ -21,6 +21,7 @@ mod config;
 mod ecdsa;
 mod error;
 pub(crate) mod jwks;
+mod jwt_authn;
 mod remote;
 #[cfg(test)]
 pub(crate) mod test_keys;
@@ -33,9 +34,11 @@ use serde_json::Value;
 pub use self::alg::Alg;
 pub use self::claims::VerifiedJwt;
 pub use self::config::{
-    JwtConfig, JwtSettings, ProviderConfig, RefreshClaimConfig, RemoteJwksConfig,
+    JwtConfig, JwtSettings, ProviderConfig, RefreshClaimConfig, RemoteJwksConfig, Verification,
+    VerifiedBy,
 };
 pub use self::error::{JwksError, JwtError, Malformed};
+pub use self::jwt_authn::FILTER_NAMESPACE as JWT_AUTHN_NAMESPACE;
 
 use self::alg::KeyFamily;
 use self::cache::{CacheEntry, TokenCache};
@@ -115,9 +118,20 @@ impl JwtVerifier {
         self.cache.len()
     }
 
-    /// Verifies a bearer token at `now_unix`.
+    /// Verifies a bearer token at `now_unix`, for a request whose dynamic metadata was not read.
     pub fn verify(&mut self, token: &str, now_unix: i64) -> Result<VerifiedJwt, JwtError> {
-        self.verify_or_await_keys(token, now_unix)
+        self.verify_with(token, None, now_unix)
+    }
+
+    /// Verifies a bearer token at `now_unix`. `jwt_authn` is the request's dynamic metadata
+    /// (serialized), when the host read it (see [`JwtSettings::wants_jwt_authn_metadata`]).
+    pub fn verify_with(
+        &mut self,
+        token: &str,
+        jwt_authn: Option<&[u8]>,
+        now_unix: i64,
+    ) -> Result<VerifiedJwt, JwtError> {
+        self.verify_or_await_keys(token, jwt_authn, now_unix)
             .map_err(|refusal| refusal.error)
     }
 
@@ -125,9 +139,10 @@ impl JwtVerifier {
     pub fn verify_or_await_keys(
         &mut self,
         token: &str,
+        jwt_authn: Option<&[u8]>,
         now_unix: i64,
     ) -> Result<VerifiedJwt, Refusal> {
-        self.check(token, now_unix).map_err(|error| {
+        self.check(token, jwt_authn, now_unix).map_err(|error| {
             let awaits_keys_of =
                 if matches!(error, JwtError::UnknownKid | JwtError::NoVerificationKey) {
                     // Rare (a key rotation, or a forgery): finding the provider again is cheap.
@@ -151,7 +166,12 @@ impl JwtVerifier {
         self.settings.providers.iter().position(|p| p.issuer == iss)
     }
 
-    fn check(&mut self, token: &str, now_unix: i64) -> Result<VerifiedJwt, JwtError> {
+    fn check(
+        &mut self,
+        token: &str,
+        jwt_authn: Option<&[u8]>,
+        now_unix: i64,
+    ) -> Result<VerifiedJwt, JwtError> {
         let max = self.settings.max_token_bytes;
         if token.len() > max {
             return Err(JwtError::TokenTooLarge {
@@ -190,12 +210,26 @@ impl JwtVerifier {
                     .find(|(_, p)| p.issuer == iss)
             })
             .ok_or(JwtError::UnknownIssuer)?;
+        // jwt_authn's word for the claims, if that is how this provider verifies; its refusal
+        // comes after the claim rules', as a bad signature's does.
+        let vouched = match &provider.verification {
+            Verification::Keys => None,
+            Verification::EnvoyJwtAuthn { metadata_key } => Some(
+                jwt_authn::vouched_payload(jwt_authn, metadata_key)
+                    .and_then(|payload| unverified.check_vouched(payload)),
+            ),
+        };
         // Refuse-only, before the costly signature check; nothing is trusted yet.
         let screened = unverified.screen(provider, parsed.header_typ(), now_unix)?;
-        let proof = self.check_signature(index, &parsed)?;
+        let proof = match vouched {
+            None => self.check_signature(index, &parsed)?,
+            Some(vouched) => vouched?,
+        };
         let (verified, times) = claims::identity(provider, index, screened.into_verified(proof))?;
-        // Tokens without exp are not cached: nothing would ever expire them.
-        if let (Some(key), Some(exp)) = (digest, times.exp) {
+        // Tokens without exp are not cached: nothing would ever expire them. Nor are tokens
+        // jwt_authn verified: each request must show its own metadata.
+        let by_keys = provider.verification == Verification::Keys;
+        if let (Some(key), Some(exp), true) = (digest, times.exp, by_keys) {
             let entry = CacheEntry {
                 verified: verified.clone(),
                 times,

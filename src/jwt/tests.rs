@@ -395,7 +395,7 @@ fn only_otherwise_valid_tokens_with_an_unknown_kid_await_keys() {
         Some("k2"),
         &with(claims(), "exp", json!(NOW - 61)),
     );
-    let refused = v.verify_or_await_keys(&stale, NOW + 30).unwrap_err();
+    let refused = v.verify_or_await_keys(&stale, None, NOW + 30).unwrap_err();
     assert_eq!(
         (refused.error.code(), refused.awaits_keys_of),
         ("token_expired", None)
@@ -405,7 +405,7 @@ fn only_otherwise_valid_tokens_with_an_unknown_kid_await_keys() {
         Some("k2"),
         &with(claims(), "exp", json!(NOW + 600)),
     );
-    let refused = v.verify_or_await_keys(&fresh, NOW + 30).unwrap_err();
+    let refused = v.verify_or_await_keys(&fresh, None, NOW + 30).unwrap_err();
     assert_eq!(
         (refused.error.code(), refused.awaits_keys_of),
         ("unknown_kid", Some(0))
@@ -414,7 +414,7 @@ fn only_otherwise_valid_tokens_with_an_unknown_kid_await_keys() {
     // Before the first good fetch, a token its claims condemn is a 401, not a 503.
     let mut cold = verifier(remote_config());
     assert_eq!(code(&mut cold, &stale), "token_expired");
-    let refused = cold.verify_or_await_keys(&fresh, NOW).unwrap_err();
+    let refused = cold.verify_or_await_keys(&fresh, None, NOW).unwrap_err();
     assert_eq!(
         (refused.error.code(), refused.awaits_keys_of),
         ("no_verification_key", Some(0))
@@ -424,7 +424,7 @@ fn only_otherwise_valid_tokens_with_an_unknown_kid_await_keys() {
     let unknown = mint(Alg::Es256, Some("nope"), &claims());
     assert_eq!(
         inline
-            .verify_or_await_keys(&unknown, NOW)
+            .verify_or_await_keys(&unknown, None, NOW)
             .unwrap_err()
             .awaits_keys_of,
         None
@@ -627,6 +627,18 @@ fn every_refusal_code_is_reachable() {
     let mut remote_only =
         verifier(json!({"providers": [{"issuer": ISS, "remote_jwks": {"cluster": "idp"}}]}));
     expect(&mut remote_only, &es(&claims()), "no_verification_key");
+
+    let mut by_jwt_authn = verifier(jwt_authn_config(json!({})));
+    expect(
+        &mut by_jwt_authn,
+        &es(&claims()),
+        "not_verified_by_jwt_authn",
+    );
+    let vouched = jwt_authn_metadata(ISS, &with(claims(), "sub", json!("someone-else")));
+    let refused = by_jwt_authn.verify_with(&es(&claims()), Some(&vouched), NOW);
+    let code = refused.err().map_or("ok", |e| e.code());
+    assert_eq!(code, "jwt_authn_payload_mismatch");
+    seen.insert(code);
 
     let all: BTreeSet<&str> = JwtError::ALL_CODES.into_iter().collect();
     assert_eq!(seen, all);
@@ -1165,4 +1177,161 @@ fn remote_jwks_serves_p384_and_p521_keys() {
         code(&mut v, &mint(Alg::Es512, Some("r384"), &claims())),
         "key_type_mismatch"
     );
+}
+
+// --- verified_by: envoy_jwt_authn -------------------------------------------------------------
+
+fn jwt_authn_config(extra: Value) -> Value {
+    let mut p = json!({"issuer": ISS, "audiences": ["api"], "verified_by": "envoy_jwt_authn",
+                       "forward_claims": {"tenant": "x-tenant"}});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        p[k] = v.clone();
+    }
+    json!({"providers": [p]})
+}
+
+/// Dynamic metadata with `payload` under `key` in jwt_authn's namespace, as Envoy serializes it.
+fn jwt_authn_metadata(key: &str, payload: &Value) -> Vec<u8> {
+    let mut ns = serde_json::Map::new();
+    ns.insert(key.to_owned(), payload.clone());
+    crate::pbstruct::encode::metadata(crate::jwt::JWT_AUTHN_NAMESPACE, &ns)
+}
+
+/// A token no key of ours signed: in this mode, the signature is jwt_authn's business.
+fn unsigned_here(c: &Value) -> String {
+    with_segment(&mint(Alg::Es256, Some("k"), c), 2, &b64url(&[7; 64]))
+}
+
+#[test]
+fn jwt_authn_payload_in_metadata_verifies_the_token_and_the_rules_still_apply() {
+    let mut v = verifier(jwt_authn_config(json!({})));
+    let token = unsigned_here(&claims());
+    let meta = jwt_authn_metadata(ISS, &claims());
+    let before = token::signature_checks();
+    let ok = v.verify_with(&token, Some(&meta), NOW).unwrap();
+    assert_eq!(
+        token::signature_checks(),
+        before,
+        "no signature computed here"
+    );
+    assert_eq!((ok.subject.as_str(), ok.issuer.as_str()), ("user-1", ISS));
+    assert_eq!(
+        ok.forward_headers,
+        vec![("x-tenant".to_owned(), "acme".to_owned())]
+    );
+    // Not cached: the same token without metadata on a later request is refused.
+    assert_eq!(v.cached_tokens(), 0);
+    assert_eq!(
+        v.verify(&token, NOW).unwrap_err(),
+        JwtError::NotVerifiedByJwtAuthn
+    );
+
+    // apiguard's own rules, on a payload jwt_authn accepted.
+    let cases = [
+        (
+            with(claims(), "exp", json!(NOW + 7200)),
+            "token_lifetime_too_long",
+        ),
+        (with(claims(), "exp", json!(NOW - 61)), "token_expired"),
+        (
+            with(claims(), "token_use", json!("refresh")),
+            "refresh_token_not_allowed",
+        ),
+        (with(claims(), "aud", json!("other")), "audience_mismatch"),
+        (with(claims(), "sub", json!(" padded")), "invalid_sub"),
+        (
+            with(claims(), "tenant", json!({"o": 1})),
+            "unforwardable_claim",
+        ),
+    ];
+    for (c, want) in cases {
+        let meta = jwt_authn_metadata(ISS, &c);
+        let got = v.verify_with(&unsigned_here(&c), Some(&meta), NOW);
+        assert_eq!(got.err().map(|e| e.code()), Some(want), "{c}");
+    }
+}
+
+#[test]
+fn jwt_authn_metadata_must_be_there_and_be_this_tokens() {
+    let mut v = verifier(jwt_authn_config(json!({})));
+    let token = unsigned_here(&claims());
+    let missing = Err(JwtError::NotVerifiedByJwtAuthn);
+    // Absent, empty, under another key, or not a Struct at all.
+    assert_eq!(v.verify_with(&token, None, NOW).map(|_| ()), missing);
+    assert_eq!(v.verify_with(&token, Some(&[]), NOW).map(|_| ()), missing);
+    let other_key = jwt_authn_metadata("https://other.example", &claims());
+    assert_eq!(
+        v.verify_with(&token, Some(&other_key), NOW).map(|_| ()),
+        missing
+    );
+    assert_eq!(
+        v.verify_with(&token, Some(b"{\"sub\":1}"), NOW).map(|_| ()),
+        missing
+    );
+
+    // The metadata of another token (an attacker's valid token beside a forged one).
+    for (claim, value) in [
+        ("sub", json!("admin")),
+        ("tenant", json!("other")),
+        ("extra", json!(1)),
+    ] {
+        let meta = jwt_authn_metadata(ISS, &with(claims(), claim, value));
+        assert_eq!(
+            v.verify_with(&token, Some(&meta), NOW).map(|_| ()),
+            Err(JwtError::JwtAuthnMismatch),
+            "{claim}"
+        );
+    }
+    // A claim the metadata has and the token lacks.
+    let mut fewer = claims();
+    fewer.as_object_mut().unwrap().remove("tenant");
+    let meta = jwt_authn_metadata(ISS, &claims());
+    assert_eq!(
+        v.verify_with(&unsigned_here(&fewer), Some(&meta), NOW)
+            .map(|_| ()),
+        Err(JwtError::JwtAuthnMismatch)
+    );
+}
+
+#[test]
+fn payload_in_metadata_names_the_key() {
+    let mut v = verifier(jwt_authn_config(
+        json!({"payload_in_metadata": "my_payload"}),
+    ));
+    let token = unsigned_here(&claims());
+    let at_issuer = jwt_authn_metadata(ISS, &claims());
+    assert_eq!(
+        v.verify_with(&token, Some(&at_issuer), NOW).map(|_| ()),
+        Err(JwtError::NotVerifiedByJwtAuthn)
+    );
+    let named = jwt_authn_metadata("my_payload", &claims());
+    assert!(v.verify_with(&token, Some(&named), NOW).is_ok());
+}
+
+#[test]
+fn mixed_providers_keep_their_own_verification() {
+    let config = json!({"providers": [
+        {"issuer": ISS, "verified_by": "envoy_jwt_authn"},
+        {"issuer": "https://keys.example", "jwks": {"keys": [test_keys::ec_public_jwk()]}}
+    ]});
+    let s = settings(config.clone());
+    let mut v = verifier(config);
+    let mesh = unsigned_here(&claims());
+    let own_claims = with(claims(), "iss", json!("https://keys.example"));
+    let own = mint(Alg::Es256, None, &own_claims);
+    assert!(s.wants_jwt_authn_metadata(&mesh));
+    assert!(!s.wants_jwt_authn_metadata(&own));
+    assert!(!s.wants_jwt_authn_metadata("not-a-token"));
+    assert!(v.verify(&own, NOW).is_ok());
+    // Metadata that vouches for the other provider's payload does not replace its signature.
+    let forged = with_segment(&own, 2, &b64url(&[7; 64]));
+    let meta = jwt_authn_metadata("https://keys.example", &own_claims);
+    assert_eq!(
+        v.verify_with(&forged, Some(&meta), NOW).unwrap_err(),
+        JwtError::InvalidSignature
+    );
+    let only_keys = settings(all_keys_config());
+    assert!(!only_keys.wants_jwt_authn_metadata(&mesh));
+    let only_mesh = settings(jwt_authn_config(json!({})));
+    assert!(only_mesh.wants_jwt_authn_metadata("anything"));
 }

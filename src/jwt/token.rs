@@ -18,6 +18,7 @@ use super::config::Provider;
 use super::ecdsa::{Es384, Es512};
 use super::error::{JwtError, Malformed};
 use super::jwks::{KeyMaterial, VerifyKey};
+use super::jwt_authn::{self, Want};
 
 type HeaderFields = Map<String, Value>;
 
@@ -100,7 +101,8 @@ impl<'a> ParsedToken<'a> {
     }
 }
 
-/// Proof that a token's signature was checked against a trusted key.
+/// Proof that a token's signature was checked: against a trusted key, or by Envoy's jwt_authn
+/// filter, whose verified payload is this token's ([`UnverifiedClaims::check_vouched`]).
 #[derive(Debug)]
 pub struct SignatureChecked(());
 
@@ -111,6 +113,32 @@ impl UnverifiedClaims {
     /// The `iss` claim: used only to choose which provider's keys to verify with.
     pub fn issuer_hint(&self) -> Option<&str> {
         self.0.custom.get("iss").and_then(Value::as_str)
+    }
+
+    /// The proof for a provider verified by Envoy's jwt_authn filter: `vouched` is the payload
+    /// the filter verified (a serialized Struct from the request's dynamic metadata), and these
+    /// claims must be it, claim for claim. The time claims were read as whole seconds, so the
+    /// payload's are too.
+    pub fn check_vouched(&self, vouched: &[u8]) -> Result<SignatureChecked, JwtError> {
+        let claims = &self.0;
+        let exp = claims.expiration.map(|t| t.timestamp());
+        let nbf = claims.not_before.map(|t| t.timestamp());
+        let iat = claims.issued_at.map(|t| t.timestamp());
+        let count = claims
+            .custom
+            .len()
+            .saturating_add([exp, nbf, iat].iter().flatten().count());
+        let want = |key: &str| match key {
+            "exp" => exp.map(Want::Seconds),
+            "nbf" => nbf.map(Want::Seconds),
+            "iat" => iat.map(Want::Seconds),
+            _ => claims.custom.get(key).map(Want::Json),
+        };
+        if jwt_authn::payload_is(vouched, count, want) {
+            Ok(SignatureChecked(()))
+        } else {
+            Err(JwtError::JwtAuthnMismatch)
+        }
     }
 
     /// Applies the claim rules ([`claims::check_rules`]) before the signature is checked, so a
