@@ -5,15 +5,15 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use jwt_compact::alg::{Ed25519, Es256, Hs256Key, RsaPublicKey};
+use jwt_compact::alg::{Ed25519, Hs256Key, RsaPublicKey};
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::Algorithm;
 use serde_json::{Map, Value};
 
 use super::alg::{Alg, KeyFamily};
 use super::ecdsa;
+use super::es256::Es256Key;
 
-type Es256PublicKey = <Es256 as Algorithm>::VerifyingKey;
 type Ed25519PublicKey = <Ed25519 as Algorithm>::VerifyingKey;
 
 /// Most keys one JWKS may hold; more is a misconfiguration or an attack on CPU (tokens without
@@ -37,7 +37,8 @@ pub(crate) enum KeyMaterial {
     /// Kept in jwt-compact's key type: it zeroizes on drop and redacts itself in `Debug`.
     Hmac(Hs256Key),
     Rsa(RsaPublicKey),
-    Es256(Es256PublicKey),
+    /// With its precomputed table (about 52 KiB).
+    Es256(Es256Key),
     Es384(p384::ecdsa::VerifyingKey),
     Es512(p521::ecdsa::VerifyingKey),
     Ed25519(Ed25519PublicKey),
@@ -296,14 +297,9 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
                     (KeyMaterial::Es512(key), 521)
                 }
                 _ => {
-                    let jwk = JsonWebKey::EllipticCurve {
-                        curve: Cow::Borrowed("P-256"),
-                        x: Cow::Owned(x),
-                        y: Cow::Owned(y),
-                        secret: None,
-                    };
-                    let key = Es256PublicKey::try_from(&jwk)
-                        .map_err(|_| problem("x", "x and y are not a point on P-256"))?;
+                    let key = Es256Key::from_coordinates(&x, &y).ok_or_else(|| {
+                        problem("x", "x and y are not a point on P-256 (32 bytes each)")
+                    })?;
                     (KeyMaterial::Es256(key), 256)
                 }
             }

@@ -19,6 +19,7 @@ mod cache;
 mod claims;
 mod config;
 mod ecdsa;
+mod es256;
 mod error;
 pub(crate) mod jwks;
 mod remote;

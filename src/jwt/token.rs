@@ -8,7 +8,7 @@
 #[cfg(test)]
 use std::cell::Cell;
 
-use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
+use jwt_compact::alg::{Ed25519, Hs256, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
 use jwt_compact::{Algorithm, AlgorithmSignature, Claims, ParseError, UntrustedToken};
 use serde_json::{Map, Value};
 
@@ -191,7 +191,7 @@ fn signature_valid(key: &VerifyKey, alg: Alg, input: &[u8], signature: &[u8]) ->
         (KeyMaterial::Rsa(k), Alg::Ps256) => verify(&Rsa::ps256(), k, input, signature),
         (KeyMaterial::Rsa(k), Alg::Ps384) => verify(&Rsa::ps384(), k, input, signature),
         (KeyMaterial::Rsa(k), Alg::Ps512) => verify(&Rsa::ps512(), k, input, signature),
-        (KeyMaterial::Es256(k), Alg::Es256) => verify(&Es256, k, input, signature),
+        (KeyMaterial::Es256(k), Alg::Es256) => k.verify(input, signature),
         (KeyMaterial::Es384(k), Alg::Es384) => verify(&Es384, k, input, signature),
         (KeyMaterial::Es512(k), Alg::Es512) => verify(&Es512, k, input, signature),
         (KeyMaterial::Ed25519(k), Alg::EdDsa) => verify(&Ed25519, k, input, signature),
