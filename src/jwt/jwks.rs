@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::alg::{Alg, KeyFamily};
 use super::ecdsa;
 use super::es256::Es256Key;
+use super::rsa_pkcs1::Pkcs1Key;
 
 type Ed25519PublicKey = <Ed25519 as Algorithm>::VerifyingKey;
 
@@ -36,12 +37,19 @@ pub enum KeySource {
 pub(crate) enum KeyMaterial {
     /// Kept in jwt-compact's key type: it zeroizes on drop and redacts itself in `Debug`.
     Hmac(Hs256Key),
-    Rsa(RsaPublicKey),
+    Rsa(RsaKey),
     /// With its precomputed table (about 52 KiB).
     Es256(Es256Key),
     Es384(p384::ecdsa::VerifyingKey),
     Es512(p521::ecdsa::VerifyingKey),
     Ed25519(Ed25519PublicKey),
+}
+
+/// An RSA public key: the `rsa` crate's (PS256/384/512, and any exponent), and for e = 65537
+/// the precomputed form RS256/384/512 verify with.
+pub(crate) struct RsaKey {
+    pub(crate) key: RsaPublicKey,
+    pub(crate) pkcs1: Option<Pkcs1Key>,
 }
 
 /// One usable verification key.
@@ -259,6 +267,7 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
                     ),
                 ));
             }
+            let pkcs1 = Pkcs1Key::new(&n, &e);
             let jwk = JsonWebKey::Rsa {
                 modulus: Cow::Owned(n),
                 public_exponent: Cow::Owned(e),
@@ -270,7 +279,7 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
                     "is not a valid RSA public key (modulus up to 4096 bits, valid exponent)",
                 )
             })?;
-            (KeyMaterial::Rsa(key), bits)
+            (KeyMaterial::Rsa(RsaKey { key, pkcs1 }), bits)
         }
         "EC" => {
             refuse_private(jwk)?;

@@ -23,6 +23,7 @@ mod es256;
 mod error;
 pub(crate) mod jwks;
 mod remote;
+mod rsa_pkcs1;
 #[cfg(test)]
 pub(crate) mod test_keys;
 mod token;

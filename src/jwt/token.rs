@@ -18,6 +18,7 @@ use super::config::Provider;
 use super::ecdsa::{Es384, Es512};
 use super::error::{JwtError, Malformed};
 use super::jwks::{KeyMaterial, VerifyKey};
+use super::rsa_pkcs1::Pkcs1Hash;
 
 type HeaderFields = Map<String, Value>;
 
@@ -185,12 +186,21 @@ fn signature_valid(key: &VerifyKey, alg: Alg, input: &[u8], signature: &[u8]) ->
         (KeyMaterial::Hmac(k), Alg::Hs256) => verify(&Hs256, k, input, signature),
         (KeyMaterial::Hmac(k), Alg::Hs384) => verify(&Hs384, &Hs384Key::new(k), input, signature),
         (KeyMaterial::Hmac(k), Alg::Hs512) => verify(&Hs512, &Hs512Key::new(k), input, signature),
-        (KeyMaterial::Rsa(k), Alg::Rs256) => verify(&Rsa::rs256(), k, input, signature),
-        (KeyMaterial::Rsa(k), Alg::Rs384) => verify(&Rsa::rs384(), k, input, signature),
-        (KeyMaterial::Rsa(k), Alg::Rs512) => verify(&Rsa::rs512(), k, input, signature),
-        (KeyMaterial::Rsa(k), Alg::Ps256) => verify(&Rsa::ps256(), k, input, signature),
-        (KeyMaterial::Rsa(k), Alg::Ps384) => verify(&Rsa::ps384(), k, input, signature),
-        (KeyMaterial::Rsa(k), Alg::Ps512) => verify(&Rsa::ps512(), k, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Rs256) => match &k.pkcs1 {
+            Some(key) => key.verify(Pkcs1Hash::Sha256, input, signature),
+            None => verify(&Rsa::rs256(), &k.key, input, signature),
+        },
+        (KeyMaterial::Rsa(k), Alg::Rs384) => match &k.pkcs1 {
+            Some(key) => key.verify(Pkcs1Hash::Sha384, input, signature),
+            None => verify(&Rsa::rs384(), &k.key, input, signature),
+        },
+        (KeyMaterial::Rsa(k), Alg::Rs512) => match &k.pkcs1 {
+            Some(key) => key.verify(Pkcs1Hash::Sha512, input, signature),
+            None => verify(&Rsa::rs512(), &k.key, input, signature),
+        },
+        (KeyMaterial::Rsa(k), Alg::Ps256) => verify(&Rsa::ps256(), &k.key, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Ps384) => verify(&Rsa::ps384(), &k.key, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Ps512) => verify(&Rsa::ps512(), &k.key, input, signature),
         (KeyMaterial::Es256(k), Alg::Es256) => k.verify(input, signature),
         (KeyMaterial::Es384(k), Alg::Es384) => verify(&Es384, k, input, signature),
         (KeyMaterial::Es512(k), Alg::Es512) => verify(&Es512, k, input, signature),
