@@ -18,12 +18,12 @@
 //! (Cohen-Miyaji-Ono; the "madd-2007-bl" and "dbl-2001-b" formulas of the Explicit-Formulas
 //! Database), with the special cases (identity, equal or opposite points) handled by branches.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use p256::elliptic_curve::ops::{Invert as _, Reduce};
-use p256::elliptic_curve::sec1::{Coordinates, FromEncodedPoint as _, ToEncodedPoint as _};
 use p256::elliptic_curve::{Field as _, PrimeField as _};
-use p256::{AffinePoint, EncodedPoint, FieldBytes, FieldElement, Scalar, U256};
+use p256::{FieldBytes, FieldElement, Scalar, U256};
 use sha2::{Digest as _, Sha256};
 
 /// Bytes of one P-256 coordinate / scalar.
@@ -42,32 +42,58 @@ const P_MINUS_N: [u8; P256_BYTES] = [
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x43, 0x19, 0x05, 0x53, 0x58, 0xe8, 0x61, 0x7b,
     0x0c, 0x46, 0x35, 0x3d, 0x03, 0x9c, 0xda, 0xae,
 ];
+/// b of the curve equation y² = x³ - 3x + b, big-endian.
+const CURVE_B: [u8; P256_BYTES] = [
+    0x5a, 0xc6, 0x35, 0xd8, 0xaa, 0x3a, 0x93, 0xe7, 0xb3, 0xeb, 0xbd, 0x55, 0x76, 0x98, 0x86, 0xbc,
+    0x65, 0x1d, 0x06, 0xb0, 0xcc, 0x53, 0xb0, 0xf6, 0x3b, 0xce, 0x3c, 0x3e, 0x27, 0xd2, 0x60, 0x4b,
+];
+/// The generator G, big-endian coordinates.
+const GENERATOR_X: [u8; P256_BYTES] = [
+    0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40, 0xf2,
+    0x77, 0x03, 0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98, 0xc2, 0x96,
+];
+const GENERATOR_Y: [u8; P256_BYTES] = [
+    0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f, 0x9e, 0x16,
+    0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce, 0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51, 0xf5,
+];
 /// n, the group order, big-endian.
 const ORDER: [u8; P256_BYTES] = [
     0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6,
     0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
 ];
 
-/// A P-256 public key with its precomputed table.
+/// Most key tables alive in one VM (52 KiB each, 1.7 MiB in all): past it, a key verifies without
+/// one (windowed double-and-add, about 3 times the work) until tables are freed.
+const MAX_KEY_TABLES: usize = 32;
+
+thread_local! {
+    /// Key tables alive on this thread (a wasm VM has exactly one).
+    static KEY_TABLES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A P-256 public key; its table is built by the first verification that needs it, so keys that
+/// never sign a token cost no table.
 pub struct Es256Key {
-    table: Vec<Affine>,
+    point: Affine,
+    table: OnceLock<Vec<Affine>>,
+}
+
+impl Drop for Es256Key {
+    fn drop(&mut self) {
+        if self.table.get().is_some() {
+            KEY_TABLES.with(|n| n.set(n.get().saturating_sub(1)));
+        }
+    }
 }
 
 impl Es256Key {
     /// The key of JWK `x`, `y` (32 bytes each, RFC 7518 §6.2.1.2): `None` unless the point is on
     /// the curve. The identity has no affine coordinates, so it cannot be given.
     pub fn from_coordinates(x: &[u8], y: &[u8]) -> Option<Self> {
-        let x: [u8; P256_BYTES] = x.try_into().ok()?;
-        let y: [u8; P256_BYTES] = y.try_into().ok()?;
-        let encoded = EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
-        // The curve equation and the coordinates' range are checked by p256.
-        Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&encoded))?;
-        let point = Affine {
-            x: Option::from(FieldElement::from_bytes(&x.into()))?,
-            y: Option::from(FieldElement::from_bytes(&y.into()))?,
-        };
+        let point = Affine::from_coordinates(x, y)?;
         Some(Self {
-            table: table(point, KEY_WINDOW)?,
+            point,
+            table: OnceLock::new(),
         })
     }
 
@@ -75,6 +101,23 @@ impl Es256Key {
     /// by this key (SEC 1 §4.1.4, FIPS 186-5 §6.4.2). High-s signatures are valid: JWS does not
     /// require the low-s form.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.verify_with(self.table(), message, signature)
+    }
+
+    /// The key's table: built now if the VM's budget allows, `None` past it.
+    fn table(&self) -> Option<&[Affine]> {
+        if let Some(table) = self.table.get() {
+            return Some(table);
+        }
+        if KEY_TABLES.with(Cell::get) >= MAX_KEY_TABLES {
+            return None;
+        }
+        let table = table(self.point, KEY_WINDOW)?;
+        KEY_TABLES.with(|n| n.set(n.get() + 1));
+        Some(self.table.get_or_init(|| table))
+    }
+
+    fn verify_with(&self, table: Option<&[Affine]>, message: &[u8], signature: &[u8]) -> bool {
         let Some((r, s)) = signature_scalars(signature) else {
             return false;
         };
@@ -85,11 +128,38 @@ impl Es256Key {
         let Some(w) = Option::<Scalar>::from(s.invert_vartime()) else {
             return false;
         };
-        let mut sum = Jacobian::IDENTITY;
+        let u2 = r * w;
+        // u2·Q first: without a table it needs doublings, which must not touch u1·G.
+        let mut sum = match table {
+            Some(table) => {
+                let mut sum = Jacobian::IDENTITY;
+                add_multiple(&mut sum, table, KEY_WINDOW, &u2);
+                sum
+            }
+            None => match multiply(self.point, &u2) {
+                Some(sum) => sum,
+                None => return false,
+            },
+        };
         add_multiple(&mut sum, generator, GENERATOR_WINDOW, &(e * w));
-        add_multiple(&mut sum, &self.table, KEY_WINDOW, &(r * w));
         x_matches(&sum, &r.to_bytes())
     }
+}
+
+/// k·P without a table: signed windows of KEY_WINDOW bits from the top, with P's first row
+/// (1..=16 times P) built for the occasion.
+fn multiply(point: Affine, k: &Scalar) -> Option<Jacobian> {
+    let row = normalize(&multiples(point, 1 << (KEY_WINDOW - 1)))?;
+    let mut sum = Jacobian::IDENTITY;
+    for digit in signed_digits(k, KEY_WINDOW).iter().rev() {
+        if !sum.is_identity() {
+            for _ in 0..KEY_WINDOW {
+                sum = sum.double();
+            }
+        }
+        add_digit(&mut sum, &row, *digit);
+    }
+    Some(sum)
 }
 
 /// `r` and `s` of `r || s`, each in [1, n-1].
@@ -136,15 +206,10 @@ fn generator_table() -> Option<&'static [Affine]> {
     static TABLE: OnceLock<Option<Vec<Affine>>> = OnceLock::new();
     TABLE
         .get_or_init(|| {
-            let encoded = AffinePoint::GENERATOR.to_encoded_point(false);
-            let Coordinates::Uncompressed { x, y } = encoded.coordinates() else {
-                return None;
-            };
-            let point = Affine {
-                x: Option::from(FieldElement::from_bytes(x))?,
-                y: Option::from(FieldElement::from_bytes(y))?,
-            };
-            table(point, GENERATOR_WINDOW)
+            table(
+                Affine::from_coordinates(&GENERATOR_X, &GENERATOR_Y)?,
+                GENERATOR_WINDOW,
+            )
         })
         .as_deref()
 }
@@ -169,16 +234,23 @@ fn table(point: Affine, width: u32) -> Option<Vec<Affine>> {
     }
     let bases = normalize(&bases)?;
     let row = 1usize << (width - 1);
-    let mut multiples = Vec::with_capacity(bases.len() * row);
-    for base in &bases {
-        let mut multiple = Jacobian::from(*base);
-        multiples.push(multiple);
-        for _ in 1..row {
-            multiple = multiple.add_affine(base);
-            multiples.push(multiple);
-        }
+    let all: Vec<Jacobian> = bases
+        .iter()
+        .flat_map(|base| multiples(*base, row))
+        .collect();
+    normalize(&all)
+}
+
+/// 1·P, 2·P, …, count·P.
+fn multiples(point: Affine, count: usize) -> Vec<Jacobian> {
+    let mut out = Vec::with_capacity(count);
+    let mut multiple = Jacobian::from(point);
+    out.push(multiple);
+    for _ in 1..count {
+        multiple = multiple.add_affine(&point);
+        out.push(multiple);
     }
-    normalize(&multiples)
+    out
 }
 
 /// Affine forms of Jacobian points with one field inversion for all (Montgomery's trick).
@@ -195,7 +267,11 @@ fn normalize(points: &[Jacobian]) -> Option<Vec<Affine>> {
     for i in (0..points.len()).rev() {
         let point = points.get(i)?;
         // inverse = (z_0·…·z_i)⁻¹ here.
-        let before = if i == 0 { FieldElement::ONE } else { *prefix.get(i - 1)? };
+        let before = if i == 0 {
+            FieldElement::ONE
+        } else {
+            *prefix.get(i - 1)?
+        };
         let z_inverse = inverse * before;
         inverse *= point.z;
         let zz = z_inverse.square();
@@ -207,34 +283,53 @@ fn normalize(points: &[Jacobian]) -> Option<Vec<Affine>> {
     Some(out)
 }
 
-/// `sum += k·P`, with `table` the rows of P for windows of `width` bits. The scalar is read as
-/// signed digits in [-2^(width-1), 2^(width-1)], so a row needs only the positive half: a
-/// negative digit adds the negated point.
+/// `sum += k·P`, with `table` the rows of P for windows of `width` bits: one addition per non-zero
+/// signed digit, no doubling.
 fn add_multiple(sum: &mut Jacobian, table: &[Affine], width: u32, k: &Scalar) {
+    let rows = table.chunks_exact(1 << (width - 1));
+    for (row, digit) in rows.zip(signed_digits(k, width)) {
+        add_digit(sum, row, digit);
+    }
+}
+
+/// `sum += digit·B` with `row` = [1·B, 2·B, …]: a negative digit adds the negated point.
+fn add_digit(sum: &mut Jacobian, row: &[Affine], digit: i8) {
+    let Some(point) = usize::from(digit.unsigned_abs())
+        .checked_sub(1)
+        .and_then(|d| row.get(d))
+    else {
+        return;
+    };
+    *sum = if digit < 0 {
+        sum.add_affine(&Affine {
+            x: point.x,
+            y: -point.y,
+        })
+    } else {
+        sum.add_affine(point)
+    };
+}
+
+/// k as signed digits d_i in [-2^(width-1), 2^(width-1)], k = Σ d_i·2^(width·i), least
+/// significant first (`width` from 5 to 7: at most 52 digits; the rest are zero). A row then needs
+/// only the positive multiples.
+fn signed_digits(k: &Scalar, width: u32) -> [i8; 64] {
     let bytes = k.to_bytes();
     let half = 1u32 << (width - 1);
+    let mut digits = [0i8; 64];
     let mut carry = 0;
-    for (i, row) in table.chunks_exact(half as usize).enumerate() {
+    for (i, digit) in digits.iter_mut().enumerate().take(windows(width)) {
         let value = window(&bytes, i * width as usize, width) + carry;
-        let (digit, negative) = if value > half {
+        // value ≤ 2^width, so both casts are lossless for width ≤ 7.
+        *digit = if value > half {
             carry = 1;
-            (2 * half - value, true)
+            -((2 * half - value) as i8)
         } else {
             carry = 0;
-            (value, false)
-        };
-        let Some(point) = (digit as usize).checked_sub(1).and_then(|d| row.get(d)) else {
-            continue;
-        };
-        *sum = if negative {
-            sum.add_affine(&Affine {
-                x: point.x,
-                y: -point.y,
-            })
-        } else {
-            sum.add_affine(point)
+            value as i8
         };
     }
+    digits
 }
 
 /// Bits `[position, position + width)` of a big-endian 256-bit number (zero past bit 255);
@@ -256,6 +351,20 @@ fn window(bytes: &FieldBytes, position: usize, width: u32) -> u32 {
 struct Affine {
     x: FieldElement,
     y: FieldElement,
+}
+
+impl Affine {
+    /// The point (x, y) given as 32 big-endian bytes each: `None` unless both are below p and
+    /// y² = x³ - 3x + b (SEC 1 §3.2.2.1; the cofactor is 1, so the point is in the group).
+    fn from_coordinates(x: &[u8], y: &[u8]) -> Option<Self> {
+        let field = |bytes: &[u8]| -> Option<FieldElement> {
+            let bytes: [u8; P256_BYTES] = bytes.try_into().ok()?;
+            Option::from(FieldElement::from_bytes(&bytes.into()))
+        };
+        let (x, y, b) = (field(x)?, field(y)?, field(&CURVE_B)?);
+        let rhs = x.square() * x - (x.double() + x) + b;
+        (y.square() == rhs).then_some(Self { x, y })
+    }
 }
 
 /// A point in Jacobian coordinates: (X/Z², Y/Z³); Z = 0 is the identity.
@@ -287,8 +396,11 @@ impl Jacobian {
         self.z.is_zero().into()
     }
 
+    // Out of line (here and in `add_affine`): inlined into each caller they cost kilobytes of
+    // .wasm for no measurable speed.
     /// 2·self for a = -3 (dbl-2001-b: 3M + 5S). The identity doubles to itself (Z3 = 2·Y·Z = 0),
     /// and P-256 has no point of order 2.
+    #[inline(never)]
     fn double(&self) -> Self {
         let delta = self.z.square();
         let gamma = self.y.square();
@@ -304,6 +416,7 @@ impl Jacobian {
     }
 
     /// self + p (madd-2007-bl: 7M + 4S), with the cases the formula does not cover taken apart.
+    #[inline(never)]
     fn add_affine(&self, p: &Affine) -> Self {
         if self.is_identity() {
             return Self::from(*p);
@@ -341,7 +454,8 @@ mod tests {
     use crate::jwt::test_keys::unhex;
     use p256::ecdsa::signature::{Signer as _, Verifier as _};
     use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
-    use p256::ProjectivePoint;
+    use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+    use p256::{EncodedPoint, ProjectivePoint};
 
     /// RFC 6979 A.2.5: the P-256 private key and its public point.
     const RFC6979_X: &str = "c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721";
@@ -445,6 +559,15 @@ mod tests {
     }
 
     #[test]
+    fn the_generator_constants_are_p256s() {
+        let g = ProjectivePoint::GENERATOR
+            .to_affine()
+            .to_encoded_point(false);
+        assert_eq!(g.x().unwrap().to_vec(), GENERATOR_X);
+        assert_eq!(g.y().unwrap().to_vec(), GENERATOR_Y);
+    }
+
+    #[test]
     fn points_off_the_curve_are_refused_at_load() {
         let x = unhex(RFC6979_UX);
         let mut y = unhex(RFC6979_UY);
@@ -466,7 +589,9 @@ mod tests {
         let e = <Scalar as Reduce<U256>>::reduce_bytes(&Sha256::digest(b"sample"));
         let r = Scalar::from(7u64);
         let d = -(e * Option::<Scalar>::from(r.invert()).unwrap());
-        let q = (ProjectivePoint::GENERATOR * d).to_affine().to_encoded_point(false);
+        let q = (ProjectivePoint::GENERATOR * d)
+            .to_affine()
+            .to_encoded_point(false);
         let key = Es256Key::from_coordinates(q.x().unwrap(), q.y().unwrap()).unwrap();
         for s in [1u64, 2, 12345] {
             let sig = [scalar_hex(&r), scalar_hex(&Scalar::from(s))].concat();
@@ -499,7 +624,14 @@ mod tests {
         // digits carry through every window, and 0.
         let minus_one = -Scalar::ONE;
         let half = Option::<Scalar>::from(Scalar::from(2u64).invert()).unwrap();
-        let mut edges = vec![Scalar::ZERO, Scalar::ONE, Scalar::from(2u64), minus_one, half, -half];
+        let mut edges = vec![
+            Scalar::ZERO,
+            Scalar::ONE,
+            Scalar::from(2u64),
+            minus_one,
+            half,
+            -half,
+        ];
         for width in [KEY_WINDOW, GENERATOR_WINDOW] {
             let top = Scalar::from(1u64 << (width - 1));
             edges.extend([top, top + Scalar::ONE, top - Scalar::ONE, -top]);
@@ -524,12 +656,21 @@ mod tests {
         assert_eq!(encoded(&g.add_affine(&g_affine)), generic(&two));
         assert_eq!(encoded(&g.double()), generic(&two));
         // G + (-G) is the identity; the identity plus G is G; the identity doubles to itself.
-        let minus = Affine { x: g_affine.x, y: -g_affine.y };
+        let minus = Affine {
+            x: g_affine.x,
+            y: -g_affine.y,
+        };
         assert!(g.add_affine(&minus).is_identity());
-        assert_eq!(encoded(&Jacobian::IDENTITY.add_affine(&g_affine)), generic(&Scalar::ONE));
+        assert_eq!(
+            encoded(&Jacobian::IDENTITY.add_affine(&g_affine)),
+            generic(&Scalar::ONE)
+        );
         assert!(Jacobian::IDENTITY.double().is_identity());
         // A non-trivial Z: 3G = 2G + G with 2G in Jacobian form.
-        assert_eq!(encoded(&g.double().add_affine(&g_affine)), generic(&Scalar::from(3u64)));
+        assert_eq!(
+            encoded(&g.double().add_affine(&g_affine)),
+            generic(&Scalar::from(3u64))
+        );
         assert!(!x_matches(&Jacobian::IDENTITY, &Scalar::ONE.to_bytes()));
     }
 
@@ -537,9 +678,12 @@ mod tests {
     fn an_x_between_n_and_p_matches_r_equal_to_x_minus_n() {
         // x(R) mod n = r also holds when x(R) = r + n (possible for r < p - n, about 2^-128 of
         // signatures, so never met by chance): find a curve point with x = n + t.
-        let b = FieldElement::from_bytes(&FieldBytes::from(<[u8; 32]>::try_from(unhex(
-            "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
-        )).unwrap()))
+        let b = FieldElement::from_bytes(&FieldBytes::from(
+            <[u8; 32]>::try_from(unhex(
+                "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
+            ))
+            .unwrap(),
+        ))
         .unwrap();
         let order = FieldElement::from_bytes(&FieldBytes::from(super::ORDER)).unwrap();
         let (t, x, y) = (1u64..100)
@@ -551,13 +695,83 @@ mod tests {
             .unwrap();
         let z = FieldElement::from_u64(12345);
         let zz = z.square();
-        let point = Jacobian { x: x * zz, y: y * zz * z, z };
+        let point = Jacobian {
+            x: x * zz,
+            y: y * zz * z,
+            z,
+        };
         assert!(x_matches(&point, &Scalar::from(t).to_bytes()));
         assert!(!x_matches(&point, &Scalar::from(t + 1).to_bytes()));
         // r = x itself is not a scalar (x ≥ n), so it can never be given; an r ≥ p - n never
         // takes the r + n branch.
         let big = Scalar::from_repr(FieldBytes::from(P_MINUS_N)).unwrap();
         assert!(!x_matches(&point, &(big + Scalar::from(t)).to_bytes()));
+    }
+
+    #[test]
+    fn the_path_without_a_table_verifies_the_same() {
+        let key = rfc6979_key();
+        let sample = unhex(RFC6979_SAMPLE);
+        assert!(key.verify_with(None, b"sample", &sample));
+        assert!(key.verify_with(None, b"test", &unhex(RFC6979_TEST)));
+        assert!(!key.verify_with(None, b"test", &sample));
+        for bit in (0..sample.len() * 8).step_by(5) {
+            let mut sig = sample.clone();
+            sig[bit / 8] ^= 1 << (bit % 8);
+            assert!(!key.verify_with(None, b"sample", &sig), "bit {bit}");
+        }
+        for seed in 0..8u32 {
+            let signer = signing_key(seed + 500);
+            let key = key_of(signer.verifying_key());
+            let message = format!("message {seed}");
+            let signature: Signature = signer.sign(message.as_bytes());
+            assert!(key.verify_with(None, message.as_bytes(), &signature.to_bytes()));
+            assert!(!key.verify_with(None, b"another message", &signature.to_bytes()));
+        }
+        // k·P without a table for the edge scalars, against p256.
+        let g = generator_table().unwrap()[0];
+        for k in [
+            Scalar::ONE,
+            -Scalar::ONE,
+            Scalar::from(16u64),
+            Scalar::from(17u64),
+            -Scalar::from(16u64),
+        ] {
+            assert_eq!(encoded(&multiply(g, &k).unwrap()), generic(&k));
+        }
+        assert!(multiply(g, &Scalar::ZERO).unwrap().is_identity());
+    }
+
+    #[test]
+    fn tables_are_built_on_first_use_within_the_budget() {
+        let live = || KEY_TABLES.with(Cell::get);
+        let sample = unhex(RFC6979_SAMPLE);
+        let before = live();
+        let key = rfc6979_key();
+        assert!(key.table.get().is_none());
+        assert_eq!(live(), before);
+        assert!(key.verify(b"sample", &sample));
+        assert!(key.table.get().is_some());
+        assert_eq!(live(), before + 1);
+        // A failed verification uses the same table; another key gets its own.
+        assert!(!key.verify(b"test", &sample));
+        let other = rfc6979_key();
+        assert!(other.verify(b"sample", &sample));
+        assert_eq!(live(), before + 2);
+        drop(other);
+        drop(key);
+        assert_eq!(live(), before);
+        // Past the budget a key still verifies, without a table, and builds one once there is room.
+        KEY_TABLES.with(|n| n.set(MAX_KEY_TABLES));
+        let key = rfc6979_key();
+        assert!(key.verify(b"sample", &sample));
+        assert!(!key.verify(b"test", &sample));
+        assert!(key.table.get().is_none());
+        KEY_TABLES.with(|n| n.set(before));
+        assert!(key.verify(b"sample", &sample));
+        assert!(key.table.get().is_some());
+        drop(key);
+        assert_eq!(live(), before);
     }
 
     #[test]
