@@ -45,11 +45,11 @@ pub(crate) enum KeyMaterial {
     Ed25519(Ed25519PublicKey),
 }
 
-/// An RSA public key: the `rsa` crate's (PS256/384/512, and any exponent), and for e = 65537
-/// the precomputed form RS256/384/512 verify with.
+/// An RSA public key: the `rsa` crate's for PS256/384/512, and the precomputed form RS256/384/512
+/// verify with.
 pub(crate) struct RsaKey {
     pub(crate) key: RsaPublicKey,
-    pub(crate) pkcs1: Option<Pkcs1Key>,
+    pub(crate) pkcs1: Pkcs1Key,
 }
 
 /// One usable verification key.
@@ -267,7 +267,13 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
                     ),
                 ));
             }
-            let pkcs1 = Pkcs1Key::new(&n, &e);
+            // An even modulus is no RSA modulus.
+            let pkcs1 = Pkcs1Key::new(&n, &e).ok_or_else(|| {
+                problem(
+                    "n",
+                    "is not a valid RSA public key (modulus up to 4096 bits, valid exponent)",
+                )
+            })?;
             let jwk = JsonWebKey::Rsa {
                 modulus: Cow::Owned(n),
                 public_exponent: Cow::Owned(e),
@@ -501,6 +507,18 @@ mod tests {
             parse_jwk(&obj(none), KeySource::Inline).unwrap_err().field,
             "alg"
         );
+    }
+
+    #[test]
+    fn an_even_rsa_modulus_is_refused() {
+        let mut n = b64url_decode(test_keys::RSA_N).unwrap();
+        if let Some(last) = n.last_mut() {
+            *last &= 0xfe;
+        }
+        let mut jwk = test_keys::rsa_public_jwk();
+        jwk["n"] = json!(test_keys::b64url(&n));
+        let problem = parse_jwk(&obj(jwk), KeySource::Inline).unwrap_err();
+        assert_eq!(problem.field, "n");
     }
 
     #[test]

@@ -1,13 +1,12 @@
-//! `RS256` / `RS384` / `RS512` (RSASSA-PKCS1-v1_5 verification, RFC 8017 §8.2.2) for the public
-//! exponent 65537, which nearly every identity provider uses. The `rsa` crate re-derives the
-//! Montgomery constants of the modulus on every verification (a long division for R² mod n) and
-//! runs a generic 4-bit-window exponentiation (16 table products, 28 squarings and 8 products
-//! for e = 65537); here the constants are computed once when the key is loaded and s^65537 costs
-//! 16 squarings and 2 products.
+//! `RS256` / `RS384` / `RS512` (RSASSA-PKCS1-v1_5 verification, RFC 8017 §8.2.2). The `rsa`
+//! crate re-derives the Montgomery constants of the modulus on every verification (a long
+//! division for R² mod n) and runs a generic 4-bit-window exponentiation (for e = 65537: 16 table
+//! products, 28 squarings and 8 products); here the constants are computed once when the key is
+//! loaded, and s^e is plain square-and-multiply: for e = 65537, 16 squarings and 3 products.
 //!
 //! Only public data goes through this code (the key, the signature, the signed bytes): it is
-//! variable-time on purpose and must never see a private exponent. Other exponents, and PS256 /
-//! PS384 / PS512, go through the `rsa` crate.
+//! variable-time on purpose and must never see a private exponent. PS256 / PS384 / PS512 go
+//! through the `rsa` crate.
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -47,10 +46,12 @@ impl Pkcs1Hash {
     }
 }
 
-/// An RSA public key with e = 65537 and its Montgomery constants (R = 2^(32·limbs)).
+/// An RSA public key and its Montgomery constants (R = 2^(32·limbs)).
 pub struct Pkcs1Key {
     /// The modulus, little-endian 32-bit limbs, the top one non-zero.
     n: Vec<u32>,
+    /// The public exponent.
+    e: u64,
     /// -n⁻¹ mod 2^32.
     n0_inverse: u32,
     /// R² mod n.
@@ -60,16 +61,18 @@ pub struct Pkcs1Key {
 }
 
 impl Pkcs1Key {
-    /// The key of JWK `n` and `e` (big-endian): `None` unless e = 65537 and n is odd and above 1
-    /// (the caller has already refused short or malformed moduli).
+    /// The key of JWK `n` and `e` (big-endian): `None` unless n is odd and above 1 (every RSA
+    /// modulus is) and e is in [1, 2^64). The caller has already refused short moduli.
     pub fn new(n: &[u8], e: &[u8]) -> Option<Self> {
-        if strip_zeros(e) != [0x01, 0x00, 0x01] {
+        let e = strip_zeros(e);
+        if e.len() > 8 {
             return None;
         }
+        let e = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
         let n_bytes = strip_zeros(n);
         let n = limbs(n_bytes, n_bytes.len().div_ceil(4))?;
         let low = *n.first()?;
-        if low & 1 == 0 || (n.len() == 1 && low == 1) {
+        if e == 0 || low & 1 == 0 || (n.len() == 1 && low == 1) {
             return None;
         }
         // n0⁻¹ mod 2^32 by Newton's iteration: an odd n0 is its own inverse mod 8, and each step
@@ -80,6 +83,7 @@ impl Pkcs1Key {
         }
         let r_squared = r_squared(&n);
         Some(Self {
+            e,
             n0_inverse: inverse.wrapping_neg(),
             r_squared,
             len: n_bytes.len(),
@@ -99,17 +103,25 @@ impl Pkcs1Key {
         if !less(&s, &self.n) {
             return false;
         }
-        let m = self.pow_65537(&s);
+        let m = self.pow(&s);
         self.encoded(&m) == expected_encoding(hash, message, self.len)
     }
 
-    /// s^65537 mod n: s·R, squared 16 times (s^65536·R), times s (the R goes out with it).
-    fn pow_65537(&self, s: &[u32]) -> Vec<u32> {
-        let mut x = self.mont_mul(s, &self.r_squared);
-        for _ in 0..16 {
+    /// s^e mod n: left-to-right square-and-multiply in Montgomery form (s·R), then out of it.
+    fn pow(&self, s: &[u32]) -> Vec<u32> {
+        let s = self.mont_mul(s, &self.r_squared);
+        let mut x = s.clone();
+        for bit in (0..63 - self.e.leading_zeros()).rev() {
             x = self.mont_mul(&x, &x);
+            if self.e >> bit & 1 == 1 {
+                x = self.mont_mul(&x, &s);
+            }
         }
-        self.mont_mul(&x, s)
+        let mut one = vec![0u32; self.n.len()];
+        if let Some(low) = one.first_mut() {
+            *low = 1;
+        }
+        self.mont_mul(&x, &one)
     }
 
     /// a·b·R⁻¹ mod n for a, b < n (Montgomery multiplication, word by word: "CIOS").
@@ -292,7 +304,10 @@ mod tests {
         for bit in 0..input.len() * 8 {
             let mut message = input.clone();
             message[bit / 8] ^= 1 << (bit % 8);
-            assert!(!key.verify(Pkcs1Hash::Sha256, &message, &signature), "message bit {bit}");
+            assert!(
+                !key.verify(Pkcs1Hash::Sha256, &message, &signature),
+                "message bit {bit}"
+            );
         }
     }
 
@@ -318,16 +333,31 @@ mod tests {
     }
 
     #[test]
-    fn only_e_65537_and_odd_moduli_get_the_precomputed_form() {
+    fn even_moduli_and_zero_exponents_are_refused() {
         let n = rfc_n();
         assert!(Pkcs1Key::new(&n, &[0, 1, 0, 1]).is_some());
-        assert!(Pkcs1Key::new(&n, &[3]).is_none());
-        assert!(Pkcs1Key::new(&n, &[1, 0, 0, 1]).is_none());
+        assert!(Pkcs1Key::new(&n, &[3]).is_some());
+        assert!(Pkcs1Key::new(&n, &[0]).is_none());
+        assert!(Pkcs1Key::new(&n, &[]).is_none());
+        assert!(Pkcs1Key::new(&n, &[1; 9]).is_none());
         let mut even = n.clone();
         even[255] &= 0xfe;
         assert!(Pkcs1Key::new(&even, &[1, 0, 1]).is_none());
         assert!(Pkcs1Key::new(&[1], &[1, 0, 1]).is_none());
         assert!(Pkcs1Key::new(&[], &[1, 0, 1]).is_none());
+    }
+
+    #[test]
+    fn other_exponents_raise_to_their_power() {
+        // s^3 and s^1 against products written out.
+        let key3 = Pkcs1Key::new(&rfc_n(), &[3]).unwrap();
+        let key1 = Pkcs1Key::new(&rfc_n(), &[1]).unwrap();
+        let bytes: Vec<u8> = (0..4).flat_map(|i| Sha512::digest([i])).take(200).collect();
+        let s = limbs(&bytes, key3.n.len()).unwrap();
+        let s_r = key3.mont_mul(&s, &key3.r_squared);
+        let cube = key3.mont_mul(&key3.mont_mul(&s_r, &s_r), &s);
+        assert_eq!(key3.pow(&s), cube);
+        assert_eq!(key1.pow(&s), s);
     }
 
     #[test]
@@ -351,9 +381,12 @@ mod tests {
             key.mont_mul(&x, &limbs(&[1], key.n.len()).unwrap())
         };
         for seed in 0..3u8 {
-            let bytes: Vec<u8> = (0..8).flat_map(|i| Sha512::digest([seed, i])).take(255).collect();
+            let bytes: Vec<u8> = (0..8)
+                .flat_map(|i| Sha512::digest([seed, i]))
+                .take(255)
+                .collect();
             let s = limbs(&bytes, key.n.len()).unwrap();
-            let m = key.pow_65537(&s);
+            let m = key.pow(&s);
             assert_eq!(m, pow(&s, &limbs(&[1, 0, 1], 1).unwrap()));
             assert_eq!(pow(&m, &d), s);
         }
