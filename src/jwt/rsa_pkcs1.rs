@@ -124,36 +124,32 @@ impl Pkcs1Key {
         self.mont_mul(&x, &one)
     }
 
-    /// a·b·R⁻¹ mod n for a, b < n (Montgomery multiplication, word by word: "CIOS").
+    /// a·b·R⁻¹ mod n for a, b < n (Montgomery multiplication word by word, a·b and m·n added in
+    /// one pass with a carry each).
     fn mont_mul(&self, a: &[u32], b: &[u32]) -> Vec<u32> {
         let mut t = vec![0u32; self.n.len()];
-        // Words n.len() and n.len() + 1 of the accumulator.
+        // Word n.len() of the accumulator (the one above is always zero between rounds).
         let mut high = 0u32;
+        let b_0 = u64::from(b.first().copied().unwrap_or(0));
         for &a_i in a {
             let a_i = u64::from(a_i);
-            let mut carry = 0u64;
-            for (t_j, &b_j) in t.iter_mut().zip(b) {
-                let x = u64::from(*t_j) + a_i * u64::from(b_j) + carry;
-                *t_j = x as u32;
-                carry = x >> 32;
+            // m makes the low word of t + a_i·b + m·n zero, so that word can be dropped.
+            let low = u64::from(t.first().copied().unwrap_or(0)) + a_i * b_0;
+            let m = u64::from((low as u32).wrapping_mul(self.n0_inverse));
+            let (mut carry_ab, mut carry_mn) = (0u64, 0u64);
+            for ((t_j, &b_j), &n_j) in t.iter_mut().zip(b).zip(&self.n) {
+                let x = u64::from(*t_j) + a_i * u64::from(b_j) + carry_ab;
+                carry_ab = x >> 32;
+                let y = (x & 0xffff_ffff) + m * u64::from(n_j) + carry_mn;
+                carry_mn = y >> 32;
+                *t_j = y as u32;
             }
-            let x = u64::from(high) + carry;
-            high = x as u32;
-            let top = (x >> 32) as u32;
-            // Add m·n, which makes the low word zero, and drop that word.
-            let m = u64::from(t.first().map_or(0, |t_0| t_0.wrapping_mul(self.n0_inverse)));
-            let mut carry = 0u64;
-            for (t_j, &n_j) in t.iter_mut().zip(&self.n) {
-                let x = u64::from(*t_j) + m * u64::from(n_j) + carry;
-                *t_j = x as u32;
-                carry = x >> 32;
-            }
-            let x = u64::from(high) + carry;
+            let x = u64::from(high) + carry_ab + carry_mn;
             t.rotate_left(1);
             if let Some(last) = t.last_mut() {
                 *last = x as u32;
             }
-            high = top + (x >> 32) as u32;
+            high = (x >> 32) as u32;
         }
         // The result is below 2n: one subtraction at most.
         if high != 0 || !less(&t, &self.n) {
