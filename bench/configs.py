@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +15,7 @@ from support.harness import StaticServer, wasm_filter
 ISSUER = "https://issuer.bench"
 AUDIENCE = "bench"
 KID = "bench-es256"
+RS256_KID = "bench-rs256"
 TOKEN_LIFETIME = 3000  # seconds; the providers allow at most 3600
 BENCH_PATH = "/bench/items/42"
 
@@ -39,6 +40,17 @@ class Ctx:
     token: str
     token_exp: int
     concurrency: int
+    # The RS256 rows' key and token (2048-bit RSA, e = 65537): `for_config` swaps them in.
+    rs256_jwk: dict | None = None
+    rs256_token: str | None = None
+
+    def for_config(self, cfg: "Config") -> "Ctx":
+        """The context a configuration is built, checked and loaded with: its token and its key."""
+        if not cfg.rs256:
+            return self
+        if self.rs256_jwk is None or self.rs256_token is None:
+            raise Unavailable("no RS256 key")
+        return replace(self, jwk=self.rs256_jwk, token=self.rs256_token)
 
     def api_key(self) -> str:
         if self.key is None:
@@ -306,6 +318,8 @@ class Config:
     servers: Callable[[Ctx], dict] | None = None
     # Runtime values for the bootstrap's static layer.
     runtime: dict | None = None
+    # Signed with RS256 instead of ES256: the token and key of Ctx.for_config.
+    rs256: bool = False
 
 
 def live_control_server(ctx: Ctx) -> dict:
@@ -377,4 +391,9 @@ CONFIGS: list[Config] = [
            "the signature is checked once, natively; apiguard reads the payload from dynamic metadata and "
            "applies its own checks (HTTPS, API key, lifetime, claims)", apiguard_after_jwt_authn, full_checks,
            apiguard=True),
+    Config("f2", "apiguard: everything, no cache, RS256", "(f) with an RS256 token (2048-bit RSA key, "
+           "e = 65537) instead of ES256", lambda ctx: ctx.apiguard_filter(apiguard_everything(ctx, cache_max_entries=0)),
+           full_checks, apiguard=True, rs256=True),
+    Config("g2", "Envoy native, no JWT cache, RS256", "(g) with the RS256 token and key of (f2): the baseline "
+           "for (f2)", lambda ctx: native_everything(ctx, jwt_cache=False), full_checks, rs256=True),
 ]

@@ -12,17 +12,18 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from configs import (AUDIENCE, BENCH_PATH, CONFIGS, CONTROL_CLUSTER, ISSUER, KID, LIVE_RUNTIME, TOKEN_LIFETIME,
+from configs import (AUDIENCE, BENCH_PATH, CONFIGS, CONTROL_CLUSTER, ISSUER, KID, LIVE_RUNTIME, RS256_KID,
+                     TOKEN_LIFETIME,
                      Config, Ctx, Unavailable, apiguard_everything, apiguard_keys_only, apiguard_live_keys,
                      live_document)
 from machine import machine_info, perf_jit_share, proc_rss_kib
 from proxies import Running, check_config, direct_response_upstream, pin, start_proxy, stop
 from results import ConfigResult, Results, ScalePoint
 from support.harness import Envoy, StaticServer, request, wasm_filter
-from support.jwt import ec_key
+from support.jwt import ec_key, rsa_key
 from wrk import Load, wrk_script
 
 BENCH = Path(__file__).resolve().parent
@@ -78,6 +79,14 @@ def es256_token() -> tuple[dict, str, int]:
     return {**key.jwk, "alg": "ES256"}, key.sign(claims), claims["exp"]
 
 
+def rs256_token() -> tuple[dict, str]:
+    """A fresh 2048-bit RSA key (e = 65537): (public JWK with kid, signed access token)."""
+    key = rsa_key(RS256_KID)
+    now = int(time.time())
+    claims = {"sub": "bench-user", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + TOKEN_LIFETIME}
+    return {**key.jwk, "alg": "RS256"}, key.sign(claims)
+
+
 # --------------------------------------------------------------------------------------------
 # The run
 
@@ -90,6 +99,9 @@ class Outcome:
     result: ConfigResult
     run: Running | None = None
     servers: dict | None = None
+    # The configuration's own context and load when its request differs (the RS256 rows).
+    ctx: Ctx | None = None
+    load: Load | None = None
 
     def stop(self) -> None:
         if self.run:
@@ -115,15 +127,17 @@ def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Conf
         o = Outcome(cfg, ConfigResult(cfg.key, cfg.title, cfg.detail, apiguard=cfg.apiguard))
         outcomes.append(o)
         try:
-            filters = cfg.filters(ctx)
-            o.servers = cfg.servers(ctx) if cfg.servers else {}
-            clusters = cfg.grpc_clusters(ctx) if cfg.grpc_clusters else None
-            o.run = start_proxy(ctx, filters, upstream.port, concurrency=ctx.concurrency, cpus=args.proxy_cpus,
+            o.ctx = cctx = ctx.for_config(cfg)
+            o.load = load if cctx is ctx else replace(load, script=wrk_script(cctx, OUT_DIR, cfg.key))
+            filters = cfg.filters(cctx)
+            o.servers = cfg.servers(cctx) if cfg.servers else {}
+            clusters = cfg.grpc_clusters(cctx) if cfg.grpc_clusters else None
+            o.run = start_proxy(cctx, filters, upstream.port, concurrency=ctx.concurrency, cpus=args.proxy_cpus,
                                 extra_clusters={name: srv.port for name, srv in o.servers.items()},
                                 grpc_clusters=clusters, runtime=cfg.runtime)
             if o.servers:
-                wait_answering(ctx, o.run)
-            o.result.verified = check_config(ctx, cfg, o.run)
+                wait_answering(cctx, o.run)
+            o.result.verified = check_config(cctx, cfg, o.run)
             o.result.startup_s = o.run.startup_s
             say(f"({cfg.key}) {cfg.title}: ready in {o.run.startup_s:.2f}s; {'; '.join(o.result.verified)}")
         except Unavailable as e:
@@ -133,10 +147,10 @@ def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Conf
     live = [o for o in outcomes if o.run]
     for o in live:
         say(f"({o.cfg.key}) warm-up {args.warmup}s")
-        load.run(o.run.envoy, args.warmup)
+        (o.load or load).run(o.run.envoy, args.warmup)
     for rnd in range(args.rounds):
         for o in live:
-            r = load.run(o.run.envoy, args.duration)
+            r = (o.load or load).run(o.run.envoy, args.duration)
             o.result.series.rounds.append(r)
             say(f"round {rnd + 1}/{args.rounds} ({o.cfg.key}) {r['rps']:9.0f} req/s  p50 {r['p50_us']}µs  "
                 f"p99 {r['p99_us']}µs  proxy {r['proxy_cpu_us_per_req']:.1f} µs CPU/req  errors {r['errors']}")
@@ -144,7 +158,8 @@ def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Conf
         o.result.rss_kib = proc_rss_kib(o.run.envoy.proc.pid)
     if args.perf:
         for o in live:
-            r = perf_jit_share(o.run.envoy.proc.pid, args.duration, lambda: load.run(o.run.envoy, args.duration),
+            o_load = o.load or load
+            r = perf_jit_share(o.run.envoy.proc.pid, args.duration, lambda: o_load.run(o.run.envoy, args.duration),
                                OUT_DIR / "perf.data")
             if r is None:
                 say("perf: not available, skipping the wasm-code share")
@@ -156,17 +171,18 @@ def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Conf
 
 def measure_memory_one_worker(ctx: Ctx, args, upstream: Envoy, load: Load, outcomes: list[Outcome]):
     """RSS with --concurrency 1, after a little traffic, to separate per-worker from fixed cost."""
-    short = Load(1, 4, load.script, load.cpus)
     for o in outcomes:
         if not o.run:
             continue
+        cctx = o.ctx or ctx
+        short = Load(1, 4, (o.load or load).script, load.cpus)
         try:
-            clusters = o.cfg.grpc_clusters(ctx) if o.cfg.grpc_clusters else None
-            run = start_proxy(ctx, o.cfg.filters(ctx), upstream.port, concurrency=1, cpus=args.proxy_cpus,
+            clusters = o.cfg.grpc_clusters(cctx) if o.cfg.grpc_clusters else None
+            run = start_proxy(cctx, o.cfg.filters(cctx), upstream.port, concurrency=1, cpus=args.proxy_cpus,
                               extra_clusters={name: srv.port for name, srv in (o.servers or {}).items()},
                               grpc_clusters=clusters, runtime=o.cfg.runtime)
             if o.servers:
-                wait_answering(ctx, run)
+                wait_answering(cctx, run)
         except Unavailable as e:
             say(f"({o.cfg.key}) --concurrency 1: {e}")
             continue
@@ -356,7 +372,9 @@ def measure(args, command: str) -> Results:
     except Unavailable as e:
         key_error = str(e)
     jwk, token, exp = es256_token()
-    ctx = Ctx(args.envoy, Path(args.wasm), noop_wasm, noop_error, key, key_error, jwk, token, exp, args.concurrency)
+    rs_jwk, rs_token = rs256_token()
+    ctx = Ctx(args.envoy, Path(args.wasm), noop_wasm, noop_error, key, key_error, jwk, token, exp, args.concurrency,
+              rs_jwk, rs_token)
     sizes = {"apiguard.wasm": Path(args.wasm).stat().st_size if Path(args.wasm).is_file() else None,
              "apiguard_noop.wasm (bench/noop-filter)": noop_wasm.stat().st_size if noop_wasm else None}
 

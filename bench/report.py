@@ -144,18 +144,20 @@ def write_report(results: Results, path: Path) -> None:
                 if o.series.rounds and o is not a:
                     w(f"- ({o.key}) {o.title}: {o.series.median('proxy_cpu_us_per_req') - base:+.1f} µs")
 
-    # fresh tokens: apiguard verifying (f) or jwt_authn verifying for it (h), against native (g)
-    g = by.get("g")
-    fresh = [o for o in (by.get("f"), by.get("h")) if o is not None and o.series.rounds]
-    if g is not None and g.series.rounds and fresh:
+    # fresh tokens: apiguard verifying every request (f, f2), or jwt_authn verifying for it (h),
+    # against Envoy's native jwt_authn (g, g2)
+    pairs = [(by.get(x), by.get(y), what) for x, y, what in (
+        ("f", "g", "ES256, apiguard verifies"), ("f2", "g2", "RS256, apiguard verifies"),
+        ("h", "g", "ES256, jwt_authn verifies for apiguard (`verified_by`)"))]
+    pairs = [(x, y, what) for x, y, what in pairs if x and y and x.series.rounds and y.series.rounds]
+    if pairs:
         w("")
-        w("## A fresh token on every request: (f) and (h) against native (g)")
+        w("## Fresh tokens: a signature verified on every request")
         w("")
-        cpu_g = g.series.median("proxy_cpu_us_per_req")
-        for o in fresh:
-            cpu_o = o.series.median("proxy_cpu_us_per_req")
-            w(f"- ({o.key}) {o.title}: {pct(ratio(o, g))} of (g)'s throughput; proxy CPU per request "
-              f"{cpu_o:.1f} µs vs {cpu_g:.1f} µs ({cpu_o / cpu_g:.2f}×).")
+        for x, y, what in pairs:
+            cpu_x, cpu_y = x.series.median("proxy_cpu_us_per_req"), y.series.median("proxy_cpu_us_per_req")
+            w(f"- {what}: ({x.key}) / ({y.key}) = {pct(ratio(x, y))} of throughput; proxy CPU per request "
+              f"{cpu_x:.1f} µs vs {cpu_y:.1f} µs ({cpu_x / cpu_y:.2f}×).")
 
     # attribution
     cpu = {o.key: o.series.median("proxy_cpu_us_per_req") for o in outcomes if o.series.rounds}
@@ -190,6 +192,9 @@ def write_report(results: Results, path: Path) -> None:
          "of by apiguard, every request", None),
         ("g", "h", "apiguard's checks (HTTPS, API key, claim rules, payload read from dynamic metadata) instead "
          "of rbac + api_key_auth, both after an uncached jwt_authn", None),
+        ("d", "f2", "+ RS256 (2048-bit) signature verification on every request (cache off)", None),
+        ("e", "g2", "native RS256 verification on every request (BoringSSL), for comparison with (d) → (f2)",
+         None),
     ]
     rows = [(x, y, what, m) for x, y, what, m in stages if x in cpu and y in cpu]
     if rows:
@@ -398,7 +403,8 @@ def write_report(results: Results, path: Path) -> None:
     w(f"- Load: `wrk -t{args.threads} -c{args.connections} -d{args.duration}s` with a Lua script "
       f"(bench/out/request.lua) that sends `GET {request['path']}` with `x-api-key`, `authorization: Bearer "
       f"<ES256 token>` and `x-forwarded-proto: https` to **every** configuration, so all of them parse "
-      f"the same bytes. wrk is closed-loop: latency percentiles are those of a saturated proxy, not of "
+      f"the same bytes (except the RS256 rows (f2) and (g2), whose script, bench/out/request-<row>.lua, "
+      f"carries the RS256 token instead). wrk is closed-loop: latency percentiles are those of a saturated proxy, not of "
       f"a fixed offered rate.")
     w(f"- Proxy: Envoy --concurrency {args.concurrency}, HTTP/1.1 on 127.0.0.1, one listener, the "
       f"filter(s) under test then the router. Upstream: one more Envoy (--concurrency 1) answering "
@@ -407,7 +413,8 @@ def write_report(results: Results, path: Path) -> None:
       f"would hide the filter entirely.)")
     w("- Tokens and keys are fresh every run: a new P-256 key pair (its public JWK inline in the "
       f"configuration with kid `{request['jwk_kid']}`), a token with sub, iss, aud, iat and exp (lifetime "
-      f"{request['token_lifetime_s']}s) signed with PyJWT, and an API key from `apiguard-keygen`.")
+      f"{request['token_lifetime_s']}s) signed with PyJWT, and an API key from `apiguard-keygen`; "
+      f"for (f2) and (g2), a new 2048-bit RSA key (e = 65537) and the same claims signed RS256.")
     w("- (e) differs from (d) where Envoy offers no equivalent: `api_key_auth` holds the plaintext "
       "keys in its configuration (apiguard holds only SHA-256 digests and checks the key's format and "
       "checksum first); it has no expiry or revocation; `api_key_auth` is marked work-in-progress in "

@@ -26,11 +26,12 @@ end
 """
 
 
-def wrk_script(ctx: Ctx, directory: Path) -> Path:
+def wrk_script(ctx: Ctx, directory: Path, config: str | None = None) -> Path:
+    """The benchmark request as a wrk script; `config` names a configuration's own (another token)."""
     lines = ['wrk.method = "GET"', f'wrk.path = "{BENCH_PATH}"']
     for name, value in ctx.load_headers().items():
         lines.append(f'wrk.headers["{name}"] = "{value}"')
-    path = directory / "request.lua"
+    path = directory / (f"request-{config}.lua" if config else "request.lua")
     path.write_text("\n".join(lines) + "\n" + WRK_DONE)
     return path
 

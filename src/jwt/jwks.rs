@@ -5,15 +5,16 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use jwt_compact::alg::{Ed25519, Es256, Hs256Key, RsaPublicKey};
+use jwt_compact::alg::{Ed25519, Hs256Key, RsaPublicKey};
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::Algorithm;
 use serde_json::{Map, Value};
 
 use super::alg::{Alg, KeyFamily};
 use super::ecdsa;
+use super::es256::Es256Key;
+use super::rsa_pkcs1::Pkcs1Key;
 
-type Es256PublicKey = <Es256 as Algorithm>::VerifyingKey;
 type Ed25519PublicKey = <Ed25519 as Algorithm>::VerifyingKey;
 
 /// Most keys one JWKS may hold; more is a misconfiguration or an attack on CPU (tokens without
@@ -36,11 +37,19 @@ pub enum KeySource {
 pub(crate) enum KeyMaterial {
     /// Kept in jwt-compact's key type: it zeroizes on drop and redacts itself in `Debug`.
     Hmac(Hs256Key),
-    Rsa(RsaPublicKey),
-    Es256(Es256PublicKey),
+    Rsa(RsaKey),
+    /// With its precomputed table (about 52 KiB).
+    Es256(Es256Key),
     Es384(p384::ecdsa::VerifyingKey),
     Es512(p521::ecdsa::VerifyingKey),
     Ed25519(Ed25519PublicKey),
+}
+
+/// An RSA public key: the `rsa` crate's for PS256/384/512, and the precomputed form RS256/384/512
+/// verify with.
+pub(crate) struct RsaKey {
+    pub(crate) key: RsaPublicKey,
+    pub(crate) pkcs1: Pkcs1Key,
 }
 
 /// One usable verification key.
@@ -258,6 +267,13 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
                     ),
                 ));
             }
+            // An even modulus is no RSA modulus.
+            let pkcs1 = Pkcs1Key::new(&n, &e).ok_or_else(|| {
+                problem(
+                    "n",
+                    "is not a valid RSA public key (modulus up to 4096 bits, valid exponent)",
+                )
+            })?;
             let jwk = JsonWebKey::Rsa {
                 modulus: Cow::Owned(n),
                 public_exponent: Cow::Owned(e),
@@ -269,7 +285,7 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
                     "is not a valid RSA public key (modulus up to 4096 bits, valid exponent)",
                 )
             })?;
-            (KeyMaterial::Rsa(key), bits)
+            (KeyMaterial::Rsa(RsaKey { key, pkcs1 }), bits)
         }
         "EC" => {
             refuse_private(jwk)?;
@@ -296,14 +312,9 @@ pub fn parse_jwk(jwk: &Map<String, Value>, source: KeySource) -> Result<VerifyKe
                     (KeyMaterial::Es512(key), 521)
                 }
                 _ => {
-                    let jwk = JsonWebKey::EllipticCurve {
-                        curve: Cow::Borrowed("P-256"),
-                        x: Cow::Owned(x),
-                        y: Cow::Owned(y),
-                        secret: None,
-                    };
-                    let key = Es256PublicKey::try_from(&jwk)
-                        .map_err(|_| problem("x", "x and y are not a point on P-256"))?;
+                    let key = Es256Key::from_coordinates(&x, &y).ok_or_else(|| {
+                        problem("x", "x and y are not a point on P-256 (32 bytes each)")
+                    })?;
                     (KeyMaterial::Es256(key), 256)
                 }
             }
@@ -496,6 +507,18 @@ mod tests {
             parse_jwk(&obj(none), KeySource::Inline).unwrap_err().field,
             "alg"
         );
+    }
+
+    #[test]
+    fn an_even_rsa_modulus_is_refused() {
+        let mut n = b64url_decode(test_keys::RSA_N).unwrap();
+        if let Some(last) = n.last_mut() {
+            *last &= 0xfe;
+        }
+        let mut jwk = test_keys::rsa_public_jwk();
+        jwk["n"] = json!(test_keys::b64url(&n));
+        let problem = parse_jwk(&obj(jwk), KeySource::Inline).unwrap_err();
+        assert_eq!(problem.field, "n");
     }
 
     #[test]

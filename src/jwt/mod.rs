@@ -20,9 +20,11 @@ mod claims;
 mod config;
 mod ecdsa;
 mod error;
+mod es256;
 pub(crate) mod jwks;
 mod jwt_authn;
 mod remote;
+mod rsa_pkcs1;
 #[cfg(test)]
 pub(crate) mod test_keys;
 mod token;

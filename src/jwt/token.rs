@@ -8,9 +8,12 @@
 #[cfg(test)]
 use std::cell::Cell;
 
-use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
+use jwt_compact::alg::{Ed25519, Hs256, Hs384, Hs384Key, Hs512, Hs512Key, RsaPublicKey};
 use jwt_compact::{Algorithm, AlgorithmSignature, Claims, ParseError, UntrustedToken};
+use rsa::pss::Pss;
 use serde_json::{Map, Value};
+use sha2::digest::DynDigest;
+use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use super::alg::{is_none_alg, Alg};
 use super::claims::{self, TimeClaims};
@@ -19,6 +22,7 @@ use super::ecdsa::{Es384, Es512};
 use super::error::{JwtError, Malformed};
 use super::jwks::{KeyMaterial, VerifyKey};
 use super::jwt_authn::{self, Want};
+use super::rsa_pkcs1::Pkcs1Hash;
 
 type HeaderFields = Map<String, Value>;
 
@@ -213,18 +217,28 @@ fn signature_valid(key: &VerifyKey, alg: Alg, input: &[u8], signature: &[u8]) ->
         (KeyMaterial::Hmac(k), Alg::Hs256) => verify(&Hs256, k, input, signature),
         (KeyMaterial::Hmac(k), Alg::Hs384) => verify(&Hs384, &Hs384Key::new(k), input, signature),
         (KeyMaterial::Hmac(k), Alg::Hs512) => verify(&Hs512, &Hs512Key::new(k), input, signature),
-        (KeyMaterial::Rsa(k), Alg::Rs256) => verify(&Rsa::rs256(), k, input, signature),
-        (KeyMaterial::Rsa(k), Alg::Rs384) => verify(&Rsa::rs384(), k, input, signature),
-        (KeyMaterial::Rsa(k), Alg::Rs512) => verify(&Rsa::rs512(), k, input, signature),
-        (KeyMaterial::Rsa(k), Alg::Ps256) => verify(&Rsa::ps256(), k, input, signature),
-        (KeyMaterial::Rsa(k), Alg::Ps384) => verify(&Rsa::ps384(), k, input, signature),
-        (KeyMaterial::Rsa(k), Alg::Ps512) => verify(&Rsa::ps512(), k, input, signature),
-        (KeyMaterial::Es256(k), Alg::Es256) => verify(&Es256, k, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Rs256) => k.pkcs1.verify(Pkcs1Hash::Sha256, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Rs384) => k.pkcs1.verify(Pkcs1Hash::Sha384, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Rs512) => k.pkcs1.verify(Pkcs1Hash::Sha512, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Ps256) => pss_valid::<Sha256>(&k.key, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Ps384) => pss_valid::<Sha384>(&k.key, input, signature),
+        (KeyMaterial::Rsa(k), Alg::Ps512) => pss_valid::<Sha512>(&k.key, input, signature),
+        (KeyMaterial::Es256(k), Alg::Es256) => k.verify(input, signature),
         (KeyMaterial::Es384(k), Alg::Es384) => verify(&Es384, k, input, signature),
         (KeyMaterial::Es512(k), Alg::Es512) => verify(&Es512, k, input, signature),
         (KeyMaterial::Ed25519(k), Alg::EdDsa) => verify(&Ed25519, k, input, signature),
         _ => false,
     }
+}
+
+/// RSASSA-PSS with the hash's length as salt length (RFC 7518 §3.5), through the rsa crate (which
+/// checks the signature's length and range).
+fn pss_valid<D>(key: &RsaPublicKey, input: &[u8], signature: &[u8]) -> bool
+where
+    D: Digest + DynDigest + Send + Sync + 'static,
+{
+    let padding = Pss::new_with_salt::<D>(<D as Digest>::output_size());
+    key.verify(padding, &D::digest(input), signature).is_ok()
 }
 
 fn verify<A: Algorithm>(alg: &A, key: &A::VerifyingKey, input: &[u8], signature: &[u8]) -> bool {
@@ -260,6 +274,41 @@ mod tests {
             .unwrap()
             .check_signature(key)
             .is_ok()
+    }
+
+    #[test]
+    fn rsa_signatures_verify_only_as_their_algorithm() {
+        let rsa = key(test_keys::rsa_public_jwk(), KeySource::Remote);
+        let input = b"header.payload";
+        let rsa_algs = [
+            Alg::Rs256,
+            Alg::Rs384,
+            Alg::Rs512,
+            Alg::Ps256,
+            Alg::Ps384,
+            Alg::Ps512,
+        ];
+        for alg in rsa_algs {
+            let token = test_keys::mint(alg, None, &json!({"sub": "s"}));
+            let (signing_input, sig) = token.rsplit_once('.').unwrap();
+            let sig = crate::jwt::jwks::b64url_decode(sig).unwrap();
+            for other in rsa_algs {
+                assert_eq!(
+                    signature_valid(&rsa, other, signing_input.as_bytes(), &sig),
+                    other == alg,
+                    "{alg} as {other}"
+                );
+            }
+            assert!(!signature_valid(&rsa, alg, input, &sig));
+            let mut flipped = sig.clone();
+            flipped[100] ^= 0x20;
+            assert!(!signature_valid(
+                &rsa,
+                alg,
+                signing_input.as_bytes(),
+                &flipped
+            ));
+        }
     }
 
     #[test]
