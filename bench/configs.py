@@ -18,6 +18,11 @@ KID = "bench-es256"
 RS256_KID = "bench-rs256"
 TOKEN_LIFETIME = 3000  # seconds; the providers allow at most 3600
 BENCH_PATH = "/bench/items/42"
+# What the forged rows' 401 must say (searched in the body): a refused signature, not a missing,
+# malformed, expired or unknown-kid token (jwt_authn says "Jwt verification fails" only when the
+# signature does not verify).
+FORGED_APIGUARD_BODY = r'"code":"invalid_signature"'
+FORGED_NATIVE_BODY = r"^Jwt verification fails$"
 
 
 class Unavailable(Exception):
@@ -43,9 +48,17 @@ class Ctx:
     # The RS256 rows' key and token (2048-bit RSA, e = 65537): `for_config` swaps them in.
     rs256_jwk: dict | None = None
     rs256_token: str | None = None
+    # The forged rows' token: the ES256 token's header (kid) and claims signed by another P-256
+    # key. `for_config` swaps it in and keeps the genuine token in `genuine_token`.
+    forged_token: str | None = None
+    genuine_token: str | None = None
 
     def for_config(self, cfg: "Config") -> "Ctx":
         """The context a configuration is built, checked and loaded with: its token and its key."""
+        if cfg.forged:
+            if self.forged_token is None:
+                raise Unavailable("no forged token")
+            return replace(self, token=self.forged_token, genuine_token=self.token)
         if not cfg.rs256:
             return self
         if self.rs256_jwk is None or self.rs256_token is None:
@@ -247,6 +260,14 @@ def jwt_authn_filter(ctx: Ctx, jwt_cache: bool, *, for_apiguard: bool = False) -
     }
 
 
+def apiguard_forged(ctx: Ctx) -> dict:
+    """(f) without `failed_auth_limit` (if it has one): every forged token costs a signature check
+    and nothing else refuses the client first."""
+    cfg = apiguard_everything(ctx, cache_max_entries=0)
+    cfg.pop("failed_auth_limit", None)
+    return cfg
+
+
 def apiguard_after_jwt_authn(ctx: Ctx) -> list[dict]:
     """(f) with the signature checked by jwt_authn (no JWT cache) before apiguard, which takes the
     verified payload from dynamic metadata (`verified_by: envoy_jwt_authn`) and applies the rest."""
@@ -300,6 +321,17 @@ def full_checks(ctx: Ctx) -> list[Check]:
     ]
 
 
+def forged_checks(ctx: Ctx) -> list[Check]:
+    """(f)'s checks with the forged token, plus the same request with the genuine token → 200: the
+    configuration accepts a good signature, so the forged token's 401 is its signature's."""
+    h = ctx.load_headers()
+    if ctx.genuine_token is None:
+        raise Unavailable("no genuine token to compare the forged one with")
+    return full_checks(ctx) + [
+        ("the same request with the genuine token", {**h, "authorization": f"Bearer {ctx.genuine_token}"}, 200),
+    ]
+
+
 @dataclass
 class Config:
     key: str
@@ -320,6 +352,13 @@ class Config:
     runtime: dict | None = None
     # Signed with RS256 instead of ES256: the token and key of Ctx.for_config.
     rs256: bool = False
+    # Loaded with the forged ES256 token of Ctx.for_config instead of the genuine one.
+    forged: bool = False
+    # The status the benchmark request must get: checked before measuring, and the status every
+    # measured answer is expected to have (any other is an error in the report).
+    expect_status: int = 200
+    # A regular expression the benchmark answer's body must contain (`re.search`), if any.
+    expect_body: str | None = None
 
 
 def live_control_server(ctx: Ctx) -> dict:
@@ -396,4 +435,12 @@ CONFIGS: list[Config] = [
            full_checks, apiguard=True, rs256=True),
     Config("g2", "Envoy native, no JWT cache, RS256", "(g) with the RS256 token and key of (f2): the baseline "
            "for (f2)", lambda ctx: native_everything(ctx, jwt_cache=False), full_checks, rs256=True),
+    Config("f3", "apiguard: forged ES256 token", "(f) (cache off, no `failed_auth_limit`) loaded with a forged "
+           "token: the benchmark token's header (kid) and claims signed by another P-256 key, so every request "
+           "fails the signature check and is refused 401",
+           lambda ctx: ctx.apiguard_filter(apiguard_forged(ctx)), forged_checks, apiguard=True, forged=True,
+           expect_status=401, expect_body=FORGED_APIGUARD_BODY),
+    Config("g3", "Envoy native, forged ES256 token", "(g) loaded with the forged token of (f3): the baseline "
+           "for (f3)", lambda ctx: native_everything(ctx, jwt_cache=False), forged_checks, forged=True,
+           expect_status=401, expect_body=FORGED_NATIVE_BODY),
 ]

@@ -71,12 +71,22 @@ def generate_key() -> dict:
     return doc
 
 
+def es256_claims() -> dict:
+    now = int(time.time())
+    return {"sub": "bench-user", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + TOKEN_LIFETIME}
+
+
 def es256_token() -> tuple[dict, str, int]:
     """A fresh P-256 key: (public JWK with kid, signed access token, its exp)."""
     key = ec_key(KID)
-    now = int(time.time())
-    claims = {"sub": "bench-user", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + TOKEN_LIFETIME}
+    claims = es256_claims()
     return {**key.jwk, "alg": "ES256"}, key.sign(claims), claims["exp"]
+
+
+def forged_es256_token() -> str:
+    """A forged token: the same header (ES256, kid) and valid claims as es256_token()'s, signed by
+    another fresh P-256 key whose public half no configuration knows."""
+    return ec_key(KID).sign(es256_claims())
 
 
 def rs256_token() -> tuple[dict, str]:
@@ -99,7 +109,8 @@ class Outcome:
     result: ConfigResult
     run: Running | None = None
     servers: dict | None = None
-    # The configuration's own context and load when its request differs (the RS256 rows).
+    # The configuration's own context and load when its request or expected answer differs (the
+    # RS256 and forged-token rows).
     ctx: Ctx | None = None
     load: Load | None = None
 
@@ -112,10 +123,10 @@ class Outcome:
         self.servers = None
 
 
-def wait_answering(ctx: Ctx, run: Running, timeout: float = 30.0) -> None:
-    """Until the benchmark request passes (a configuration whose data comes from a server)."""
+def wait_answering(ctx: Ctx, run: Running, timeout: float = 30.0, expect: int = 200) -> None:
+    """Until the benchmark request gets `expect` (a configuration whose data comes from a server)."""
     t = time.monotonic()
-    while request(run.envoy.port, path=BENCH_PATH, headers=ctx.load_headers())[0] != 200:
+    while request(run.envoy.port, path=BENCH_PATH, headers=ctx.load_headers())[0] != expect:
         if time.monotonic() - t > timeout:
             return  # check_config says what it gets
         time.sleep(0.05)
@@ -124,11 +135,13 @@ def wait_answering(ctx: Ctx, run: Running, timeout: float = 30.0) -> None:
 def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Config]) -> list[Outcome]:
     outcomes = []
     for cfg in configs:
-        o = Outcome(cfg, ConfigResult(cfg.key, cfg.title, cfg.detail, apiguard=cfg.apiguard))
+        o = Outcome(cfg, ConfigResult(cfg.key, cfg.title, cfg.detail, apiguard=cfg.apiguard,
+                                      expect_status=cfg.expect_status))
         outcomes.append(o)
         try:
             o.ctx = cctx = ctx.for_config(cfg)
-            o.load = load if cctx is ctx else replace(load, script=wrk_script(cctx, OUT_DIR, cfg.key))
+            own = cctx is not ctx or cfg.expect_status != 200
+            o.load = replace(load, script=wrk_script(cctx, OUT_DIR, cfg.key, cfg.expect_status)) if own else load
             filters = cfg.filters(cctx)
             o.servers = cfg.servers(cctx) if cfg.servers else {}
             clusters = cfg.grpc_clusters(cctx) if cfg.grpc_clusters else None
@@ -136,7 +149,7 @@ def measure_main(ctx: Ctx, args, upstream: Envoy, load: Load, configs: list[Conf
                                 extra_clusters={name: srv.port for name, srv in o.servers.items()},
                                 grpc_clusters=clusters, runtime=cfg.runtime)
             if o.servers:
-                wait_answering(cctx, o.run)
+                wait_answering(cctx, o.run, expect=cfg.expect_status)
             o.result.verified = check_config(cctx, cfg, o.run)
             o.result.startup_s = o.run.startup_s
             say(f"({cfg.key}) {cfg.title}: ready in {o.run.startup_s:.2f}s; {'; '.join(o.result.verified)}")
@@ -182,7 +195,7 @@ def measure_memory_one_worker(ctx: Ctx, args, upstream: Envoy, load: Load, outco
                               extra_clusters={name: srv.port for name, srv in (o.servers or {}).items()},
                               grpc_clusters=clusters, runtime=o.cfg.runtime)
             if o.servers:
-                wait_answering(cctx, run)
+                wait_answering(cctx, run, expect=o.cfg.expect_status)
         except Unavailable as e:
             say(f"({o.cfg.key}) --concurrency 1: {e}")
             continue
@@ -374,7 +387,7 @@ def measure(args, command: str) -> Results:
     jwk, token, exp = es256_token()
     rs_jwk, rs_token = rs256_token()
     ctx = Ctx(args.envoy, Path(args.wasm), noop_wasm, noop_error, key, key_error, jwk, token, exp, args.concurrency,
-              rs_jwk, rs_token)
+              rs_jwk, rs_token, forged_token=forged_es256_token())
     sizes = {"apiguard.wasm": Path(args.wasm).stat().st_size if Path(args.wasm).is_file() else None,
              "apiguard_noop.wasm (bench/noop-filter)": noop_wasm.stat().st_size if noop_wasm else None}
 

@@ -83,13 +83,20 @@ def why_not_started(error: Exception, log: str) -> str:
 
 
 def check_config(ctx: Ctx, cfg: Config, run: Running) -> list[str]:
-    """The benchmark request must get 200 and each check its status; returns what was verified."""
+    """The benchmark request must get the configuration's expected status (200 unless it says
+    otherwise) and each check its status; returns what was verified."""
     port = run.envoy.port
     verified = []
     status, answer_headers, body = request(port, path=BENCH_PATH, headers=ctx.load_headers())
-    if status != 200:
-        raise Unavailable(f"the benchmark request got {status}, not 200: {body[:200]!r}")
-    verified.append("benchmark request → 200")
+    if status != cfg.expect_status:
+        raise Unavailable(f"the benchmark request got {status}, not {cfg.expect_status}: {body[:200]!r}")
+    verified.append(f"benchmark request → {status}")
+    if cfg.expect_body is not None:
+        text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+        found = re.search(cfg.expect_body, text)
+        if found is None:
+            raise Unavailable(f"the benchmark answer's body does not match {cfg.expect_body!r}: {text[:200]!r}")
+        verified.append(f"its body says {found.group(0)!r}")
     for name, pattern in (cfg.response_fields or {}).items():
         values = [v for k, v in answer_headers if k == name]
         if len(values) != 1 or not re.fullmatch(pattern, values[0]):

@@ -20,6 +20,8 @@ ROOT = BENCH.parent
 DEFAULT_RESULTS = BENCH / "out" / "results.json"
 DEFAULT_REPORT = ROOT / "BENCHMARKS.md"
 DEFAULT_CHART = BENCH / "chart.svg"
+# issue 15: refusing a forged ES256 token costs apiguard at most this many times native jwt_authn
+FORGED_GOAL = 3.0
 
 
 def fmt_rps(v: float) -> str:
@@ -97,10 +99,16 @@ def write_report(results: Results, path: Path) -> None:
         if o.verified:
             w(f"  Verified before measuring: {'; '.join(o.verified)}.")
     errs = [(o.key, o.series.errors()) for o in outcomes if o.series.errors()]
+    refused = [o for o in outcomes if o.expect_status != 200 and o.series.rounds]
+    expected = ("" if not refused else " (" + ", ".join(f"({o.key}) {o.expect_status}" for o in refused)
+                + ": every answer must have that status, and any other, 2xx included, counts as an error)")
     w("")
     if errs:
-        w("**wrk reported errors or non-2xx answers during measurement:** "
-          + ", ".join(f"({k}) {n}" for k, n in errs) + ". Those rounds are suspect.")
+        w("**wrk reported errors or answers with an unexpected status during measurement:** "
+          + ", ".join(f"({k}) {n}" for k, n in errs) + f". Those rounds are suspect{expected}.")
+    elif refused:
+        w(f"No wrk errors and no unexpected status in any measured round: 2xx everywhere except the rows "
+          f"that are meant to be refused{expected}.")
     else:
         w("No wrk errors and no non-2xx answers in any measured round.")
     busy = [r["machine_busy"] for o in outcomes for r in o.series.rounds]
@@ -159,6 +167,38 @@ def write_report(results: Results, path: Path) -> None:
             w(f"- {what}: ({x.key}) / ({y.key}) = {pct(ratio(x, y))} of throughput; proxy CPU per request "
               f"{cpu_x:.1f} µs vs {cpu_y:.1f} µs ({cpu_x / cpu_y:.2f}×).")
 
+    # forged tokens: what refusing a bad signature costs, apiguard (f3) against native (g3)
+    f3, g3 = by.get("f3"), by.get("g3")
+    if f3 or g3:
+        if not pairs:
+            w("")
+            w("## Fresh tokens: a signature verified on every request")
+        w("")
+        w(f"### Goal: a forged ES256 token's CPU cost ≤ {FORGED_GOAL:g}× native")
+        w("")
+        if not (f3 and g3 and f3.series.rounds and g3.series.rounds):
+            why = "; ".join(f"({k}) {(o.unavailable or 'not measured') if o else 'not in this run'}"
+                            for k, o in (("f3", f3), ("g3", g3)) if o is None or not o.series.rounds)
+            w(f"Not measurable in this run: {why}.")
+        else:
+            cpu_x, cpu_y = f3.series.median("proxy_cpu_us_per_req"), g3.series.median("proxy_cpu_us_per_req")
+            times = cpu_x / cpu_y
+            verdict = "met" if times <= FORGED_GOAL else "**not met**"
+            lo_x, hi_x = f3.series.spread("proxy_cpu_us_per_req")
+            lo_y, hi_y = g3.series.spread("proxy_cpu_us_per_req")
+            w(f"- forged ES256: (f3) / (g3) proxy CPU per request {cpu_x:.1f} µs vs {cpu_y:.1f} µs "
+              f"({times:.2f}×; goal ≤ {FORGED_GOAL:g}×): {verdict}. Throughput (f3) / (g3) = {pct(ratio(f3, g3))}; "
+              f"across rounds {lo_x:.0f}–{hi_x:.0f} µs vs {lo_y:.0f}–{hi_y:.0f} µs.")
+            f, g = by.get("f"), by.get("g")
+            if f and g and f.series.rounds and g.series.rounds:
+                cpu_f, cpu_g = f.series.median("proxy_cpu_us_per_req"), g.series.median("proxy_cpu_us_per_req")
+                w(f"- against the genuine token: (f3) − (f) = {cpu_x - cpu_f:+.1f} µs, (g3) − (g) = "
+                  f"{cpu_y - cpu_g:+.1f} µs per request (a refusal skips the upstream but builds a 401).")
+            w("")
+            w(f"Every answer in these rows is a 401 (checked before measuring, and counted per round: any "
+              f"other status would be reported as an error above); `failed_auth_limit` is off in (f3), so "
+              f"no request is refused before its signature is checked.")
+
     # attribution
     cpu = {o.key: o.series.median("proxy_cpu_us_per_req") for o in outcomes if o.series.rounds}
     native = {r["name"]: r["ns_per_op"] / 1000 for r in micro}
@@ -195,6 +235,8 @@ def write_report(results: Results, path: Path) -> None:
         ("d", "f2", "+ RS256 (2048-bit) signature verification on every request (cache off)", None),
         ("e", "g2", "native RS256 verification on every request (BoringSSL), for comparison with (d) → (f2)",
          None),
+        ("f", "f3", "a forged ES256 signature refused (401 problem body) instead of a genuine one accepted", None),
+        ("g", "g3", "the same forged token refused by jwt_authn (401) instead of the genuine one accepted", None),
     ]
     rows = [(x, y, what, m) for x, y, what, m in stages if x in cpu and y in cpu]
     if rows:
@@ -404,7 +446,8 @@ def write_report(results: Results, path: Path) -> None:
       f"(bench/out/request.lua) that sends `GET {request['path']}` with `x-api-key`, `authorization: Bearer "
       f"<ES256 token>` and `x-forwarded-proto: https` to **every** configuration, so all of them parse "
       f"the same bytes (except the RS256 rows (f2) and (g2), whose script, bench/out/request-<row>.lua, "
-      f"carries the RS256 token instead). wrk is closed-loop: latency percentiles are those of a saturated proxy, not of "
+      f"carries the RS256 token instead, and the forged-token rows (f3) and (g3), whose script carries the "
+      f"forged token and counts every answer that is not a 401). wrk is closed-loop: latency percentiles are those of a saturated proxy, not of "
       f"a fixed offered rate.")
     w(f"- Proxy: Envoy --concurrency {args.concurrency}, HTTP/1.1 on 127.0.0.1, one listener, the "
       f"filter(s) under test then the router. Upstream: one more Envoy (--concurrency 1) answering "
@@ -414,7 +457,9 @@ def write_report(results: Results, path: Path) -> None:
     w("- Tokens and keys are fresh every run: a new P-256 key pair (its public JWK inline in the "
       f"configuration with kid `{request['jwk_kid']}`), a token with sub, iss, aud, iat and exp (lifetime "
       f"{request['token_lifetime_s']}s) signed with PyJWT, and an API key from `apiguard-keygen`; "
-      f"for (f2) and (g2), a new 2048-bit RSA key (e = 65537) and the same claims signed RS256.")
+      f"for (f2) and (g2), a new 2048-bit RSA key (e = 65537) and the same claims signed RS256; for "
+      f"(f3) and (g3), the same header (ES256, kid `{request['jwk_kid']}`) and claims signed by another "
+      f"fresh P-256 key that no configuration knows.")
     w("- (e) differs from (d) where Envoy offers no equivalent: `api_key_auth` holds the plaintext "
       "keys in its configuration (apiguard holds only SHA-256 digests and checks the key's format and "
       "checksum first); it has no expiry or revocation; `api_key_auth` is marked work-in-progress in "

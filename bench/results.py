@@ -55,12 +55,13 @@ class ConfigResult:
     rss1_kib: int | None = None      # with --concurrency 1, for the per-worker slope
     startup1_s: float | None = None
     jit_share: float | None = None   # share of the proxy's CPU samples in V8-generated (wasm) code
+    expect_status: int = 200         # the status of every answer to the benchmark request (401: forged token)
 
     def to_json(self) -> dict:
         return {"key": self.key, "title": self.title, "detail": self.detail, "apiguard": self.apiguard,
                 "unavailable": self.unavailable, "verified": self.verified, "startup_s": self.startup_s,
                 "rss_kib": self.rss_kib, "rss1_kib": self.rss1_kib, "startup1_s": self.startup1_s,
-                "jit_share": self.jit_share, "rounds": self.series.rounds}
+                "jit_share": self.jit_share, "expect_status": self.expect_status, "rounds": self.series.rounds}
 
     @classmethod
     def from_json(cls, doc: dict) -> ConfigResult:

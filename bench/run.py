@@ -6,7 +6,9 @@ One run, one Envoy binary, one upstream. Every configuration gets its own Envoy 
 the beginning and left running); load is applied to one at a time with `wrk`, round by round in
 a fixed order (a b c ... a b c ...), so slow drift of the machine hits every configuration alike.
 Before any measurement each configuration must answer 200 to the benchmark request and refuse
-requests that lack credentials, so no error path is ever benchmarked.
+requests that lack credentials, so no error path is benchmarked by accident; the forged-token rows
+(f3) and (g3) benchmark one on purpose: their request must be refused 401 for its signature, and
+any other answer counts as an error.
 
 It saves what it measured to bench/out/results.json (ignored by git), then writes BENCHMARKS.md
 (results, machine, method, commands) and bench/chart.svg from that file; bench/report.py redraws

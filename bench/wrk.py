@@ -19,20 +19,47 @@ done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     'BENCHJSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,' ..
-    '"mean_us":%.2f,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\n',
+    '"mean_us":%.2f,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d%s}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max, latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
+    latency:percentile(99), latency.max, latency.mean, e.connect, e.read, e.write, e.status, e.timeout,
+    extra_fields()))
+end
+"""
+
+# The default: wrk's own status count (answers ≥ 400) is the error count.
+NO_EXTRA = r"""
+extra_fields = function() return "" end
+"""
+
+# For a configuration whose benchmark request is meant to be refused: every thread counts the
+# answers whose status is not the expected one (wrk's `status` counts all answers ≥ 400, the
+# expected ones included). A `response` callback makes wrk hand each answer to Lua, a little more
+# client CPU per request; the proxy's work is the same.
+EXPECT_STATUS = r"""
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+init = function(args) unexpected = 0 end
+response = function(status, headers, body)
+  if status ~= %(status)d then unexpected = unexpected + 1 end
+end
+extra_fields = function()
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("unexpected") end
+  return string.format(',"expect_status":%(status)d,"unexpected_status":%%d', n)
 end
 """
 
 
-def wrk_script(ctx: Ctx, directory: Path, config: str | None = None) -> Path:
-    """The benchmark request as a wrk script; `config` names a configuration's own (another token)."""
+def wrk_script(ctx: Ctx, directory: Path, config: str | None = None, expect_status: int = 200) -> Path:
+    """The benchmark request as a wrk script; `config` names a configuration's own (another token
+    or another expected status). With `expect_status` other than 200 the script counts the answers
+    that do not have it (`unexpected_status`), and only those are errors."""
     lines = ['wrk.method = "GET"', f'wrk.path = "{BENCH_PATH}"']
     for name, value in ctx.load_headers().items():
         lines.append(f'wrk.headers["{name}"] = "{value}"')
+    extra = NO_EXTRA if expect_status == 200 else EXPECT_STATUS % {"status": expect_status}
     path = directory / (f"request-{config}.lua" if config else "request.lua")
-    path.write_text("\n".join(lines) + "\n" + WRK_DONE)
+    path.write_text("\n".join(lines) + "\n" + extra + WRK_DONE)
     return path
 
 
@@ -62,7 +89,10 @@ class Load:
             raise RuntimeError(f"wrk failed ({p.returncode}): {p.stdout[-500:]} {p.stderr[-500:]}")
         r = json.loads(line[len("BENCHJSON "):])
         r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-        r["errors"] = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+        # Socket errors and time-outs, plus the answers with a status other than the expected one:
+        # ≥ 400 by default, anything but `expect_status` when the script counts it.
+        wrong = r["unexpected_status"] if "unexpected_status" in r else r["status"]
+        r["errors"] = r["connect"] + r["read"] + r["write"] + wrong + r["timeout"]
         r["proxy_cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(1, r["requests"])
         r["machine_busy"] = (busy1 - busy0) / max(1, total1 - total0)
         # CPU used by anything but this benchmark (proxy, upstream, wrk, this script), as a share
