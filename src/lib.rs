@@ -27,6 +27,7 @@ pub mod request;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod secret;
+pub mod text;
 pub mod time;
 pub mod transport;
 

@@ -10,6 +10,7 @@ use super::template::Template;
 use super::{AclMode, AclPolicy, DenyStatus, Unmatched};
 use crate::config_error::ConfigError;
 use crate::policy::is_consumer_id;
+use crate::text::push_json_str;
 
 fn default_deny_status() -> u16 {
     403
@@ -164,25 +165,13 @@ pub fn compile(cfg: AclConfig, jwt: bool) -> Result<AclPolicy, ConfigError> {
 /// `{"groups": …, "owners": …}`, written out by hand (a generic serializer for these maps adds
 /// about 4 KB to the .wasm).
 fn data_json(groups: &GroupsConfig, owners: &OwnersConfig) -> String {
-    fn string(out: &mut String, s: &str) {
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
     fn list(out: &mut String, items: &[String]) {
         out.push('[');
         for (i, item) in items.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            string(out, item);
+            push_json_str(out, item);
         }
         out.push(']');
     }
@@ -191,7 +180,7 @@ fn data_json(groups: &GroupsConfig, owners: &OwnersConfig) -> String {
         if i > 0 {
             out.push(',');
         }
-        string(&mut out, group);
+        push_json_str(&mut out, group);
         out.push(':');
         list(&mut out, members);
     }
@@ -200,13 +189,13 @@ fn data_json(groups: &GroupsConfig, owners: &OwnersConfig) -> String {
         if i > 0 {
             out.push(',');
         }
-        string(&mut out, kind);
+        push_json_str(&mut out, kind);
         out.push_str(":{");
         for (j, (id, principals)) in objects.iter().enumerate() {
             if j > 0 {
                 out.push(',');
             }
-            string(&mut out, id);
+            push_json_str(&mut out, id);
             out.push(':');
             list(&mut out, principals);
         }

@@ -12,10 +12,9 @@
 //! or refused within the window), another consumer of that slot goes uncounted until the record
 //! lapses. Two objects whose 32-bit digests collide count once.
 
-use sha2::{Digest, Sha256};
-
 use crate::ports::{KeySpace, SharedStore, StoreError, Written};
 use crate::ratelimit::{CreationToken, TakeError, CAS_ATTEMPTS};
+use crate::text::parts_digest as digest;
 
 /// Slots of the guard's table in shared data.
 pub const GUARD_SLOTS: u32 = 65_536;
@@ -111,16 +110,6 @@ impl Record {
         let left = self.blocked_until_ms.saturating_sub(now_ms);
         (left > 0).then(|| u64::try_from((left + 999) / 1000).unwrap_or(1).max(1))
     }
-}
-
-/// SHA-256 of the parts, each ended by a zero byte.
-fn digest(parts: &[&[u8]]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for part in parts {
-        h.update(part);
-        h.update([0]);
-    }
-    h.finalize().into()
 }
 
 fn first_u64(d: &[u8; 32]) -> u64 {

@@ -6,6 +6,8 @@
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::text::push_json_str;
+
 /// An attribute value: the two OTLP `AnyValue` kinds the audit log uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttrValue {
@@ -172,23 +174,6 @@ impl Entry {
             attributes,
         })
     }
-}
-
-/// A JSON string literal (RFC 8259 escaping).
-fn push_json_str(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 fn any_value(value: &Map<String, Value>) -> Option<AttrValue> {

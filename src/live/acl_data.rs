@@ -102,7 +102,8 @@ mod tests {
         data
     }
 
-    fn live(store: &MemoryStore, doc: serde_json::Value) -> PolicyData {
+    /// A live document's VM, before anything is fetched.
+    fn unloaded(store: &MemoryStore) -> PolicyData {
         let source = crate::live::source::DataSource {
             cluster: "control".into(),
             path: "/p".into(),
@@ -112,8 +113,13 @@ mod tests {
             max_document_bytes: 1 << 20,
             max_stale_ms: 0,
         };
-        let mut data = PolicyData::new(source, &KeySpace::new("apiguard"), [0; 32]);
+        let data = PolicyData::new(source, &KeySpace::new("apiguard"), [0; 32]);
         data.create(store).unwrap();
+        data
+    }
+
+    fn live(store: &MemoryStore, doc: serde_json::Value) -> PolicyData {
+        let mut data = unloaded(store);
         let mut events = RecordedEvents::default();
         data.tick(store, 2, NOW, &mut events).unwrap().unwrap();
         let reply = CallReply::Answered {
@@ -164,17 +170,7 @@ mod tests {
     fn a_live_document_not_loaded_yet_fails_the_lookup_closed() {
         let store = MemoryStore::default();
         let mut cfg = configured(&store, serde_json::json!({"groups": {"support": ["bob"]}}));
-        let source = crate::live::source::DataSource {
-            cluster: "control".into(),
-            path: "/p".into(),
-            authority: "control".into(),
-            refresh_ms: 10_000,
-            timeout_ms: 1000,
-            max_document_bytes: 1 << 20,
-            max_stale_ms: 0,
-        };
-        let mut doc = PolicyData::new(source, &KeySpace::new("apiguard"), [0; 32]);
-        doc.create(&store).unwrap();
+        let mut doc = unloaded(&store);
         let mut data = SharedAclData {
             configured: Some(&mut cfg),
             live: Some(&mut doc),

@@ -19,6 +19,7 @@
 
 use super::bytes::Reader;
 use crate::ports::{SharedStore, StoreError};
+use crate::text::parts_digest;
 
 /// Entries per shard the layout aims at: a lookup copies about 1 KiB out of shared data.
 const TARGET_ENTRIES_PER_SHARD: usize = 16;
@@ -159,24 +160,12 @@ pub enum TableEntry {
 
 /// The digest under which the groups of `consumer` are stored.
 pub fn group_index(consumer: &str) -> [u8; 32] {
-    index_digest(&[b"apiguard acl groups-of", consumer.as_bytes()])
+    parts_digest(&[b"apiguard acl groups-of", consumer.as_bytes()])
 }
 
 /// The digest under which the owners of object `id` of type `kind` are stored.
 pub fn owner_index(kind: &str, id: &str) -> [u8; 32] {
-    index_digest(&[b"apiguard acl owners-of", kind.as_bytes(), id.as_bytes()])
-}
-
-/// Parts joined by NUL (no part contains one: ids are validated before they are indexed, and
-/// a NUL in a path parameter only makes a lookup miss).
-fn index_digest(parts: &[&[u8]]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in parts {
-        h.update(part);
-        h.update([0]);
-    }
-    h.finalize().into()
+    parts_digest(&[b"apiguard acl owners-of", kind.as_bytes(), id.as_bytes()])
 }
 
 impl TableEntry {
