@@ -21,6 +21,7 @@ pub mod pbstruct;
 pub mod pipeline;
 pub mod policy;
 pub mod ports;
+pub mod protowire;
 pub mod query;
 pub mod ratelimit;
 pub mod request;

@@ -20,6 +20,8 @@
 //!
 //! Both maps are field 1 of their message with string keys, so one [`Entries`] reads either.
 
+use crate::protowire::{Field, Reader, WireError};
+
 /// Why the bytes are not a message we accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StructError {
@@ -34,74 +36,13 @@ pub enum StructError {
     Utf8,
 }
 
-const VARINT: u64 = 0;
-const FIXED64: u64 = 1;
-const LEN: u64 = 2;
-const FIXED32: u64 = 5;
-
-/// One field of a message: its number and what it holds.
-enum Field<'a> {
-    Varint(u64),
-    Fixed64([u8; 8]),
-    Bytes(&'a [u8]),
-    /// A fixed32 field: no Struct field uses one; skipped.
-    Fixed32,
-}
-
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self { rest: bytes }
-    }
-
-    fn varint(&mut self) -> Result<u64, StructError> {
-        let mut value = 0u64;
-        for shift in (0..70).step_by(7) {
-            let (&byte, rest) = self.rest.split_first().ok_or(StructError::Truncated)?;
-            self.rest = rest;
-            value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
+impl From<WireError> for StructError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Truncated => Self::Truncated,
+            WireError::Varint => Self::Varint,
+            WireError::FieldNumber | WireError::WireType => Self::WireType,
         }
-        Err(StructError::Varint)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StructError> {
-        if n > self.rest.len() {
-            return Err(StructError::Truncated);
-        }
-        let (head, rest) = self.rest.split_at(n);
-        self.rest = rest;
-        Ok(head)
-    }
-
-    /// The next field, or `None` at the end of the message.
-    fn field(&mut self) -> Result<Option<(u64, Field<'a>)>, StructError> {
-        if self.rest.is_empty() {
-            return Ok(None);
-        }
-        let tag = self.varint()?;
-        let field = match tag & 7 {
-            VARINT => Field::Varint(self.varint()?),
-            FIXED64 => {
-                let bytes = self.take(8)?;
-                Field::Fixed64(bytes.try_into().map_err(|_| StructError::Truncated)?)
-            }
-            LEN => {
-                let len = usize::try_from(self.varint()?).map_err(|_| StructError::Truncated)?;
-                Field::Bytes(self.take(len)?)
-            }
-            FIXED32 => {
-                self.take(4)?;
-                Field::Fixed32
-            }
-            _ => return Err(StructError::WireType),
-        };
-        Ok(Some((tag >> 3, field)))
     }
 }
 

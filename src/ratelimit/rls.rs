@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use crate::protowire::{Field, Reader, WireError, WIRE_LEN, WIRE_VARINT};
+
 /// The gRPC service and method apiguard calls.
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 pub const METHOD: &str = "ShouldRateLimit";
@@ -21,12 +23,6 @@ pub const METHOD: &str = "ShouldRateLimit";
 /// Bounds on what a response may hold (a real one has one status per descriptor sent).
 const MAX_STATUSES: usize = 256;
 const MAX_HEADERS: usize = 64;
-
-/// Wire types.
-const WIRE_VARINT: u8 = 0;
-const WIRE_FIXED64: u8 = 1;
-const WIRE_LEN: u8 = 2;
-const WIRE_FIXED32: u8 = 5;
 
 // ---------------------------------------------------------------------------------------------
 // encoding
@@ -202,105 +198,42 @@ pub struct Response {
     pub request_headers_to_add: Vec<(String, String)>,
 }
 
-enum Value<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    /// Fixed32 and fixed64 fields: none of ours, skipped.
-    Fixed,
-}
-
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self { rest: bytes }
-    }
-
-    fn byte(&mut self) -> Result<u8, DecodeError> {
-        let (&first, rest) = self.rest.split_first().ok_or(DecodeError("truncated"))?;
-        self.rest = rest;
-        Ok(first)
-    }
-
-    fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut value: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(DecodeError("varint longer than ten bytes"))
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if n > self.rest.len() {
-            return Err(DecodeError("truncated"));
-        }
-        let (taken, rest) = self.rest.split_at(n);
-        self.rest = rest;
-        Ok(taken)
-    }
-
-    /// The next field, or `None` at the end.
-    fn field(&mut self) -> Result<Option<(u64, Value<'a>)>, DecodeError> {
-        if self.rest.is_empty() {
-            return Ok(None);
-        }
-        let tag = self.varint()?;
-        let number = tag >> 3;
-        if number == 0 || number > u64::from(u32::MAX >> 3) {
-            return Err(DecodeError("invalid field number"));
-        }
-        // The low three bits are the wire type.
-        let value = match (tag & 7) as u8 {
-            WIRE_VARINT => Value::Varint(self.varint()?),
-            WIRE_FIXED64 => {
-                self.take(8)?;
-                Value::Fixed
-            }
-            WIRE_LEN => {
-                let len = usize::try_from(self.varint()?).map_err(|_| DecodeError("truncated"))?;
-                Value::Bytes(self.take(len)?)
-            }
-            WIRE_FIXED32 => {
-                self.take(4)?;
-                Value::Fixed
-            }
-            _ => return Err(DecodeError("unsupported wire type")),
-        };
-        Ok(Some((number, value)))
+impl From<WireError> for DecodeError {
+    fn from(e: WireError) -> Self {
+        DecodeError(match e {
+            WireError::Truncated => "truncated",
+            WireError::Varint => "varint longer than ten bytes",
+            WireError::FieldNumber => "invalid field number",
+            WireError::WireType => "unsupported wire type",
+        })
     }
 }
 
 /// A field of ours with the wrong wire type.
 const WRONG_TYPE: DecodeError = DecodeError("a field has the wrong wire type");
 
-fn varint_of(value: Value<'_>) -> Result<u64, DecodeError> {
+fn varint_of(value: Field<'_>) -> Result<u64, DecodeError> {
     match value {
-        Value::Varint(v) => Ok(v),
+        Field::Varint(v) => Ok(v),
         _ => Err(WRONG_TYPE),
     }
 }
 
-fn bytes_of(value: Value<'_>) -> Result<&[u8], DecodeError> {
+fn bytes_of(value: Field<'_>) -> Result<&[u8], DecodeError> {
     match value {
-        Value::Bytes(b) => Ok(b),
+        Field::Bytes(b) => Ok(b),
         _ => Err(WRONG_TYPE),
     }
 }
 
-fn string_of(value: Value<'_>) -> Result<String, DecodeError> {
+fn string_of(value: Field<'_>) -> Result<String, DecodeError> {
     std::str::from_utf8(bytes_of(value)?)
         .map(str::to_owned)
         .map_err(|_| DecodeError("a string field is not UTF-8"))
 }
 
 /// A uint32 field: protobuf keeps the low 32 bits of a wider varint.
-fn u32_of(value: Value<'_>) -> Result<u32, DecodeError> {
+fn u32_of(value: Field<'_>) -> Result<u32, DecodeError> {
     varint_of(value).map(|v| (v & 0xffff_ffff) as u32)
 }
 
