@@ -184,22 +184,25 @@ pub struct Guard {
 impl Guard {
     pub fn new(policy: Rc<Policy>, space: &KeySpace, vm_id: u64) -> Self {
         let jwt = policy.jwt.clone().map(|s| JwtVerifier::new(s, space));
-        let plans: Vec<&str> = policy
-            .rate_limits
-            .iter()
-            .flat_map(|l| l.plans())
-            .map(|p| p.name.as_ref())
-            .collect();
-        let rules = rules_digest(&document_rules(&policy), &plans);
+        let configured_acl = policy.acl.as_ref().and_then(|a| a.configured_data.clone());
+        // Hashes every configured key digest: only for a configuration that publishes data.
+        let rules = (policy.data_source.is_some() || configured_acl.is_some()).then(|| {
+            let plans: Vec<&str> = policy
+                .rate_limits
+                .iter()
+                .flat_map(|l| l.plans())
+                .map(|p| p.name.as_ref())
+                .collect();
+            rules_digest(&document_rules(&policy), &plans)
+        });
         let data = policy
             .data_source
             .clone()
-            .map(|source| PolicyData::new(source, space, rules));
-        let acl_data = policy
-            .acl
-            .as_ref()
-            .and_then(|a| a.configured_data.clone())
-            .map(|json| PolicyData::configured(json, space, rules));
+            .zip(rules)
+            .map(|(source, rules)| PolicyData::new(source, space, rules));
+        let acl_data = configured_acl
+            .zip(rules)
+            .map(|(json, rules)| PolicyData::configured(json, space, rules));
         let acl_guard = policy
             .acl
             .as_ref()
