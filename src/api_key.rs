@@ -36,8 +36,8 @@ pub fn generate(rng: &mut impl RandomSource) -> Result<String, RandomError> {
     let mut key = String::with_capacity(KEY_LEN);
     key.push_str(KEY_PREFIX);
     key.push_str(&base62_fixed(&random, BODY_LEN));
-    let checksum = checksum_of(&key);
-    key.push_str(&base62_fixed(&checksum, CHECKSUM_LEN));
+    let checksum = checksum_digits(checksum_of(&key));
+    key.extend(checksum.iter().map(|&d| char::from(d)));
     Ok(key)
 }
 
@@ -50,13 +50,24 @@ pub fn digest(key: &str) -> [u8; 32] {
 /// names a key without helping anyone guess it): audit records carry it, and
 /// `apiguard-keygen --revoke` accepts it.
 pub fn fingerprint(digest: &[u8; 32]) -> String {
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    crate::secret::to_hex(digest.get(..8).unwrap_or(digest))
 }
 
 /// The checksum covers the prefix and body: the first four bytes of their SHA-256.
 fn checksum_of(prefix_and_body: &str) -> [u8; 4] {
     let d: [u8; 32] = Sha256::digest(prefix_and_body.as_bytes()).into();
     [d[0], d[1], d[2], d[3]]
+}
+
+/// The checksum as its six base62 digits, in integer arithmetic (checked on every request).
+fn checksum_digits(checksum: [u8; 4]) -> [u8; CHECKSUM_LEN] {
+    let mut number = u32::from_be_bytes(checksum);
+    let mut digits = [b'0'; CHECKSUM_LEN];
+    for slot in digits.iter_mut().rev() {
+        *slot = BASE62.get((number % 62) as usize).copied().unwrap_or(b'0');
+        number /= 62;
+    }
+    digits
 }
 
 /// Big-endian bytes as exactly `width` base62 digits (most significant first).
@@ -95,10 +106,7 @@ pub fn is_well_formed(key: &str) -> bool {
     }
     // The body must not exceed 2^256 (only a forged key can), so decoding is not needed: the
     // checksum is over the text, and a one-character change alters it.
-    ct_eq(
-        base62_fixed(&checksum_of(head), CHECKSUM_LEN).as_bytes(),
-        checksum.as_bytes(),
-    )
+    ct_eq(&checksum_digits(checksum_of(head)), checksum.as_bytes())
 }
 
 /// One configured key, compiled.
@@ -352,6 +360,12 @@ mod tests {
 
     #[test]
     fn base62_encodes_big_endian_numbers() {
+        for checksum in [[0; 4], [0, 0, 0, 61], [0, 0, 0, 62], [1, 2, 3, 4], [0xff; 4]] {
+            assert_eq!(
+                checksum_digits(checksum),
+                base62_fixed(&checksum, CHECKSUM_LEN).as_bytes()
+            );
+        }
         assert_eq!(base62_fixed(&[0], 3), "000");
         assert_eq!(base62_fixed(&[61], 2), "0z");
         assert_eq!(base62_fixed(&[0, 62], 2), "10");

@@ -26,7 +26,12 @@ pub fn header_map(map: MapType) -> Vec<(String, String)> {
         .map(|pairs| {
             pairs
                 .into_iter()
-                .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+                .map(|(n, v)| {
+                    // Valid UTF-8 (nearly always) keeps its buffer: no second copy.
+                    let v = String::from_utf8(v)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    (n, v)
+                })
                 .collect()
         })
         .unwrap_or_default()

@@ -85,24 +85,27 @@ impl Context for ApiguardRequest {
 impl HttpContext for ApiguardRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let me = self.context_id;
-        self.started_ms = super::env::host_now_ms();
-        let decided = Vm::with(&self.vm, |guard, flows, env, host| {
-            // One host call fewer per request when the connection's TLS state cannot matter.
-            // Only the facts the configuration can use: each is one more host call.
-            let needed = guard.policy().needed_facts();
-            let tls = needed.downstream_tls && downstream_is_tls();
-            let client = needed.client_address.then(client_address).flatten();
-            let facts = RequestFacts::new(header_map(MapType::HttpRequestHeaders))
-                .with_downstream_tls(tls)
-                .with_end_of_stream(end_of_stream)
-                .with_client_address(client.as_deref());
-            // Only for a token that a provider verified by jwt_authn may have to vouch for.
-            let facts = if guard.policy().wants_jwt_authn_metadata(&facts) {
-                facts.with_dynamic_metadata(dynamic_metadata())
-            } else {
-                facts
-            };
-            flows.on_request(me, facts, guard, env, host)
+        let now_ms = super::env::host_now_ms();
+        self.started_ms = now_ms;
+        let decided = now_ms.and_then(|now_ms| {
+            Vm::with_time(&self.vm, now_ms, |guard, flows, env, host| {
+                // One host call fewer per request when the connection's TLS state cannot matter.
+                // Only the facts the configuration can use: each is one more host call.
+                let needed = guard.policy().needed_facts();
+                let tls = needed.downstream_tls && downstream_is_tls();
+                let client = needed.client_address.then(client_address).flatten();
+                let facts = RequestFacts::new(header_map(MapType::HttpRequestHeaders))
+                    .with_downstream_tls(tls)
+                    .with_end_of_stream(end_of_stream)
+                    .with_client_address(client.as_deref());
+                // Only for a token that a provider verified by jwt_authn may have to vouch for.
+                let facts = if guard.policy().wants_jwt_authn_metadata(&facts) {
+                    facts.with_dynamic_metadata(dynamic_metadata())
+                } else {
+                    facts
+                };
+                flows.on_request(me, facts, guard, env, host)
+            })
         });
         match decided {
             Some(flow::Action::Continue) => Action::Continue,

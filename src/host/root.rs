@@ -43,9 +43,17 @@ impl Vm {
         vm: &SharedVm,
         f: impl FnOnce(&mut Guard, &mut Flows, &mut Env<'_>, &mut ProxyHost) -> T,
     ) -> Option<T> {
+        Self::with_time(vm, host_now_ms()?, f)
+    }
+
+    /// As [`Vm::with`], at `now_ms` (a time the caller just read: one clock read per callback).
+    pub fn with_time<T>(
+        vm: &SharedVm,
+        now_ms: i64,
+        f: impl FnOnce(&mut Guard, &mut Flows, &mut Env<'_>, &mut ProxyHost) -> T,
+    ) -> Option<T> {
         let mut slot = vm.try_borrow_mut().ok()?;
         let vm = slot.as_mut()?;
-        let now_ms = host_now_ms()?;
         let mut env = Env {
             now_ms,
             store: &HostStore,
