@@ -52,9 +52,16 @@ class Ctx:
     # key. `for_config` swaps it in and keeps the genuine token in `genuine_token`.
     forged_token: str | None = None
     genuine_token: str | None = None
+    # Another build of apiguard.wasm (`--baseline-wasm`): row (d0) runs (d) with it, in the same
+    # rounds, so that a change's cost or gain is measured side by side.
+    baseline_wasm: Path | None = None
 
     def for_config(self, cfg: "Config") -> "Ctx":
         """The context a configuration is built, checked and loaded with: its token and its key."""
+        if cfg.baseline:
+            if self.baseline_wasm is None:
+                raise Unavailable("no baseline module (--baseline-wasm)")
+            return replace(self, wasm=self.baseline_wasm)
         if cfg.forged:
             if self.forged_token is None:
                 raise Unavailable("no forged token")
@@ -359,6 +366,8 @@ class Config:
     expect_status: int = 200
     # A regular expression the benchmark answer's body must contain (`re.search`), if any.
     expect_body: str | None = None
+    # Loaded with the baseline module of Ctx.for_config (measured only with --baseline-wasm).
+    baseline: bool = False
 
 
 def live_control_server(ctx: Ctx) -> dict:
@@ -392,6 +401,10 @@ CONFIGS: list[Config] = [
     Config("d", "apiguard: everything", "`credentials: both` (API key + JWT ES256, inline JWKS, "
            "token cache 4096), HTTPS via trusted x-forwarded-proto",
            lambda ctx: ctx.apiguard_filter(apiguard_everything(ctx)), full_checks, apiguard=True),
+    Config("d0", "apiguard: everything, baseline .wasm", "(d) with the module given as `--baseline-wasm` "
+           "(another build, e.g. the previous commit's), measured in the same rounds as (d)",
+           lambda ctx: ctx.apiguard_filter(apiguard_everything(ctx)), full_checks, apiguard=True,
+           baseline=True),
     Config("d2", "apiguard: everything + rate limit", "(d) with a `rate_limits` plan on the benchmark "
            f"key ({RATE_LIMIT_TOKENS:,} tokens a second, burst {RATE_LIMIT_TOKENS:,}: every request takes a "
            "token from the consumer's bucket in Envoy's shared data, none is refused) and "

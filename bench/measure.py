@@ -387,14 +387,17 @@ def measure(args, command: str) -> Results:
     jwk, token, exp = es256_token()
     rs_jwk, rs_token = rs256_token()
     ctx = Ctx(args.envoy, Path(args.wasm), noop_wasm, noop_error, key, key_error, jwk, token, exp, args.concurrency,
-              rs_jwk, rs_token, forged_token=forged_es256_token())
+              rs_jwk, rs_token, forged_token=forged_es256_token(),
+              baseline_wasm=Path(args.baseline_wasm) if args.baseline_wasm else None)
     sizes = {"apiguard.wasm": Path(args.wasm).stat().st_size if Path(args.wasm).is_file() else None,
              "apiguard_noop.wasm (bench/noop-filter)": noop_wasm.stat().st_size if noop_wasm else None}
+    if args.baseline_wasm:
+        sizes["baseline apiguard.wasm (--baseline-wasm)"] = Path(args.baseline_wasm).stat().st_size
 
-    configs = CONFIGS
+    configs = [c for c in CONFIGS if args.baseline_wasm or not c.baseline]
     if args.only:
         wanted = set(args.only.split(","))
-        configs = [c for c in CONFIGS if c.key in wanted]
+        configs = [c for c in configs if c.key in wanted]
     load = Load(args.threads, args.connections, wrk_script(ctx, OUT_DIR), args.client_cpus)
 
     upstream = direct_response_upstream(args.envoy)

@@ -219,6 +219,7 @@ def write_report(results: Results, path: Path) -> None:
          "counter", None),
         ("b2", "c", "apiguard's own work for an API key: the pipeline as wasm, plus its allocations",
          nat_delta("decide(): api key only")),
+        ("d0", "d", "this build of apiguard.wasm instead of the baseline module (`--baseline-wasm`)", None),
         ("c", "d", "+ JWT (cache hit), HTTPS check, HSTS on the response, token header removed, subject added",
          nat_delta("decide(): everything, cached", "decide(): api key only")),
         ("d", "d2", "+ rate limit: a token from the consumer's bucket in shared data (read, compare-and-swap "

@@ -38,6 +38,7 @@ def parse_args(argv: list[str]):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--envoy", default=str(DEFAULT_ENVOY))
     ap.add_argument("--wasm", default=str(DEFAULT_WASM))
+    ap.add_argument("--baseline-wasm", help="another apiguard.wasm: adds row (d0), (d) loaded with it")
     ap.add_argument("--quick", action="store_true", help="a short smoke run (2 rounds × 3 s, 1k/100k keys)")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--duration", type=float, help="seconds per measured run")
