@@ -360,7 +360,13 @@ mod tests {
 
     #[test]
     fn base62_encodes_big_endian_numbers() {
-        for checksum in [[0; 4], [0, 0, 0, 61], [0, 0, 0, 62], [1, 2, 3, 4], [0xff; 4]] {
+        for checksum in [
+            [0; 4],
+            [0, 0, 0, 61],
+            [0, 0, 0, 62],
+            [1, 2, 3, 4],
+            [0xff; 4],
+        ] {
             assert_eq!(
                 checksum_digits(checksum),
                 base62_fixed(&checksum, CHECKSUM_LEN).as_bytes()

@@ -173,8 +173,11 @@ def test_two_replicas_together_admit_exactly_the_global_quota(replicas, rls, gk)
         # The service's response header comes with the refusal too.
         assert r.header("x-ratelimit-limit") == str(GLOBAL_LIMIT)
     # Both replicas served, and together they admitted the quota, counted per proxy.
-    per_replica = [stat(g, ALLOWED) for g in replicas]
-    assert sum(per_replica) >= GLOBAL_LIMIT and all(c > 0 for c in per_replica), per_replica
+    # (Counted in memory, added to Envoy's counter on the root's next tick.)
+    def per_replica():
+        counts = [stat(g, ALLOWED) for g in replicas]
+        return counts if sum(counts) >= GLOBAL_LIMIT and all(c > 0 for c in counts) else None
+    wait_until(per_replica, 5, f"{GLOBAL_LIMIT} admissions counted, on both replicas")
     wait_until(lambda: sum(stat(g, RATE_LIMITED) for g in replicas) >= len(refused), 5, "denials counted")
     # One more on either replica is refused: the count lives in Redis, not in a proxy.
     for g in replicas:

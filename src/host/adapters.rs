@@ -140,6 +140,9 @@ impl Host for ProxyHost {
 #[derive(Default)]
 pub struct HostEvents {
     allowed: Option<u32>,
+    /// Allowed requests not yet added to the counter: the root adds them on its tick, so the
+    /// request path makes no host call for the counter.
+    allowed_pending: i64,
     denied: HashMap<&'static str, u32>,
     report_only: HashMap<&'static str, u32>,
     acl_shadow_denials: Option<u32>,
@@ -197,6 +200,21 @@ fn gauge(slot: &mut Option<u32>, name: &str) -> Option<u32> {
     *slot
 }
 
+impl HostEvents {
+    /// Adds what was counted in memory to Envoy's counters (from the root's tick, and before
+    /// the VM's state is replaced or stops).
+    pub fn flush_counts(&mut self) {
+        if self.allowed_pending == 0 {
+            return;
+        }
+        if let Some(id) = counter(&mut self.allowed, "apiguard_allowed_total") {
+            if hostcalls::increment_metric(id, self.allowed_pending).is_ok() {
+                self.allowed_pending = 0;
+            }
+        }
+    }
+}
+
 fn increment(id: Option<u32>) {
     if let Some(id) = id {
         let _ = hostcalls::increment_metric(id, 1);
@@ -206,7 +224,7 @@ fn increment(id: Option<u32>) {
 impl Events for HostEvents {
     fn emit(&mut self, event: Event) {
         match event {
-            Event::Allowed => increment(counter(&mut self.allowed, "apiguard_allowed_total")),
+            Event::Allowed => self.allowed_pending = self.allowed_pending.saturating_add(1),
             Event::Denied { code } => increment(counter_by_code(&mut self.denied, code, "denied")),
             Event::ReportOnly {
                 code,

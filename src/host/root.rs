@@ -23,6 +23,10 @@ use crate::ports::{CallFailure, CallReply, Event, KeySpace};
 /// late a request waiting for another VM's fetch learns of it.
 const TICK: Duration = Duration::from_millis(100);
 
+/// How often the root adds the requests it counted in memory to Envoy's counters when nothing
+/// else makes it tick: a counter is at most this late.
+const COUNTS_TICK: Duration = Duration::from_secs(1);
+
 /// Namespace of the shared-data keys when Envoy names no root id.
 const DEFAULT_ROOT_ID: &str = "apiguard";
 
@@ -140,6 +144,9 @@ pub struct ApiguardRoot {
     vm: SharedVm,
     /// Set once Envoy stopped the plugin while audit records were being exported.
     stopping: Option<Stopping>,
+    /// Whether the configuration needs the root's work on each tick (else it ticks only to
+    /// flush the counters).
+    works_on_tick: bool,
 }
 
 impl ApiguardRoot {
@@ -148,6 +155,15 @@ impl ApiguardRoot {
             context_id,
             vm: Rc::new(RefCell::new(None)),
             stopping: None,
+            works_on_tick: false,
+        }
+    }
+
+    fn flush_counts(&self) {
+        if let Ok(mut slot) = self.vm.try_borrow_mut() {
+            if let Some(vm) = slot.as_mut() {
+                vm.events.flush_counts();
+            }
         }
     }
 }
@@ -191,6 +207,7 @@ impl Context for ApiguardRoot {
     }
 
     fn on_done(&mut self) -> bool {
+        self.flush_counts();
         // Pending audit records go out now; Envoy waits for the answer when it can.
         let now = super::audit::flush(&self.vm);
         if !now.exporting {
@@ -261,14 +278,18 @@ impl RootContext for ApiguardRoot {
                 env.events.emit(Event::StoreFailed);
             }
         }
-        // Calls started under a previous configuration answer into flows that are gone.
+        // Calls started under a previous configuration answer into flows that are gone; what
+        // its requests counted is kept.
+        self.flush_counts();
         *self.vm.borrow_mut() = Some(Vm {
             guard,
             flows: Flows::default(),
             events,
             audit,
         });
-        if needs_ticks && hostcalls::set_tick_period(TICK).is_err() {
+        self.works_on_tick = needs_ticks;
+        let period = if needs_ticks { TICK } else { COUNTS_TICK };
+        if hostcalls::set_tick_period(period).is_err() {
             log(LogLevel::Error, "cannot schedule the root's tick");
             return false;
         }
@@ -276,11 +297,14 @@ impl RootContext for ApiguardRoot {
     }
 
     fn on_tick(&mut self) {
-        let root = self.context_id;
-        Vm::with(&self.vm, |guard, flows, env, host| {
-            flows.on_tick(root, guard, env, host)
-        });
-        super::audit::tick(&self.vm);
+        if self.works_on_tick {
+            let root = self.context_id;
+            Vm::with(&self.vm, |guard, flows, env, host| {
+                flows.on_tick(root, guard, env, host)
+            });
+            super::audit::tick(&self.vm);
+        }
+        self.flush_counts();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
