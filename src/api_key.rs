@@ -1,6 +1,7 @@
 //! API keys: their format (prefix, 256 random bits, checksum), generation, and the digest store
 //! that decides whether a presented key is valid. Configuration only ever holds SHA-256 digests.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
@@ -88,22 +89,26 @@ fn base62_fixed(bytes: &[u8], width: usize) -> String {
 }
 
 /// True when `key` has the apiguard shape and its checksum matches: a cheap filter that refuses
-/// garbage and typos before any digest lookup.
+/// garbage and typos.
 pub fn is_well_formed(key: &str) -> bool {
-    if key.len() != KEY_LEN || !key.starts_with(KEY_PREFIX) {
-        return false;
-    }
+    has_key_shape(key) && checksum_matches(key)
+}
+
+/// The prefix, the length and base62 digits only (no digest computed).
+fn has_key_shape(key: &str) -> bool {
+    key.len() == KEY_LEN
+        && key.starts_with(KEY_PREFIX)
+        && key
+            .bytes()
+            .skip(KEY_PREFIX.len())
+            .all(|c| c.is_ascii_alphanumeric())
+}
+
+/// Whether the last six digits of a key of the right shape are the checksum of the rest.
+fn checksum_matches(key: &str) -> bool {
     let Some((head, checksum)) = key.split_at_checked(KEY_PREFIX.len() + BODY_LEN) else {
         return false;
     };
-    let body = &head[KEY_PREFIX.len()..];
-    if !body
-        .bytes()
-        .chain(checksum.bytes())
-        .all(|c| c.is_ascii_alphanumeric())
-    {
-        return false;
-    }
     // The body must not exceed 2^256 (only a forged key can), so decoding is not needed: the
     // checksum is over the text, and a one-character change alters it.
     ct_eq(&checksum_digits(checksum_of(head)), checksum.as_bytes())
@@ -118,6 +123,9 @@ pub struct KeyRecord {
     pub revoked: bool,
     /// The key's rate-limit plan, when it has its own.
     pub plan: Option<Rc<str>>,
+    /// Whether the key behind the digest has a valid checksum, once a request presented it: the
+    /// answer can never change, so later requests skip that second SHA-256.
+    checksum_ok: Cell<Option<bool>>,
 }
 
 impl KeyRecord {
@@ -154,7 +162,18 @@ impl KeyRecord {
             expires_at,
             revoked,
             plan: None,
+            checksum_ok: Cell::new(None),
         }
+    }
+
+    /// The checksum verdict for `key`, the key whose digest this record holds.
+    fn checksum_matches(&self, key: &str) -> bool {
+        if let Some(known) = self.checksum_ok.get() {
+            return known;
+        }
+        let ok = checksum_matches(key);
+        self.checksum_ok.set(Some(ok));
+        ok
     }
 }
 
@@ -261,21 +280,24 @@ impl KeyStore {
         self.by_prefix.is_empty()
     }
 
-    /// Checks a presented key: format and checksum, then the configured digests, revocation and
+    /// Checks a presented key: format and checksum, the configured digests, revocation and
     /// expiry. A well-formed key that is not configured comes back with its digest, for the
-    /// live policy document to look up.
+    /// live policy document to look up. The digest is computed before the checksum is checked,
+    /// so that a configured key's checksum is checked once per VM, not on every request.
     pub fn lookup(&self, key: Secret<'_>, now: i64) -> Result<Lookup<'_>, KeyRejection> {
         let key = key.expose();
-        if !is_well_formed(key) {
+        if !has_key_shape(key) {
             return Err(KeyRejection::Malformed);
         }
+        // The same verdicts as checking the checksum first; a configured key's is remembered.
         let presented = digest(key);
         match self.get(&presented) {
-            Some(record) => {
+            Some(record) if record.checksum_matches(key) => {
                 record.check(now)?;
                 Ok(Lookup::Configured(record))
             }
-            None => Ok(Lookup::NotConfigured(presented)),
+            None if checksum_matches(key) => Ok(Lookup::NotConfigured(presented)),
+            _ => Err(KeyRejection::Malformed),
         }
     }
 }
@@ -444,6 +466,25 @@ mod tests {
             verify(&revoked, Secret::new(&key), 0).unwrap_err(),
             KeyRejection::Revoked
         );
+    }
+
+    #[test]
+    fn a_configured_digest_of_a_key_with_a_bad_checksum_stays_malformed() {
+        // Its digest is found, but the checksum is still checked (and its verdict remembered).
+        let key = generate(&mut CountingRng(5)).unwrap();
+        let mut bytes = key.clone().into_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] = if bytes[last] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(bytes).unwrap();
+        let store = store_with(&typo, None, false);
+        let good = store_with(&key, None, false);
+        for _ in 0..2 {
+            assert_eq!(
+                verify(&store, Secret::new(&typo), 0).unwrap_err(),
+                KeyRejection::Malformed
+            );
+            assert_eq!(&*verify(&good, Secret::new(&key), 0).unwrap(), "alice");
+        }
     }
 
     #[test]

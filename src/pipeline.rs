@@ -508,7 +508,7 @@ impl Guard {
                 if let Some(consumer) = &passed.caller.consumer {
                     forward
                         .set_headers
-                        .push((CONSUMER_HEADER.to_owned(), consumer.to_string()));
+                        .push((CONSUMER_HEADER.to_owned(), String::from(&**consumer)));
                 }
                 if let Some(subject) = &passed.caller.subject {
                     forward
