@@ -83,12 +83,22 @@ pub struct Flows {
     root: Option<u32>,
     /// Each decided request's outcome, until its audit record is written.
     outcomes: HashMap<u32, Outcome>,
+    /// No audit log: outcomes are shown to Envoy and not kept.
+    no_audit: bool,
 }
 
 impl Flows {
     #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Flows whose decided requests' outcomes are kept for an audit log only if there is one.
+    pub fn new(audit: bool) -> Self {
+        Self {
+            no_audit: !audit,
+            ..Self::default()
+        }
     }
 
     /// What the call `token` was started for, while it is in flight.
@@ -472,7 +482,9 @@ impl Flows {
     fn keep_outcome(&mut self, context: u32, guard: &mut Guard, host: &mut dyn Host) {
         if let Some(outcome) = guard.take_outcome() {
             host.expose_outcome(&outcome);
-            self.outcomes.insert(context, outcome);
+            if !self.no_audit {
+                self.outcomes.insert(context, outcome);
+            }
         }
     }
 

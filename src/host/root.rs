@@ -283,7 +283,7 @@ impl RootContext for ApiguardRoot {
         self.flush_counts();
         *self.vm.borrow_mut() = Some(Vm {
             guard,
-            flows: Flows::default(),
+            flows: Flows::new(audit.is_some()),
             events,
             audit,
         });

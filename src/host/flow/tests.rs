@@ -680,3 +680,12 @@ fn each_decided_request_keeps_its_outcome_for_its_audit_record_once() {
     assert_eq!(refused.verdict, crate::audit::Verdict::Denied);
     assert!(refused.code.is_some());
 }
+
+#[test]
+fn without_an_audit_log_no_outcome_is_kept() {
+    let mut vm = Vm::new(Rc::default(), 1);
+    vm.flows = Flows::new(false);
+    vm.request(B, "not-a-token");
+    assert!(matches!(vm.host.outcome(B), Some(Err(_))), "still refused");
+    assert_eq!(vm.flows.take_outcome(B), None);
+}
