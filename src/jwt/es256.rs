@@ -12,7 +12,7 @@
 //! variable-time on purpose (direct table indexing, branches on special cases, `invert_vartime`);
 //! it must never be used with a secret scalar.
 //!
-//! The field arithmetic is RustCrypto's `p256` (`FieldElement`, exposed by its `expose-field`
+//! The field arithmetic is RustCrypto's `p256` (`Fe`, exposed by its `expose-field`
 //! feature). The point formulas are ours because `p256` 0.13 cannot batch-normalise its
 //! projective points (its field element lacks the `Invert` that `primeorder` requires), and a
 //! table needs one shared inversion instead of one per point: Jacobian coordinates, a = -3
@@ -24,8 +24,10 @@ use std::sync::OnceLock;
 
 use p256::elliptic_curve::ops::{Invert as _, Reduce};
 use p256::elliptic_curve::{Field as _, PrimeField as _};
-use p256::{FieldBytes, FieldElement, Scalar, U256};
+use p256::{FieldBytes, Scalar, U256};
 use sha2::{Digest as _, Sha256};
+
+use super::p256_field::Fe;
 
 /// Bytes of one P-256 coordinate / scalar.
 pub const P256_BYTES: usize = 32;
@@ -187,7 +189,7 @@ fn x_matches(point: &Jacobian, r: &FieldBytes) -> bool {
         return false;
     }
     let zz = point.z.square();
-    let Some(r_field) = Option::<FieldElement>::from(FieldElement::from_bytes(r)) else {
+    let Some(r_field) = Fe::from_bytes(&(*r).into()) else {
         return false;
     };
     if r_field * zz == point.x {
@@ -196,7 +198,7 @@ fn x_matches(point: &Jacobian, r: &FieldBytes) -> bool {
     if r[..] >= P_MINUS_N[..] {
         return false;
     }
-    let Some(order) = Option::<FieldElement>::from(FieldElement::from_bytes(&ORDER.into())) else {
+    let Some(order) = Fe::from_bytes(&ORDER) else {
         return false;
     };
     (r_field + order) * zz == point.x
@@ -258,21 +260,17 @@ fn multiples(point: Affine, count: usize) -> Vec<Jacobian> {
 fn normalize(points: &[Jacobian]) -> Option<Vec<Affine>> {
     // prefix[i] = z_0·…·z_i
     let mut prefix = Vec::with_capacity(points.len());
-    let mut product = FieldElement::ONE;
+    let mut product = Fe::ONE;
     for point in points {
         product *= point.z;
         prefix.push(product);
     }
-    let mut inverse = Option::<FieldElement>::from(product.invert())?;
+    let mut inverse = product.invert()?;
     let mut out = vec![Affine::default(); points.len()];
     for i in (0..points.len()).rev() {
         let point = points.get(i)?;
         // inverse = (z_0·…·z_i)⁻¹ here.
-        let before = if i == 0 {
-            FieldElement::ONE
-        } else {
-            *prefix.get(i - 1)?
-        };
+        let before = if i == 0 { Fe::ONE } else { *prefix.get(i - 1)? };
         let z_inverse = inverse * before;
         inverse *= point.z;
         let zz = z_inverse.square();
@@ -350,18 +348,15 @@ fn window(bytes: &FieldBytes, position: usize, width: u32) -> u32 {
 /// A point other than the identity in affine coordinates.
 #[derive(Clone, Copy, Default)]
 struct Affine {
-    x: FieldElement,
-    y: FieldElement,
+    x: Fe,
+    y: Fe,
 }
 
 impl Affine {
     /// The point (x, y) given as 32 big-endian bytes each: `None` unless both are below p and
     /// y² = x³ - 3x + b (SEC 1 §3.2.2.1; the cofactor is 1, so the point is in the group).
     fn from_coordinates(x: &[u8], y: &[u8]) -> Option<Self> {
-        let field = |bytes: &[u8]| -> Option<FieldElement> {
-            let bytes: [u8; P256_BYTES] = bytes.try_into().ok()?;
-            Option::from(FieldElement::from_bytes(&bytes.into()))
-        };
+        let field = |bytes: &[u8]| -> Option<Fe> { Fe::from_bytes(bytes.try_into().ok()?) };
         let (x, y, b) = (field(x)?, field(y)?, field(&CURVE_B)?);
         let rhs = x.square() * x - (x.double() + x) + b;
         (y.square() == rhs).then_some(Self { x, y })
@@ -371,9 +366,9 @@ impl Affine {
 /// A point in Jacobian coordinates: (X/Z², Y/Z³); Z = 0 is the identity.
 #[derive(Clone, Copy)]
 struct Jacobian {
-    x: FieldElement,
-    y: FieldElement,
-    z: FieldElement,
+    x: Fe,
+    y: Fe,
+    z: Fe,
 }
 
 impl From<Affine> for Jacobian {
@@ -381,20 +376,20 @@ impl From<Affine> for Jacobian {
         Self {
             x: p.x,
             y: p.y,
-            z: FieldElement::ONE,
+            z: Fe::ONE,
         }
     }
 }
 
 impl Jacobian {
     const IDENTITY: Self = Self {
-        x: FieldElement::ONE,
-        y: FieldElement::ONE,
-        z: FieldElement::ZERO,
+        x: Fe::ONE,
+        y: Fe::ONE,
+        z: Fe::ZERO,
     };
 
     fn is_identity(&self) -> bool {
-        self.z.is_zero().into()
+        self.z.is_zero()
     }
 
     // Out of line (here and in `add_affine`): inlined into each caller they cost kilobytes of
@@ -427,9 +422,9 @@ impl Jacobian {
         let s2 = p.y * self.z * z1z1;
         let h = u2 - self.x;
         let r = (s2 - self.y).double();
-        if bool::from(h.is_zero()) {
+        if h.is_zero() {
             // Same x: the same point (double it) or its opposite (the sum is the identity).
-            return if bool::from(r.is_zero()) {
+            return if r.is_zero() {
                 self.double()
             } else {
                 Self::IDENTITY
@@ -456,7 +451,7 @@ mod tests {
     use p256::ecdsa::signature::{Signer as _, Verifier as _};
     use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
     use p256::elliptic_curve::sec1::ToEncodedPoint as _;
-    use p256::{EncodedPoint, ProjectivePoint};
+    use p256::{EncodedPoint, FieldElement, ProjectivePoint};
 
     /// RFC 6979 A.2.5: the P-256 private key and its public point.
     const RFC6979_X: &str = "c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721";
@@ -608,8 +603,8 @@ mod tests {
         let affine = normalize(&[*point])?;
         let p = affine.first()?;
         Some(EncodedPoint::from_affine_coordinates(
-            &p.x.to_bytes(),
-            &p.y.to_bytes(),
+            &p.x.to_bytes().into(),
+            &p.y.to_bytes().into(),
             false,
         ))
     }
@@ -694,7 +689,10 @@ mod tests {
                 Option::<FieldElement>::from(y2.sqrt()).map(|y| (t, x, y))
             })
             .unwrap();
-        let z = FieldElement::from_u64(12345);
+        // Found with p256's square root, then carried over into our field elements.
+        let ours = |v: FieldElement| Fe::from_bytes(&v.to_bytes().into()).unwrap();
+        let (x, y) = (ours(x), ours(y));
+        let z = ours(FieldElement::from_u64(12345));
         let zz = z.square();
         let point = Jacobian {
             x: x * zz,

@@ -23,6 +23,7 @@ mod error;
 mod es256;
 pub(crate) mod jwks;
 mod jwt_authn;
+mod p256_field;
 mod remote;
 mod rsa_pkcs1;
 #[cfg(test)]
