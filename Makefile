@@ -70,11 +70,9 @@ setup-redis:
 
 # Envoy enters the VM only for the callbacks a module exports; the SDK exports them all. apiguard
 # never acts on a body or trailers, so those exports go: no VM entry per body chunk (tools/wasm_exports.py).
-UNUSED_CALLBACKS := proxy_on_request_body proxy_on_request_trailers proxy_on_response_body proxy_on_response_trailers
-
 build: setup-rust
 	cargo build --release --target $(WASM_TARGET) --lib
-	python3 tools/wasm_exports.py drop $(WASM) $(UNUSED_CALLBACKS)
+	python3 tools/wasm_exports.py trim $(WASM)
 	@printf 'apiguard.wasm: %s bytes (%s)\n' "$$(stat -c %s $(WASM))" "$(WASM)"
 
 run: setup build

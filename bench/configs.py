@@ -239,6 +239,14 @@ def apiguard_acl(ctx: Ctx) -> dict:
     return cfg
 
 
+def apiguard_acl_guarded(ctx: Ctx) -> dict:
+    """(d6) with the enumeration guard on: each request also reads its consumer's slot in shared
+    data (the consumer is never refused, so never counted)."""
+    cfg = apiguard_acl(ctx)
+    cfg["acl"]["enumeration_guard"] = {"max_distinct_denied": 20, "window_seconds": 60, "block_seconds": 300}
+    return cfg
+
+
 def jwt_authn_filter(ctx: Ctx, jwt_cache: bool, *, for_apiguard: bool = False) -> dict:
     """Envoy's jwt_authn checking the benchmark token (ES256, inline JWKS). `for_apiguard`: set up
     for apiguard's `verified_by: envoy_jwt_authn` (the token forwarded, the payload in dynamic
@@ -390,11 +398,13 @@ def _noop_filters(ctx: Ctx, configuration: str = "") -> list[dict]:
 
 CONFIGS: list[Config] = [
     Config("a", "no filter", "router only", lambda ctx: []),
-    Config("b", "no-op wasm", "Rust proxy-wasm filter that returns Continue (bench/noop-filter)",
+    Config("b", "no-op wasm", "Rust proxy-wasm filter that returns Continue (bench/noop-filter), without "
+           "the body and trailer callbacks among its exports, as `make build` leaves apiguard's",
            _noop_filters),
     Config("b2", "no-op wasm + host calls", "the no-op filter configured with `hostcalls`: per request it "
            "makes the host calls apiguard makes for (c) (read all request headers, read the clock, remove "
-           "a header, add one, bump a counter) and nothing else: the ABI floor of (c)",
+           "a header, add one, set two filter-state properties for the access log) and nothing else: the "
+           "ABI floor of (c)",
            lambda ctx: _noop_filters(ctx, "hostcalls")),
     Config("c", "apiguard: API key", "`credentials: api_key`, 1 key, HTTPS not required",
            lambda ctx: ctx.apiguard_filter(apiguard_keys_only(ctx)), credential_checks, apiguard=True),
@@ -431,6 +441,10 @@ CONFIGS: list[Config] = [
            "(`/bench/items/{item}`) whose object check looks the item up in `acl.owners`: per request a "
            "template match, the consumer's groups and one ownership entry",
            lambda ctx: ctx.apiguard_filter(apiguard_acl(ctx)), full_checks, apiguard=True),
+    Config("d7", "apiguard: everything + ACL + enumeration guard", "(d6) with `acl.enumeration_guard` "
+           "(20 distinct denied objects in 60 s block for 300 s): per request one more shared-data read, "
+           "the consumer's guard slot",
+           lambda ctx: ctx.apiguard_filter(apiguard_acl_guarded(ctx)), full_checks, apiguard=True),
     Config("e", "Envoy native", "rbac (x-forwarded-proto = https) + api_key_auth + jwt_authn "
            "(ES256, local_jwks inline, jwt_cache_size 4096)", native_everything, full_checks),
     Config("f", "apiguard: everything, no cache", "(d) with `jwt.cache_max_entries: 0`",

@@ -215,8 +215,8 @@ def write_report(results: Results, path: Path) -> None:
 
     stages = [
         ("a", "b", "wasm ABI floor: the VM entered for each request (no-op filter)", None),
-        ("b", "b2", "host calls alone: read all headers, clock, remove the key, add the consumer, bump a "
-         "counter", None),
+        ("b", "b2", "host calls alone: read all headers, clock, remove the key, add the consumer, two "
+         "filter-state properties", None),
         ("b2", "c", "apiguard's own work for an API key: the pipeline as wasm, plus its allocations",
          nat_delta("decide(): api key only")),
         ("d0", "d", "this build of apiguard.wasm instead of the baseline module (`--baseline-wasm`)", None),
@@ -225,6 +225,7 @@ def write_report(results: Results, path: Path) -> None:
         ("d", "d2", "+ rate limit: a token from the consumer's bucket in shared data (read, compare-and-swap "
          "write) and the RateLimit fields on the response", None),
         ("d", "d6", "+ ACL: a template match, the consumer's groups and one ownership lookup", None),
+        ("d6", "d7", "+ the ACL's enumeration guard: the consumer's slot read from shared data", None),
         ("d", "f", "+ ES256 signature verification on every request (cache off)",
          nat_delta("decide(): everything, uncached", "decide(): everything, cached")),
         ("a", "e", "Envoy native rbac + api_key_auth + jwt_authn (cached), for comparison", None),

@@ -3,8 +3,8 @@
 //!
 //! With the plugin configuration `hostcalls` it makes, per request, the same proxy-wasm host calls
 //! as apiguard forwarding a request with an API key (read every request header, read the clock,
-//! remove one header, add one, bump a counter) and nothing else, so the
-//! benchmark can tell the host-call cost apart from apiguard's own work.
+//! remove one header, add one, set two filter-state properties for the access log) and nothing
+//! else, so the benchmark can tell the host-call cost apart from apiguard's own work.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -12,7 +12,7 @@ use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
@@ -21,8 +21,8 @@ proxy_wasm::main! {{
 
 #[derive(Default)]
 struct NoopRoot {
-    /// Some(counter id) when configured with `hostcalls`.
-    mimic: Rc<Cell<Option<u32>>>,
+    /// Set when configured with `hostcalls`.
+    mimic: Rc<Cell<bool>>,
 }
 
 impl Context for NoopRoot {}
@@ -33,10 +33,7 @@ impl RootContext for NoopRoot {
             .ok()
             .flatten()
             .unwrap_or_default();
-        if config == b"hostcalls" {
-            let id = hostcalls::define_metric(MetricType::Counter, "noop_requests_total").ok();
-            self.mimic.set(id);
-        }
+        self.mimic.set(config == b"hostcalls");
         true
     }
 
@@ -50,14 +47,14 @@ impl RootContext for NoopRoot {
 }
 
 struct NoopHttp {
-    mimic: Option<u32>,
+    mimic: bool,
 }
 
 impl Context for NoopHttp {}
 
 impl HttpContext for NoopHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(counter) = self.mimic {
+        if self.mimic {
             let headers: Vec<(String, String)> = hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
                 .map(|pairs| pairs.into_iter().map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned())).collect())
                 .unwrap_or_default();
@@ -65,7 +62,8 @@ impl HttpContext for NoopHttp {
             std::hint::black_box((&headers, now));
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-api-key", None);
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-noop-consumer", Some("bench"));
-            let _ = hostcalls::increment_metric(counter, 1);
+            let _ = hostcalls::set_property(vec!["noop_consumer"], Some(b"bench"));
+            let _ = hostcalls::set_property(vec!["noop_decision"], Some(b"allowed"));
         }
         Action::Continue
     }
