@@ -112,7 +112,7 @@ impl Pkcs1Key {
         let s = self.mont_mul(s, &self.r_squared);
         let mut x = s.clone();
         for bit in (0..63 - self.e.leading_zeros()).rev() {
-            x = self.mont_mul(&x, &x);
+            x = self.mont_square(&x);
             if self.e >> bit & 1 == 1 {
                 x = self.mont_mul(&x, &s);
             }
@@ -156,6 +156,71 @@ impl Pkcs1Key {
             sub_in_place(&mut t, &self.n);
         }
         t
+    }
+
+    /// a·a·R⁻¹ mod n for a < n: the square with each cross product a_i·a_j computed once and
+    /// doubled, then reduced (REDC): about three quarters of `mont_mul`'s word products.
+    fn mont_square(&self, a: &[u32]) -> Vec<u32> {
+        let len = self.n.len();
+        // a² in 2·len words, and one more for the reduction's last carry.
+        let mut t = vec![0u32; 2 * len + 1];
+        for (i, &a_i) in a.iter().enumerate() {
+            let a_i = u64::from(a_i);
+            let mut carry = 0u64;
+            for (t_k, &a_j) in t.iter_mut().skip(2 * i + 1).zip(a.iter().skip(i + 1)) {
+                let x = u64::from(*t_k) + a_i * u64::from(a_j) + carry;
+                *t_k = x as u32;
+                carry = x >> 32;
+            }
+            if let Some(top) = t.get_mut(i + len) {
+                *top = carry as u32;
+            }
+        }
+        let mut high_bit = 0u32;
+        for t_k in t.iter_mut() {
+            let next = *t_k >> 31;
+            *t_k = (*t_k << 1) | high_bit;
+            high_bit = next;
+        }
+        let mut carry = 0u64;
+        for (k, t_k) in t.iter_mut().enumerate() {
+            let a_i = u64::from(a.get(k / 2).copied().unwrap_or(0));
+            let square = a_i * a_i;
+            let half = if k % 2 == 0 {
+                square & 0xffff_ffff
+            } else {
+                square >> 32
+            };
+            let x = u64::from(*t_k) + half + carry;
+            *t_k = x as u32;
+            carry = x >> 32;
+        }
+        // REDC: word by word, m·n added so that the low word becomes zero.
+        for i in 0..len {
+            let low = t.get(i).copied().unwrap_or(0);
+            let m = u64::from(low.wrapping_mul(self.n0_inverse));
+            let mut carry = 0u64;
+            for (t_k, &n_j) in t.iter_mut().skip(i).zip(&self.n) {
+                let x = u64::from(*t_k) + m * u64::from(n_j) + carry;
+                *t_k = x as u32;
+                carry = x >> 32;
+            }
+            for t_k in t.iter_mut().skip(i + len) {
+                if carry == 0 {
+                    break;
+                }
+                let x = u64::from(*t_k) + carry;
+                *t_k = x as u32;
+                carry = x >> 32;
+            }
+        }
+        let mut out = t.split_off(len);
+        let high = out.pop().unwrap_or(0);
+        // The result is below 2n: one subtraction at most.
+        if high != 0 || !less(&out, &self.n) {
+            sub_in_place(&mut out, &self.n);
+        }
+        out
     }
 
     /// I2OSP(m, k): m as k big-endian bytes (m < n < 2^(8k)).
@@ -354,6 +419,38 @@ mod tests {
         let cube = key3.mont_mul(&key3.mont_mul(&s_r, &s_r), &s);
         assert_eq!(key3.pow(&s), cube);
         assert_eq!(key1.pow(&s), s);
+    }
+
+    #[test]
+    fn squares_equal_products_of_a_value_with_itself() {
+        // The RFC key, and moduli of one, two and three words with their top bits set or not.
+        let mut keys = vec![rfc_key()];
+        for n in [
+            &[0xff, 0xff, 0xff, 0xfb][..],
+            &[0x01, 0x00, 0x00, 0x00, 0x01],
+            &[0xf0, 0, 0, 0, 0x12, 0x34, 0x56, 0x79],
+            &[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01],
+        ] {
+            keys.push(Pkcs1Key::new(n, &[1, 0, 1]).unwrap());
+        }
+        for key in &keys {
+            let words = key.n.len();
+            let mut n_minus_1 = key.n.clone();
+            n_minus_1[0] -= 1;
+            let mut values = vec![vec![0; words], limbs(&[1], words).unwrap(), n_minus_1];
+            for seed in 0..8u8 {
+                // One byte shorter than n: below it.
+                let bytes: Vec<u8> = (0..8).flat_map(|i| Sha512::digest([seed, i])).collect();
+                values.push(limbs(&bytes[..key.len - 1], words).unwrap());
+            }
+            for value in &values {
+                assert_eq!(
+                    key.mont_square(value),
+                    key.mont_mul(value, value),
+                    "{value:x?}"
+                );
+            }
+        }
     }
 
     #[test]
