@@ -29,6 +29,7 @@ mod rsa_pkcs1;
 #[cfg(test)]
 pub(crate) mod test_keys;
 mod token;
+mod words;
 
 use std::rc::Rc;
 

@@ -12,6 +12,8 @@
 
 use std::ops::{Add, Mul, MulAssign, Neg, Sub};
 
+use super::words::square_into;
+
 /// Words of p, least significant first.
 const P: [u32; 8] = [
     0xffff_ffff,
@@ -165,42 +167,10 @@ fn product(a: &[u32; 8], b: &[u32; 8]) -> [u32; 16] {
     t
 }
 
-/// a², 512 bits in sixteen words: the products a_i·a_j (i < j) once, doubled, then the squares
-/// a_i² added (36 multiplications instead of 64).
+/// a², 512 bits in sixteen words.
 fn square_product(a: &[u32; 8]) -> [u32; 16] {
     let mut t = [0u32; 16];
-    for (i, &a_i) in a.iter().enumerate() {
-        let a_i = u64::from(a_i);
-        let mut carry = 0u64;
-        for (t_k, &a_j) in t.iter_mut().skip(2 * i + 1).zip(a.iter().skip(i + 1)) {
-            let v = u64::from(*t_k) + a_i * u64::from(a_j) + carry;
-            *t_k = v as u32;
-            carry = v >> 32;
-        }
-        if let Some(top) = t.get_mut(i + 8) {
-            *top = carry as u32;
-        }
-    }
-    // Doubled: the off-diagonal sum is below 2^511, so no bit leaves the sixteen words.
-    let mut high_bit = 0u32;
-    for t_k in t.iter_mut() {
-        let next = *t_k >> 31;
-        *t_k = (*t_k << 1) | high_bit;
-        high_bit = next;
-    }
-    let mut carry = 0u64;
-    for (k, t_k) in t.iter_mut().enumerate() {
-        let a_i = u64::from(a.get(k / 2).copied().unwrap_or(0));
-        let square = a_i * a_i;
-        let half = if k % 2 == 0 {
-            square & 0xffff_ffff
-        } else {
-            square >> 32
-        };
-        let v = u64::from(*t_k) + half + carry;
-        *t_k = v as u32;
-        carry = v >> 32;
-    }
+    square_into(a, &mut t);
     t
 }
 

@@ -10,6 +10,8 @@
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
+use super::words::square_into;
+
 /// The hash of an RSASSA-PKCS1-v1_5 algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pkcs1Hash {
@@ -164,37 +166,7 @@ impl Pkcs1Key {
         let len = self.n.len();
         // a² in 2·len words, and one more for the reduction's last carry.
         let mut t = vec![0u32; 2 * len + 1];
-        for (i, &a_i) in a.iter().enumerate() {
-            let a_i = u64::from(a_i);
-            let mut carry = 0u64;
-            for (t_k, &a_j) in t.iter_mut().skip(2 * i + 1).zip(a.iter().skip(i + 1)) {
-                let x = u64::from(*t_k) + a_i * u64::from(a_j) + carry;
-                *t_k = x as u32;
-                carry = x >> 32;
-            }
-            if let Some(top) = t.get_mut(i + len) {
-                *top = carry as u32;
-            }
-        }
-        let mut high_bit = 0u32;
-        for t_k in t.iter_mut() {
-            let next = *t_k >> 31;
-            *t_k = (*t_k << 1) | high_bit;
-            high_bit = next;
-        }
-        let mut carry = 0u64;
-        for (k, t_k) in t.iter_mut().enumerate() {
-            let a_i = u64::from(a.get(k / 2).copied().unwrap_or(0));
-            let square = a_i * a_i;
-            let half = if k % 2 == 0 {
-                square & 0xffff_ffff
-            } else {
-                square >> 32
-            };
-            let x = u64::from(*t_k) + half + carry;
-            *t_k = x as u32;
-            carry = x >> 32;
-        }
+        square_into(a, &mut t);
         // REDC: word by word, m·n added so that the low word becomes zero.
         for i in 0..len {
             let low = t.get(i).copied().unwrap_or(0);
