@@ -69,7 +69,8 @@ setup-redis:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 # Envoy enters the VM only for the callbacks a module exports; the SDK exports them all. apiguard
-# never acts on a body or trailers, so those exports go: no VM entry per body chunk (tools/wasm_exports.py).
+# never acts on a response's body or trailers, so those exports go: no VM entry per response body
+# chunk (tools/wasm_exports.py).
 build: setup-rust
 	cargo build --release --target $(WASM_TARGET) --lib
 	python3 tools/wasm_exports.py trim $(WASM)

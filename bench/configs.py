@@ -399,7 +399,7 @@ def _noop_filters(ctx: Ctx, configuration: str = "") -> list[dict]:
 CONFIGS: list[Config] = [
     Config("a", "no filter", "router only", lambda ctx: []),
     Config("b", "no-op wasm", "Rust proxy-wasm filter that returns Continue (bench/noop-filter), without "
-           "the body and trailer callbacks among its exports, as `make build` leaves apiguard's",
+           "the response body and trailer callbacks among its exports, as `make build` leaves apiguard's",
            _noop_filters),
     Config("b2", "no-op wasm + host calls", "the no-op filter configured with `hostcalls`: per request it "
            "makes the host calls apiguard makes for (c) (read all request headers, read the clock, remove "

@@ -59,10 +59,10 @@ def run_checked(cmd: list[str], what: str, cwd: Path = ROOT, timeout: float = 90
 def build_noop() -> Path:
     run_checked(["cargo", "build", "--release", "--target", "wasm32-wasip1", "--manifest-path",
                  str(NOOP_DIR / "Cargo.toml"), "--target-dir", str(NOOP_TARGET)], "building the no-op filter")
-    # Without the body and trailer callbacks, as `make build` leaves apiguard's module: the same
+    # Without the response body and trailer callbacks, as `make build` leaves apiguard's module: the same
     # VM entries per request.
     run_checked([sys.executable, str(ROOT / "tools" / "wasm_exports.py"), "trim", str(NOOP_WASM)],
-                "dropping the no-op filter's body callbacks")
+                "dropping the no-op filter's response body callbacks")
     return NOOP_WASM
 
 

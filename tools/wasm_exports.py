@@ -1,10 +1,10 @@
 """Lists a .wasm module's exports, or removes some of them (`make build` removes the proxy-wasm
-callbacks apiguard never acts on).
+callbacks apiguard never acts on: the response's body and trailers).
 
 Why: Envoy enters the VM for a proxy-wasm callback only when the module exports it; for a
 missing one it does what the callback's default would (the stream goes on). The Rust SDK exports
-every callback, so without this each request body chunk, each response body chunk and the
-trailers would enter the VM for nothing. Only the export entries go: the code stays, unreachable.
+every callback, so without this each response body chunk and the response trailers would
+enter the VM for nothing. Only the export entries go: the code stays, unreachable.
 
   python3 tools/wasm_exports.py list MODULE.wasm
   python3 tools/wasm_exports.py drop MODULE.wasm NAME...   (rewrites MODULE.wasm in place)
@@ -20,9 +20,9 @@ import sys
 import tempfile
 
 MAGIC = b"\0asm\x01\0\0\0"
-# The callbacks apiguard never acts on: the stream goes on without entering the VM.
-UNUSED_CALLBACKS = ("proxy_on_request_body", "proxy_on_request_trailers", "proxy_on_response_body",
-                    "proxy_on_response_trailers")
+# The callbacks apiguard never acts on (it never pauses a response): the stream goes on without
+# entering the VM.
+UNUSED_CALLBACKS = ("proxy_on_response_body", "proxy_on_response_trailers")
 EXPORT_SECTION = 7
 
 

@@ -101,6 +101,11 @@ impl Flows {
         }
     }
 
+    /// Whether the request of `context` is paused, waiting for its decision.
+    pub fn is_waiting(&self, context: u32) -> bool {
+        self.waiting.contains_key(&context)
+    }
+
     /// What the call `token` was started for, while it is in flight.
     pub fn call_topic(&self, token: u32) -> Option<Topic> {
         self.calls.get(&token).map(|c| c.topic)

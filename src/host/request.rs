@@ -119,6 +119,17 @@ impl HttpContext for ApiguardRequest {
         }
     }
 
+    // Envoy holds a paused request's body and trailers itself, unless the filter's configuration
+    // sets `allow_on_headers_stop_iteration`: then they come here, and continuing would send the
+    // request upstream before it is decided. So they wait while the request waits.
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        self.hold_while_waiting()
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.hold_while_waiting()
+    }
+
     fn on_log(&mut self) {
         super::audit::record(&self.vm, self.context_id, self.started_ms);
     }
@@ -135,6 +146,24 @@ impl HttpContext for ApiguardRequest {
             set_header(MapType::HttpResponseHeaders, name, Some(value));
         }
         Action::Continue
+    }
+}
+
+impl ApiguardRequest {
+    /// Pause while the request waits for its decision (also when the VM cannot tell: a paused
+    /// request is resumed by its decision, a forwarded one never pauses here).
+    fn hold_while_waiting(&self) -> Action {
+        let waiting = self
+            .vm
+            .try_borrow()
+            .ok()
+            .and_then(|vm| vm.as_ref().map(|vm| vm.flows.is_waiting(self.context_id)))
+            .unwrap_or(true);
+        if waiting {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
     }
 }
 

@@ -52,12 +52,14 @@ class Guard:
 def start_guard(wasm: Path, upstream: EchoUpstream, config, *, tls_files: tuple[str, str] | None = None,
                 normalize_path: bool = True, extra_clusters: dict[str, int] | None = None,
                 concurrency: int = 2, use_remote_address: bool = False,
-                grpc_clusters: dict[str, int] | None = None) -> Guard:
+                grpc_clusters: dict[str, int] | None = None,
+                allow_on_headers_stop_iteration: bool = False) -> Guard:
     """A new Envoy loading apiguard with `config` (a dict or raw text) in front of `upstream`; the
     caller stops it. `tls_files` terminates TLS on the listener; `extra_clusters` and `grpc_clusters`
-    as in bootstrap()."""
+    as in bootstrap(); `allow_on_headers_stop_iteration` as in wasm_filter()."""
     text = config if isinstance(config, str) else json.dumps(config, sort_keys=True)
-    cfg = bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(text, wasm)], tls=tls_files,
+    wasm_entry = wasm_filter(text, wasm, allow_on_headers_stop_iteration=allow_on_headers_stop_iteration)
+    cfg = bootstrap(free_port(), free_port(), upstream.port, [wasm_entry], tls=tls_files,
                     normalize_path=normalize_path, extra_clusters=extra_clusters,
                     use_remote_address=use_remote_address, grpc_clusters=grpc_clusters)
     envoy = Envoy(cfg, concurrency=concurrency)

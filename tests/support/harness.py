@@ -202,9 +202,13 @@ def _grpc_cluster(name: str, port: int) -> dict:
 
 
 def wasm_filter(plugin_config, wasm_path: Path | str, *, fail_open: bool = False,
-                root_id: str = "apiguard", vm_id: str = "apiguard") -> dict:
-    """The `envoy.filters.http.wasm` entry; plugin_config is a dict (dumped to JSON) or raw text."""
+                root_id: str = "apiguard", vm_id: str = "apiguard",
+                allow_on_headers_stop_iteration: bool = False) -> dict:
+    """The `envoy.filters.http.wasm` entry; plugin_config is a dict (dumped to JSON) or raw text.
+    `allow_on_headers_stop_iteration`: Envoy then keeps a paused request's body flowing to the
+    plugin's body callback instead of holding it (PluginConfig, Envoy 1.35+)."""
     text = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    extra = {"allow_on_headers_stop_iteration": True} if allow_on_headers_stop_iteration else {}
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -220,6 +224,7 @@ def wasm_filter(plugin_config, wasm_path: Path | str, *, fail_open: bool = False
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": str(wasm_path)}},
                 },
+                **extra,
             },
         },
     }

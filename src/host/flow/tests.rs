@@ -689,3 +689,14 @@ fn without_an_audit_log_no_outcome_is_kept() {
     assert!(matches!(vm.host.outcome(B), Some(Err(_))), "still refused");
     assert_eq!(vm.flows.take_outcome(B), None);
 }
+
+#[test]
+fn a_request_is_waiting_from_its_pause_until_its_decision() {
+    let mut vm = Vm::new(Rc::default(), 1);
+    vm.request(A, &token("k1", "alice"));
+    assert!(vm.flows.is_waiting(A), "waits for the keys");
+    assert!(!vm.flows.is_waiting(B), "never seen");
+    vm.reply(A, 1, jwks("k1"));
+    assert!(!vm.flows.is_waiting(A), "decided");
+    assert_eq!(vm.host.outcome(A), Some(Ok("alice".into())));
+}
