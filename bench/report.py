@@ -22,6 +22,8 @@ DEFAULT_REPORT = ROOT / "BENCHMARKS.md"
 DEFAULT_CHART = BENCH / "chart.svg"
 # issue 15: refusing a forged ES256 token costs apiguard at most this many times native jwt_authn
 FORGED_GOAL = 3.0
+# issue 15: (d)'s proxy CPU per request at most this many times the native chain's (e)
+CPU_GOAL = 1.15
 
 
 def fmt_rps(v: float) -> str:
@@ -151,6 +153,27 @@ def write_report(results: Results, path: Path) -> None:
             for o in outcomes:
                 if o.series.rounds and o is not a:
                     w(f"- ({o.key}) {o.title}: {o.series.median('proxy_cpu_us_per_req') - base:+.1f} µs")
+
+    # proxy CPU per request against the native chain, and the floor a wasm filter starts from
+    if d is not None and d.series.rounds and e is not None and e.series.rounds:
+        cpu_d, cpu_e = d.series.median("proxy_cpu_us_per_req"), e.series.median("proxy_cpu_us_per_req")
+        times = cpu_d / cpu_e
+        verdict = "met" if times <= CPU_GOAL else "**not met**"
+        w("")
+        w(f"## Goal: (d) proxy CPU per request ≤ {CPU_GOAL:g}× (e)")
+        w("")
+        w(f"- (d) / (e): {cpu_d:.1f} µs vs {cpu_e:.1f} µs per request ({times:.2f}×; goal ≤ {CPU_GOAL:g}×): "
+          f"{verdict}.")
+        for key, what in (("b", "the no-op wasm filter alone"), ("b2", "the no-op filter making (c)'s host calls")):
+            o = by.get(key)
+            if o is not None and o.series.rounds:
+                cpu_o = o.series.median("proxy_cpu_us_per_req")
+                w(f"- ({key}) / (e), {what}: {cpu_o:.1f} µs vs {cpu_e:.1f} µs ({cpu_o / cpu_e:.2f}×).")
+        d0 = by.get("d0")
+        if d0 is not None and d0.series.rounds:
+            cpu_0 = d0.series.median("proxy_cpu_us_per_req")
+            w(f"- (d) / (d0), this build against the baseline module: {cpu_d:.1f} µs vs {cpu_0:.1f} µs "
+              f"({cpu_d - cpu_0:+.1f} µs, {cpu_d / cpu_0:.2f}×); throughput {pct(ratio(d, d0))}.")
 
     # fresh tokens: apiguard verifying every request (f, f2), or jwt_authn verifying for it (h),
     # against Envoy's native jwt_authn (g, g2)
