@@ -98,16 +98,23 @@ fuzz:
 	@echo "== fuzz $$(date +%T) ($(FUZZ_CASES) cases per property)"
 	APIGUARD_PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --test properties
 
-test-wasm: setup-wasm-bindgen
+# When the runner must be installed, it compiles beside the wasm test build: each is mostly a chain
+# of crates that leaves one core idle, so together they take less time than one after the other.
+test-wasm: setup-rust
 	@echo "== test-wasm $$(date +%T)"
+	@$(MAKE) --no-print-directory $(WBG_RUNNER) & runner=$$!; \
+	  cargo test --target wasm32-unknown-unknown --lib --no-run; built=$$?; \
+	  wait $$runner && exit $$built
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WBG_RUNNER) cargo test --target wasm32-unknown-unknown --lib
 
-# The tools (key generator, schema printer, audit verifier) are built in the debug profile with the
-# features test-unit used: the library and its dependencies are already compiled. Test modules run
-# on two pytest workers, a module's tests on one worker (its fixtures are started once).
+# The tools (key generator, schema printer, audit verifier) are the ones test-unit's `cargo test`
+# built (into target/debug, for the integration tests): `cargo test --no-run` finds them up to date.
+# (`cargo build --bins` would compile the library and a few dependencies again: without the
+# dev-dependencies, their features resolve differently.) Test modules run on two pytest workers, a
+# module's tests on one worker (its fixtures are started once).
 test-e2e: setup setup-mesh setup-nginx setup-redis build
 	@echo "== test-e2e $$(date +%T)"
-	cargo build --quiet --features schema --bins
+	cargo test --quiet --features schema --no-run
 	APIGUARD_WASM=$(WASM) ENVOY_BIN=$(ENVOY) APIGUARD_KEYGEN=$(ROOT)/target/debug/apiguard-keygen \
 	  APIGUARD_SCHEMA_BIN=$(ROOT)/target/debug/apiguard-schema \
 	  APIGUARD_AUDIT_VERIFY=$(ROOT)/target/debug/apiguard-audit-verify $(PY) -m pytest -q \
