@@ -12,7 +12,7 @@
 
 use std::ops::{Add, Mul, MulAssign, Neg, Sub};
 
-use super::words::square_into;
+use super::words::{add_in_place, square_into, sub_in_place};
 
 /// Words of p, least significant first.
 const P: [u32; 8] = [
@@ -93,16 +93,11 @@ impl Add for Fe {
     type Output = Self;
 
     fn add(self, other: Self) -> Self {
-        let mut sum = [0u32; 8];
-        let mut carry = 0u64;
-        for ((s, a), b) in sum.iter_mut().zip(self.0).zip(other.0) {
-            let v = u64::from(a) + u64::from(b) + carry;
-            *s = v as u32;
-            carry = v >> 32;
-        }
+        let mut sum = self.0;
+        let carry = add_in_place(&mut sum, &other.0);
         // Below 2p: at most one subtraction (which also takes the carry out of word 7).
-        if carry != 0 || !less_than_p(&sum) {
-            subtract_p(&mut sum);
+        if carry || !less_than_p(&sum) {
+            sub_in_place(&mut sum, &P);
         }
         Self(sum)
     }
@@ -112,15 +107,9 @@ impl Sub for Fe {
     type Output = Self;
 
     fn sub(self, other: Self) -> Self {
-        let mut difference = [0u32; 8];
-        let mut borrow = 0i64;
-        for ((d, a), b) in difference.iter_mut().zip(self.0).zip(other.0) {
-            let v = i64::from(a) - i64::from(b) + borrow;
-            *d = v as u32;
-            borrow = v >> 32;
-        }
-        if borrow != 0 {
-            add_p(&mut difference);
+        let mut difference = self.0;
+        if sub_in_place(&mut difference, &other.0) {
+            add_in_place(&mut difference, &P);
         }
         Self(difference)
     }
@@ -211,7 +200,7 @@ fn reduce(c: &[u32; 16]) -> [u32; 8] {
     }
     // Below 2^256 < 2p now: one subtraction at most.
     if !less_than_p(&out) {
-        subtract_p(&mut out);
+        sub_in_place(&mut out, &P);
     }
     out
 }
@@ -223,26 +212,6 @@ fn less_than_p(words: &[u32; 8]) -> bool {
         }
     }
     false
-}
-
-/// words - p, modulo 2^256.
-fn subtract_p(words: &mut [u32; 8]) {
-    let mut borrow = 0i64;
-    for (w, p) in words.iter_mut().zip(P) {
-        let v = i64::from(*w) - i64::from(p) + borrow;
-        *w = v as u32;
-        borrow = v >> 32;
-    }
-}
-
-/// words + p, modulo 2^256.
-fn add_p(words: &mut [u32; 8]) {
-    let mut carry = 0u64;
-    for (w, p) in words.iter_mut().zip(P) {
-        let v = u64::from(*w) + u64::from(p) + carry;
-        *w = v as u32;
-        carry = v >> 32;
-    }
 }
 
 #[cfg(test)]

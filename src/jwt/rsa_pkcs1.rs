@@ -10,7 +10,7 @@
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-use super::words::square_into;
+use super::words::{square_into, sub_in_place};
 
 /// The hash of an RSASSA-PKCS1-v1_5 algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,18 +240,6 @@ fn limbs(bytes: &[u8], count: usize) -> Option<Vec<u32>> {
 /// a < b, both of the same number of limbs.
 fn less(a: &[u32], b: &[u32]) -> bool {
     a.iter().rev().lt(b.iter().rev())
-}
-
-/// a -= b (mod 2^(32·limbs)).
-fn sub_in_place(a: &mut [u32], b: &[u32]) {
-    let mut borrow = 0u64;
-    for (a_j, &b_j) in a.iter_mut().zip(b) {
-        let x = u64::from(*a_j)
-            .wrapping_sub(u64::from(b_j))
-            .wrapping_sub(borrow);
-        *a_j = x as u32;
-        borrow = (x >> 63) & 1;
-    }
 }
 
 /// R² mod n, R = 2^(32·limbs), by doubling 1 modulo n: once per key, a few thousand cheap steps.

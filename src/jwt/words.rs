@@ -39,3 +39,29 @@ pub fn square_into(a: &[u32], t: &mut [u32]) {
         carry = x >> 32;
     }
 }
+
+/// `a += b` modulo 2^(32·len); whether a carry left the top word.
+#[inline(always)]
+pub fn add_in_place(a: &mut [u32], b: &[u32]) -> bool {
+    let mut carry = 0u64;
+    for (a_j, &b_j) in a.iter_mut().zip(b) {
+        let x = u64::from(*a_j) + u64::from(b_j) + carry;
+        *a_j = x as u32;
+        carry = x >> 32;
+    }
+    carry != 0
+}
+
+/// `a -= b` modulo 2^(32·len); whether it borrowed (b was above a).
+#[inline(always)]
+pub fn sub_in_place(a: &mut [u32], b: &[u32]) -> bool {
+    let mut borrow = 0u64;
+    for (a_j, &b_j) in a.iter_mut().zip(b) {
+        let x = u64::from(*a_j)
+            .wrapping_sub(u64::from(b_j))
+            .wrapping_sub(borrow);
+        *a_j = x as u32;
+        borrow = (x >> 63) & 1;
+    }
+    borrow != 0
+}
